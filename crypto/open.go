@@ -1,0 +1,328 @@
+package crypto
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+)
+
+// OpenOptions are the recipient's choices when opening a bundle.
+type OpenOptions struct {
+	// ExpectSender, if set, is the signing key (in the form of
+	// FormatSigningKey) that must have sealed the bundle.
+	ExpectSender string
+	// Only, if set, extracts just this file, reading only the parts of the
+	// payload that hold it and the manifest.
+	Only string
+	// Progress, if set, is called with the number of file bytes extracted.
+	Progress func(done int64)
+}
+
+// OpenResult summarises what was checked and extracted.
+type OpenResult struct {
+	Envelope *Envelope
+	// Files are the manifest entries that were extracted and verified.
+	Files []ManifestFile
+	// PayloadVerified reports whether the whole payload was hashed and found
+	// to match the envelope (not done with OpenOptions.Only).
+	PayloadVerified bool
+}
+
+// ErrNotRecipient is returned when the key is not among a bundle's recipients.
+var ErrNotRecipient = errors.New("this key is not a recipient of this bundle")
+
+// ErrUnexpectedSender is returned when the bundle was signed by another key
+// than OpenOptions.ExpectSender.
+var ErrUnexpectedSender = errors.New("bundle was sealed by an unexpected sender")
+
+// Open verifies the bundle and extracts its files into dir, which must not
+// exist or be empty. Nothing is left in dir unless every check passes: files
+// are written to a temporary directory beside it, which is renamed to dir at
+// the end. The checks, in order: the envelope signature, the expected
+// sender, that key is a recipient, the age header's limits, decryption and
+// authentication of the payload, the manifest against the signed digest, the
+// inner archive against the manifest, each file's SHA-256, and the whole
+// payload's SHA-256 against the envelope.
+func (b *Bundle) Open(ctx context.Context, key *UnitKey, dir string, opts OpenOptions) (*OpenResult, error) {
+	env := b.Envelope
+	if err := b.VerifySignature(); err != nil {
+		return nil, err
+	}
+	if opts.ExpectSender != "" {
+		want, err := ParseSigningKey(opts.ExpectSender)
+		if err != nil {
+			return nil, err
+		}
+		if FormatSigningKey(want) != env.Sender.Key {
+			return nil, fmt.Errorf("%w: signed by %s, expected %s", ErrUnexpectedSender, env.Sender.Key, opts.ExpectSender)
+		}
+	}
+	if env.recipientIndex(key.Recipient().String()) < 0 {
+		return nil, fmt.Errorf("%w (its recipients: %s)", ErrNotRecipient, env.recipientList())
+	}
+	if opts.Only != "" {
+		if err := checkBundlePath(opts.Only); err != nil {
+			return nil, err
+		}
+	}
+	if err := prepareOutputDir(dir); err != nil {
+		return nil, err
+	}
+
+	// The full payload hash runs on its own core while the files are
+	// decrypted and extracted; its verdict is awaited before anything is
+	// made visible in dir.
+	var hashDone chan error
+	if opts.Only == "" {
+		hashDone = make(chan error, 1)
+		go func() { hashDone <- b.VerifyPayloadHash() }()
+	}
+	files, err := b.extract(ctx, key, dir, opts)
+	if hashDone != nil {
+		if hashErr := <-hashDone; hashErr != nil {
+			// A forged or damaged payload explains any other failure too.
+			err = hashErr
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &OpenResult{Envelope: env, Files: files, PayloadVerified: hashDone != nil}, nil
+}
+
+func (e *Envelope) recipientList() string {
+	var names []string
+	for _, r := range e.Recipients {
+		if r.Unit != "" {
+			names = append(names, r.Unit)
+		} else {
+			names = append(names, r.Key)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// prepareOutputDir checks that dir does not exist or is an empty directory.
+func prepareOutputDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("output directory: %w", err)
+	case len(entries) > 0:
+		return fmt.Errorf("output directory %q is not empty", dir)
+	}
+	return nil
+}
+
+// extract decrypts the payload with random access, checks the inner archive
+// and extracts the selected files into a temporary directory, renamed to dir
+// once all is well. The directory keeps MkdirTemp's mode 0700: evidence is
+// readable by its recipient only until they decide otherwise.
+func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts OpenOptions) ([]ManifestFile, error) {
+	env := b.Envelope
+	if err := checkAgeHeader(b.payload, b.payload.Size()); err != nil {
+		return nil, err
+	}
+	plain, plainSize, err := age.DecryptReaderAt(b.Payload(), b.payload.Size(), key.Identity())
+	if err != nil {
+		var noMatch *age.NoIdentityMatchError
+		if errors.As(err, &noMatch) {
+			return nil, ErrNotRecipient
+		}
+		return nil, fmt.Errorf("decrypting payload.age: %w", err)
+	}
+	inner, err := zip.NewReader(plain, plainSize)
+	if err != nil {
+		return nil, fmt.Errorf("decrypted payload is not a valid inner archive: %w", err)
+	}
+	entries, manifestEntry, err := checkInnerEntries(inner)
+	if err != nil {
+		return nil, err
+	}
+	mjson, err := readSmallEntry(manifestEntry, MaxManifestSize)
+	if err != nil {
+		return nil, err
+	}
+	if sha256.Sum256(mjson) != env.ManifestSHA256 {
+		return nil, errors.New("manifest does not match the digest in the signed envelope")
+	}
+	m, err := parseManifest(mjson, env.BundleID)
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Files) != len(entries) {
+		return nil, fmt.Errorf("inner archive holds %d files, the manifest lists %d", len(entries), len(m.Files))
+	}
+	var selected []ManifestFile
+	for _, mf := range m.Files {
+		e := entries[mf.Path]
+		if e == nil {
+			return nil, fmt.Errorf("file %q is in the manifest but not in the inner archive", mf.Path)
+		}
+		if int64(e.UncompressedSize64) != mf.Size {
+			return nil, fmt.Errorf("file %q is %d bytes in the inner archive, %d in the manifest", mf.Path, e.UncompressedSize64, mf.Size)
+		}
+		if opts.Only == "" || mf.Path == opts.Only {
+			selected = append(selected, mf)
+		}
+	}
+	if len(selected) == 0 {
+		return nil, fmt.Errorf("no file %q in this bundle", opts.Only)
+	}
+
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".evx-open-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating temporary directory beside %q: %w", dir, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	buf := make([]byte, 1<<20)
+	var done int64
+	for _, mf := range selected {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := extractFile(ctx, tmp, entries[mf.Path], mf, buf, func(n int64) {
+			if opts.Progress != nil {
+				opts.Progress(done + n)
+			}
+		}); err != nil {
+			return nil, err
+		}
+		done += mf.Size
+	}
+	// rename(2) replaces an empty directory, and fails on a non-empty one,
+	// so a directory filled meanwhile is never overwritten.
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, fmt.Errorf("moving extracted files into place: %w", err)
+	}
+	ok = true
+	return selected, nil
+}
+
+// checkInnerEntries rejects inner archives with entries that could escape
+// the output directory or are not regular files, and indexes the files.
+func checkInnerEntries(inner *zip.Reader) (map[string]*zip.File, *zip.File, error) {
+	if len(inner.File) > MaxFiles+1 {
+		return nil, nil, fmt.Errorf("inner archive has %d entries, over the limit of %d", len(inner.File), MaxFiles+1)
+	}
+	entries := map[string]*zip.File{}
+	paths := newPathSet()
+	var manifest *zip.File
+	for _, f := range inner.File {
+		if f.Name == manifestName {
+			if manifest != nil {
+				return nil, nil, fmt.Errorf("inner archive: duplicate entry %q", f.Name)
+			}
+			manifest = f
+			continue
+		}
+		p, ok := strings.CutPrefix(f.Name, filesPrefix)
+		if !ok {
+			return nil, nil, fmt.Errorf("inner archive: unexpected entry %q outside %s", f.Name, filesPrefix)
+		}
+		if err := checkBundlePath(p); err != nil {
+			return nil, nil, fmt.Errorf("inner archive: %w", err)
+		}
+		if !f.Mode().IsRegular() {
+			return nil, nil, fmt.Errorf("inner archive: entry %q is not a regular file (%v)", f.Name, f.Mode().Type())
+		}
+		if f.Method != zip.Store && f.Method != zip.Deflate {
+			return nil, nil, fmt.Errorf("inner archive: entry %q uses unsupported compression method %d", f.Name, f.Method)
+		}
+		if err := paths.add(p); err != nil {
+			return nil, nil, fmt.Errorf("inner archive: %w", err)
+		}
+		entries[p] = f
+	}
+	if manifest == nil {
+		return nil, nil, fmt.Errorf("inner archive has no %s", manifestName)
+	}
+	return entries, manifest, nil
+}
+
+// extractFile writes one file below root and checks its SHA-256.
+func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile, buf []byte, progress func(int64)) error {
+	target := filepath.Join(root, filepath.FromSlash(mf.Path))
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	rc, err := e.Open()
+	if err != nil {
+		return fmt.Errorf("file %q: %w", mf.Path, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r, rerr := rc.Read(buf)
+		if r > 0 {
+			n += int64(r)
+			if n > mf.Size {
+				return fmt.Errorf("file %q is longer than the manifest says", mf.Path)
+			}
+			h.Write(buf[:r])
+			if _, err := out.Write(buf[:r]); err != nil {
+				return err
+			}
+			progress(n)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("file %q: %w", mf.Path, rerr)
+		}
+	}
+	if n != mf.Size {
+		return fmt.Errorf("file %q is %d bytes, the manifest says %d", mf.Path, n, mf.Size)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != mf.SHA256 {
+		return fmt.Errorf("file %q does not match its SHA-256 in the manifest", mf.Path)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	mode, _ := mf.fileMode()
+	if err := os.Chmod(target, mode); err != nil {
+		return err
+	}
+	mtime, _ := time.Parse(time.RFC3339Nano, mf.Modified)
+	return os.Chtimes(target, mtime, mtime)
+}
+
+// ManifestSummary returns one line per file: its SHA-256, size and path.
+func ManifestSummary(files []ManifestFile) string {
+	var b bytes.Buffer
+	for _, f := range files {
+		fmt.Fprintf(&b, "%s  %12d  %s\n", f.SHA256, f.Size, path.Clean(f.Path))
+	}
+	return b.String()
+}
