@@ -1,0 +1,44 @@
+package transfer
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Rejection codes of protocol v1: a fixed set, so that they can be counted
+// in metrics and acted on by the sender.
+const (
+	CodeMalformed        = "malformed"         // a frame or the envelope does not parse
+	CodeBadSignature     = "bad-signature"     // the envelope signature does not verify
+	CodeSenderMismatch   = "sender-mismatch"   // the envelope's sender gateway is not the authenticated peer
+	CodeUnknownSender    = "unknown-sender"    // the sender unit or its signing key is not in the sending gateway's directory
+	CodeUnknownRecipient = "unknown-recipient" // a recipient unit does not exist here, or its key does not match
+	CodeTooLarge         = "too-large"         // the payload exceeds the receiver's limit
+	CodeConflict         = "conflict"          // the bundle id is known with another payload hash
+	CodeSizeMismatch     = "size-mismatch"     // the payload was shorter or longer than declared
+	CodeHashMismatch     = "hash-mismatch"     // the payload's SHA-256 differs from the envelope's
+	CodeNotAccepted      = "not-accepted"      // policy refuses the bundle (purpose, agreement, suspension)
+	CodeUnavailable      = "unavailable"       // the receiver cannot store now; retry later
+	CodeInternal         = "internal"          // an unexpected error at the receiver
+)
+
+// Rejection is a refusal with a code from the fixed set above and a reason
+// meant for people. Receivers return it to refuse; senders receive it.
+type Rejection struct {
+	Code   string
+	Reason string
+}
+
+func (r *Rejection) Error() string { return fmt.Sprintf("rejected (%s): %s", r.Code, r.Reason) }
+
+// Reject returns a *Rejection with a formatted reason.
+func Reject(code, format string, args ...any) *Rejection {
+	return &Rejection{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Temporary reports whether the sender should retry later.
+func (r *Rejection) Temporary() bool {
+	return r.Code == CodeUnavailable || r.Code == CodeInternal
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -1,0 +1,115 @@
+package transfer
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"evx/crypto"
+)
+
+// Frame types of protocol v1.
+const (
+	frameOffer            byte = 1
+	frameAccept           byte = 2
+	frameReject           byte = 3
+	frameReceipt          byte = 4
+	frameDirectoryRequest byte = 5
+	frameDirectory        byte = 6
+)
+
+// MaxFrameSize bounds a frame's body. The largest frame is an offer, whose
+// envelope is at most crypto.MaxEnvelopeSize bytes, base64-encoded.
+const MaxFrameSize = 256 << 10
+
+// frameHeaderSize is one type byte and a four-byte big-endian body length.
+const frameHeaderSize = 5
+
+type offerFrame struct {
+	Envelope  []byte `json:"envelope"`
+	Signature []byte `json:"signature"`
+}
+
+type acceptFrame struct {
+	Offset int64 `json:"offset"`
+}
+
+type rejectFrame struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+type receiptFrame struct {
+	Receipt   *crypto.Signed `json:"receipt"`
+	Duplicate bool           `json:"duplicate,omitempty"`
+}
+
+type directoryFrame struct {
+	Directory *crypto.Signed `json:"directory"`
+}
+
+func writeFrame(w io.Writer, typ byte, body any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	if len(data) > MaxFrameSize {
+		return fmt.Errorf("frame of %d bytes exceeds the limit of %d", len(data), MaxFrameSize)
+	}
+	buf := make([]byte, frameHeaderSize, frameHeaderSize+len(data))
+	buf[0] = typ
+	binary.BigEndian.PutUint32(buf[1:], uint32(len(data)))
+	_, err = w.Write(append(buf, data...))
+	return err
+}
+
+// errMalformedFrame is wrapped by every framing error.
+var errMalformedFrame = errors.New("malformed frame")
+
+// readFrame reads one frame, refusing oversized bodies before reading them.
+func readFrame(r io.Reader) (byte, []byte, error) {
+	var hdr [frameHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > MaxFrameSize {
+		return 0, nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", errMalformedFrame, n, MaxFrameSize)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, fmt.Errorf("%w: truncated body: %v", errMalformedFrame, err)
+	}
+	return hdr[0], body, nil
+}
+
+// decodeFrame reads a frame of type want into v. A reject frame instead is
+// returned as a *Rejection error.
+func decodeFrame(r io.Reader, want byte, v any) error {
+	typ, body, err := readFrame(r)
+	if err != nil {
+		return err
+	}
+	if typ == frameReject && want != frameReject {
+		var rej rejectFrame
+		if err := unmarshalStrict(body, &rej); err != nil {
+			return err
+		}
+		return &Rejection{Code: rej.Code, Reason: rej.Reason}
+	}
+	if typ != want {
+		return fmt.Errorf("%w: got frame type %d, want %d", errMalformedFrame, typ, want)
+	}
+	return unmarshalStrict(body, v)
+}
+
+func unmarshalStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytesReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errMalformedFrame, err)
+	}
+	return nil
+}

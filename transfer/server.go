@@ -1,0 +1,300 @@
+package transfer
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"evx/crypto"
+
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+)
+
+// Offer is a bundle offered by an authenticated peer gateway.
+type Offer struct {
+	Envelope     *crypto.Envelope
+	EnvelopeJSON []byte
+	Signature    []byte
+}
+
+// Receiver decides on and stores the bundles peers offer. It is implemented
+// by the gateway.
+type Receiver interface {
+	// Receive is called for each offer from peer, whose identity the TLS
+	// handshake established and whose envelope signature verified. To take
+	// the bundle it calls accept once with the offset to resume from and
+	// reads the payload from the returned reader: the reader returns
+	// io.EOF only after exactly the remaining declared bytes, with the
+	// SHA-256 of the whole payload matching the envelope; otherwise it
+	// returns a *Rejection error, and nothing read must be kept. Receive
+	// returns the receiving gateway's signed receipt once the bundle is
+	// durably stored, or a *Rejection to refuse. A receipt returned without
+	// calling accept answers a duplicate offer.
+	Receive(ctx context.Context, peer string, o *Offer, accept func(offset int64) (io.Reader, error)) (*crypto.Signed, error)
+	// Directory returns this gateway's signed unit directory for peer.
+	Directory(ctx context.Context, peer string) (*crypto.Signed, error)
+}
+
+// ServerConfig configures a peer listener.
+type ServerConfig struct {
+	// ID is this gateway's id.
+	ID string
+	// Certificate is this gateway's certificate, issued by its country's
+	// CA with the URI SAN GatewayURI(ID) and both client and server
+	// authentication usages.
+	Certificate tls.Certificate
+	// PeerCAs maps each peer gateway id to the pool of its country's CA.
+	PeerCAs  map[string]*x509.CertPool
+	Receiver Receiver
+	Logger   *zap.Logger
+	// Now defaults to time.Now; tests set it to check expiry.
+	Now func() time.Time
+}
+
+// Server accepts connections from peer gateways.
+type Server struct {
+	cfg ServerConfig
+	ln  *quic.Listener
+	log *zap.Logger
+}
+
+// Listen starts listening on addr (UDP host:port).
+func Listen(addr string, cfg ServerConfig) (*Server, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger.Named("transfer")
+	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(err error) {
+		logRefusal(log, err)
+	})
+	ln, err := quic.ListenAddr(addr, tlsConf, quicConfig())
+	if err != nil {
+		return nil, fmt.Errorf("listening for peers on %s: %w", addr, err)
+	}
+	return &Server{cfg: cfg, ln: ln, log: log}, nil
+}
+
+func logRefusal(log *zap.Logger, err error) {
+	var he *HandshakeError
+	reason := "other"
+	if errors.As(err, &he) {
+		reason = he.Reason
+	}
+	log.Warn("peer handshake refused", zap.String("reason", reason), zap.Error(err))
+}
+
+// Addr returns the listening address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve accepts connections until ctx is done or the listener is closed.
+func (s *Server) Serve(ctx context.Context) error {
+	for {
+		conn, err := s.ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go s.serveConn(ctx, conn)
+	}
+}
+
+// Close stops listening and closes every connection.
+func (s *Server) Close() error { return s.ln.Close() }
+
+func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
+	state := conn.ConnectionState().TLS
+	if len(state.PeerCertificates) == 0 {
+		conn.CloseWithError(1, "no client certificate")
+		return
+	}
+	// verifyPeer already authenticated the certificate in the handshake.
+	peer, err := gatewayID(state.PeerCertificates[0])
+	if err != nil {
+		conn.CloseWithError(1, "bad identity")
+		return
+	}
+	log := s.log.With(zap.String("peer", peer), zap.Stringer("addr", conn.RemoteAddr()))
+	log.Info("peer connected")
+	for {
+		str, err := conn.AcceptStream(ctx)
+		if err != nil {
+			log.Info("peer disconnected", zap.Error(err))
+			return
+		}
+		go s.serveStream(ctx, peer, str, log)
+	}
+}
+
+func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream, log *zap.Logger) {
+	defer str.Close()
+	str.SetReadDeadline(time.Now().Add(stallTimeout))
+	typ, body, err := readFrame(str)
+	if err != nil {
+		s.reject(str, log, Reject(CodeMalformed, "reading the first frame: %v", err))
+		return
+	}
+	switch typ {
+	case frameDirectoryRequest:
+		d, err := s.cfg.Receiver.Directory(ctx, peer)
+		if err != nil {
+			s.reject(str, log, asRejection(err))
+			return
+		}
+		if err := writeFrame(str, frameDirectory, directoryFrame{Directory: d}); err != nil {
+			log.Warn("sending directory", zap.Error(err))
+		}
+	case frameOffer:
+		var of offerFrame
+		if err := unmarshalStrict(body, &of); err != nil {
+			s.reject(str, log, Reject(CodeMalformed, "offer: %v", err))
+			return
+		}
+		s.serveOffer(ctx, peer, str, &of, log)
+	default:
+		s.reject(str, log, Reject(CodeMalformed, "unexpected frame type %d", typ))
+	}
+}
+
+func (s *Server) serveOffer(ctx context.Context, peer string, str *quic.Stream, of *offerFrame, log *zap.Logger) {
+	o, rej := checkOffer(peer, of)
+	if rej != nil {
+		s.reject(str, log, rej)
+		return
+	}
+	log = log.With(zap.String("bundle", o.Envelope.BundleID))
+	accepted := false
+	accept := func(offset int64) (io.Reader, error) {
+		if accepted {
+			return nil, errors.New("accept called twice")
+		}
+		if offset != 0 {
+			return nil, fmt.Errorf("resuming at offset %d is not supported yet", offset)
+		}
+		accepted = true
+		if err := writeFrame(str, frameAccept, acceptFrame{Offset: offset}); err != nil {
+			return nil, err
+		}
+		return newPayloadReader(str, o.Envelope), nil
+	}
+	receipt, err := s.cfg.Receiver.Receive(ctx, peer, o, accept)
+	if err != nil {
+		rej := asRejection(err)
+		if accepted {
+			// Whatever the sender still sends is not wanted.
+			str.CancelRead(0)
+		}
+		s.reject(str, log, rej)
+		return
+	}
+	if err := writeFrame(str, frameReceipt, receiptFrame{Receipt: receipt, Duplicate: !accepted}); err != nil {
+		log.Warn("sending receipt", zap.Error(err))
+		return
+	}
+	log.Info("bundle received", zap.Bool("duplicate", !accepted), zap.Int64("size", o.Envelope.PayloadSize))
+}
+
+// checkOffer applies the checks every receiver needs: the envelope parses,
+// its signature verifies, and its sender belongs to the authenticated peer.
+func checkOffer(peer string, of *offerFrame) (*Offer, *Rejection) {
+	env, err := crypto.ParseEnvelope(of.Envelope)
+	if err != nil {
+		return nil, Reject(CodeMalformed, "envelope: %v", err)
+	}
+	if err := crypto.VerifySignature(env, of.Envelope, of.Signature); err != nil {
+		return nil, Reject(CodeBadSignature, "%v", err)
+	}
+	country, _, _ := strings.Cut(env.Sender.Unit, "/")
+	if country != peer {
+		return nil, Reject(CodeSenderMismatch, "the envelope's sender %q does not belong to the authenticated peer %s", env.Sender.Unit, peer)
+	}
+	return &Offer{Envelope: env, EnvelopeJSON: of.Envelope, Signature: of.Signature}, nil
+}
+
+func asRejection(err error) *Rejection {
+	var rej *Rejection
+	if errors.As(err, &rej) {
+		return rej
+	}
+	return Reject(CodeInternal, "the receiving gateway failed to process the bundle; it has been logged there")
+}
+
+func (s *Server) reject(str *quic.Stream, log *zap.Logger, rej *Rejection) {
+	log.Warn("refused", zap.String("code", rej.Code), zap.String("reason", rej.Reason))
+	if err := writeFrame(str, frameReject, rejectFrame{Code: rej.Code, Reason: rej.Reason}); err != nil {
+		log.Debug("sending rejection", zap.Error(err))
+	}
+}
+
+// payloadReader reads exactly the payload's declared size from the stream,
+// hashing it, and reports io.EOF only when size and SHA-256 match.
+type payloadReader struct {
+	str       *quic.Stream
+	remaining int64
+	declared  int64
+	want      [32]byte
+	hash      interface {
+		io.Writer
+		Sum([]byte) []byte
+	}
+	err error
+}
+
+func newPayloadReader(str *quic.Stream, env *crypto.Envelope) *payloadReader {
+	return &payloadReader{str: str, remaining: env.PayloadSize, declared: env.PayloadSize,
+		want: env.PayloadSHA256, hash: sha256.New()}
+}
+
+func (p *payloadReader) Read(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	if p.remaining == 0 {
+		p.err = p.finish()
+		return 0, p.err
+	}
+	if int64(len(b)) > p.remaining {
+		b = b[:p.remaining]
+	}
+	p.str.SetReadDeadline(time.Now().Add(stallTimeout))
+	n, err := p.str.Read(b)
+	p.hash.Write(b[:n])
+	p.remaining -= int64(n)
+	switch {
+	case err == io.EOF && p.remaining > 0:
+		p.err = Reject(CodeSizeMismatch, "payload ended after %d bytes, the envelope declares %d", p.declared-p.remaining, p.declared)
+		return n, p.err
+	case err != nil && err != io.EOF:
+		p.err = fmt.Errorf("reading payload: %w", err)
+		return n, p.err
+	}
+	return n, nil
+}
+
+// finish checks that the sender sent nothing beyond the declared size and
+// that the hash matches.
+func (p *payloadReader) finish() error {
+	var one [1]byte
+	p.str.SetReadDeadline(time.Now().Add(stallTimeout))
+	n, err := io.ReadFull(p.str, one[:])
+	if n > 0 {
+		return Reject(CodeSizeMismatch, "payload is longer than the %d bytes the envelope declares", p.declared)
+	}
+	if err != io.EOF {
+		return fmt.Errorf("reading the end of the payload: %w", err)
+	}
+	var got [32]byte
+	copy(got[:], p.hash.Sum(nil))
+	if got != p.want {
+		return Reject(CodeHashMismatch, "payload SHA-256 %x differs from the envelope's %x", got, p.want)
+	}
+	return io.EOF
+}

@@ -1,0 +1,149 @@
+package transfer
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// ALPN is the application protocol negotiated in the TLS handshake; its
+// suffix is the protocol version.
+const ALPN = "evx/1"
+
+var gatewayIDPattern = regexp.MustCompile(`^[A-Z][A-Z0-9]{1,15}$`)
+
+// GatewayURI returns the URI SAN that identifies gateway id in certificates.
+func GatewayURI(id string) string { return "evx://gateway/" + id }
+
+// gatewayID returns the gateway id named by the certificate's evx://gateway/
+// URI SAN. A certificate must carry exactly one.
+func gatewayID(cert *x509.Certificate) (string, error) {
+	var ids []string
+	for _, u := range cert.URIs {
+		if u.Scheme == "evx" && u.Host == "gateway" {
+			ids = append(ids, strings.TrimPrefix(u.Path, "/"))
+		}
+	}
+	if len(ids) != 1 {
+		return "", fmt.Errorf("certificate %q carries %d evx://gateway/ identities, want exactly 1", cert.Subject, len(ids))
+	}
+	if !gatewayIDPattern.MatchString(ids[0]) {
+		return "", fmt.Errorf("certificate %q names malformed gateway id %q", cert.Subject, ids[0])
+	}
+	return ids[0], nil
+}
+
+// GatewayIDFromURI parses an evx://gateway/<ID> URI.
+func GatewayIDFromURI(u *url.URL) (string, bool) {
+	if u.Scheme != "evx" || u.Host != "gateway" {
+		return "", false
+	}
+	id := strings.TrimPrefix(u.Path, "/")
+	return id, gatewayIDPattern.MatchString(id)
+}
+
+// HandshakeError is a refused TLS handshake: the peer's certificate did not
+// authenticate it. Reason is a fixed category, suitable as a metric label.
+type HandshakeError struct {
+	Reason string // unknown-peer, wrong-ca, expired, no-certificate, bad-identity, wrong-peer
+	Err    error
+}
+
+func (e *HandshakeError) Error() string { return fmt.Sprintf("peer refused (%s): %v", e.Reason, e.Err) }
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// verifyPeer checks a peer's certificate chain against the CA of the peer
+// it claims to be (or, when want is set, must be), for the given usage.
+func verifyPeer(rawCerts [][]byte, cas map[string]*x509.CertPool, want string, usage x509.ExtKeyUsage, now time.Time) (string, error) {
+	if len(rawCerts) == 0 {
+		return "", &HandshakeError{"no-certificate", errors.New("the peer presented no certificate")}
+	}
+	certs := make([]*x509.Certificate, len(rawCerts))
+	for i, raw := range rawCerts {
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return "", &HandshakeError{"bad-identity", fmt.Errorf("malformed certificate: %v", err)}
+		}
+		certs[i] = c
+	}
+	leaf := certs[0]
+	id, err := gatewayID(leaf)
+	if err != nil {
+		return "", &HandshakeError{"bad-identity", err}
+	}
+	if want != "" && id != want {
+		return "", &HandshakeError{"wrong-peer", fmt.Errorf("dialled gateway %s but its certificate says %s", want, id)}
+	}
+	pool, ok := cas[id]
+	if !ok {
+		return "", &HandshakeError{"unknown-peer", fmt.Errorf("gateway %s is not a configured peer", id)}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err = leaf.Verify(x509.VerifyOptions{
+		Roots:         pool,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{usage},
+	})
+	if err != nil {
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
+			return "", &HandshakeError{"expired", fmt.Errorf("certificate of %s: %v", id, err)}
+		}
+		return "", &HandshakeError{"wrong-ca", fmt.Errorf("certificate claiming %s is not issued by %s's CA: %v", id, id, err)}
+	}
+	return id, nil
+}
+
+// serverTLS returns the TLS configuration of a gateway's peer listener: TLS
+// 1.3, a client certificate required and checked against the CA of the
+// peer it claims to be. onRefuse is called for every refused handshake.
+func serverTLS(cert tls.Certificate, cas map[string]*x509.CertPool, now func() time.Time, onRefuse func(error)) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{ALPN},
+		// The chain is verified in VerifyPeerCertificate against the
+		// claimed peer's CA only, not against a pool of all CAs; it is
+		// also called without a certificate, so that a missing one is
+		// refused there and logged like any other refusal.
+		ClientAuth: tls.RequestClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := verifyPeer(raw, cas, "", x509.ExtKeyUsageClientAuth, now())
+			if err != nil {
+				onRefuse(err)
+			}
+			return err
+		},
+	}
+}
+
+// clientTLS returns the TLS configuration for dialling peer, pinned to that
+// peer's CA and identity.
+func clientTLS(cert tls.Certificate, peer string, ca *x509.CertPool, now func() time.Time, onRefuse func(error)) *tls.Config {
+	cas := map[string]*x509.CertPool{peer: ca}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{ALPN},
+		ServerName:   peer,
+		// Standard verification wants a DNS name; gateways are named by
+		// URI SANs, which VerifyPeerCertificate checks instead.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := verifyPeer(raw, cas, peer, x509.ExtKeyUsageServerAuth, now())
+			if err != nil {
+				onRefuse(err)
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,380 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"evx/crypto"
+
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// world is two countries with their CAs, gateway certificates and keys, and
+// an unrelated CA for forgeries.
+type world struct {
+	caDE, caFR, caXX *crypto.CA
+	certDE, certFR   tls.Certificate
+	signDE, signFR   *crypto.SigningKey
+	poolDE, poolFR   *x509.CertPool
+	unitDE           *crypto.UnitKey
+	recipientFR      *crypto.UnitKey
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{}
+	var err error
+	for _, c := range []struct {
+		ca   **crypto.CA
+		name string
+	}{{&w.caDE, "DE"}, {&w.caFR, "FR"}, {&w.caXX, "XX"}} {
+		if *c.ca, err = crypto.NewCA(c.name, 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.certDE = issueGateway(t, w.caDE, "DE", time.Time{})
+	w.certFR = issueGateway(t, w.caFR, "FR", time.Time{})
+	w.poolDE, w.poolFR = x509.NewCertPool(), x509.NewCertPool()
+	w.poolDE.AddCert(w.caDE.Cert)
+	w.poolFR.AddCert(w.caFR.Cert)
+	if w.signDE, err = crypto.GenerateSigningKey(); err != nil {
+		t.Fatal(err)
+	}
+	if w.signFR, err = crypto.GenerateSigningKey(); err != nil {
+		t.Fatal(err)
+	}
+	if w.unitDE, err = crypto.GenerateUnitKey("DE/forensics"); err != nil {
+		t.Fatal(err)
+	}
+	if w.recipientFR, err = crypto.GenerateUnitKey("FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func issueGateway(t *testing.T, ca *crypto.CA, id string, notAfter time.Time) tls.Certificate {
+	t.Helper()
+	req := crypto.CertRequest{CommonName: "gateway " + id, URIs: []string{GatewayURI(id)}, Server: true, Client: true, NotAfter: notAfter}
+	if !notAfter.IsZero() {
+		req.NotBefore = notAfter.Add(-48 * time.Hour)
+	}
+	c, err := ca.Issue(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// memReceiver keeps received bundles in memory, enforcing duplicates like a
+// gateway would; storage itself is tested with real backends elsewhere.
+type memReceiver struct {
+	id   string
+	sign *crypto.SigningKey
+	mu   sync.Mutex
+	got  map[string][]byte
+	rcpt map[string]*crypto.Signed
+}
+
+func (m *memReceiver) Receive(ctx context.Context, peer string, o *Offer, accept func(int64) (io.Reader, error)) (*crypto.Signed, error) {
+	m.mu.Lock()
+	if r, ok := m.rcpt[o.Envelope.BundleID]; ok {
+		m.mu.Unlock()
+		return r, nil
+	}
+	m.mu.Unlock()
+	r, err := accept(0)
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := m.sign.SignReceipt(crypto.NewReceipt(o.Envelope, peer, m.id, time.Now()))
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.got[o.Envelope.BundleID] = data
+	m.rcpt[o.Envelope.BundleID] = rc
+	return rc, nil
+}
+
+func (m *memReceiver) Directory(ctx context.Context, peer string) (*crypto.Signed, error) {
+	return m.sign.SignDirectory(crypto.Directory{Format: crypto.DirectoryFormat, Gateway: m.id,
+		Issued: time.Now().UTC().Format(time.RFC3339), Units: []crypto.DirectoryEntry{{Unit: "FR/prosecutor", Role: "recipient"}}})
+}
+
+// startFR starts FR's peer listener, which knows DE as its only peer.
+func startFR(t *testing.T, w *world) (*Server, *memReceiver, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	recv := &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}
+	srv, err := Listen("127.0.0.1:0", ServerConfig{
+		ID: "FR", Certificate: w.certFR,
+		PeerCAs:  map[string]*x509.CertPool{"DE": w.poolDE},
+		Receiver: recv, Logger: zap.New(core),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); srv.Close(); <-done })
+	return srv, recv, logs
+}
+
+func (w *world) peerFR(srv *Server) Peer {
+	return Peer{ID: "FR", Address: srv.Addr(), CA: w.poolFR, SigningKey: w.signFR.Public()}
+}
+
+// sealed returns a real bundle's envelope, signature and payload.
+func sealed(t *testing.T, sender *crypto.UnitKey, to *crypto.UnitKey, size int) ([]byte, []byte, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("evidence"), size/8+1)[:size]
+	p := filepath.Join(dir, "image.raw")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files, err := crypto.CollectFiles([]string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_, err = crypto.Seal(context.Background(), &buf, files, crypto.SealOptions{
+		Sender: sender, Recipients: []crypto.PublicKey{to.Public()},
+		Purpose: "criminal-investigation", Handling: "H2", TLP: "TLP:RED",
+		LegalBasis: "test", Retain: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := crypto.ReadBundle(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := io.ReadAll(b.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.EnvelopeJSON, b.Signature, payload
+}
+
+func newTestClient(t *testing.T, id string, cert tls.Certificate) *Client {
+	c := NewClient(id, cert, zap.NewNop())
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestSendReceiptAndDuplicate(t *testing.T) {
+	w := newWorld(t)
+	srv, recv, _ := startFR(t, w)
+	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 3<<20)
+	c := newTestClient(t, "DE", w.certDE)
+	ctx := context.Background()
+
+	d, err := c.Send(ctx, w.peerFR(srv), env, sig, bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Duplicate {
+		t.Error("first delivery reported as duplicate")
+	}
+	e, _ := crypto.ParseEnvelope(env)
+	if !bytes.Equal(recv.got[e.BundleID], payload) {
+		t.Fatal("received payload differs from the one sent")
+	}
+	again, err := c.Send(ctx, w.peerFR(srv), env, sig, bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || !bytes.Equal(again.Receipt.Body, d.Receipt.Body) {
+		t.Errorf("second offer: duplicate=%v, same receipt=%v; want the original receipt", again.Duplicate, bytes.Equal(again.Receipt.Body, d.Receipt.Body))
+	}
+	dir, err := c.FetchDirectory(ctx, w.peerFR(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dir.Lookup("FR/prosecutor"); !ok {
+		t.Errorf("directory lacks FR/prosecutor: %+v", dir)
+	}
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	w := newWorld(t)
+	srv, recv, logs := startFR(t, w)
+	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 1000)
+	expired := issueGateway(t, w.caDE, "DE", time.Now().Add(-time.Hour))
+	tests := []struct {
+		name   string
+		cert   tls.Certificate
+		reason string
+	}{
+		{"certificate from another CA", issueGateway(t, w.caXX, "DE", time.Time{}), "wrong-ca"},
+		{"expired certificate", expired, "expired"},
+		{"FR certificate claiming to be DE", issueGateway(t, w.caFR, "DE", time.Time{}), "wrong-ca"},
+		{"unknown peer", issueGateway(t, w.caXX, "XX", time.Time{}), "unknown-peer"},
+		{"no certificate", tls.Certificate{}, "no-certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := logs.FilterMessage("peer handshake refused").FilterField(zap.String("reason", tt.reason)).Len()
+			c := newTestClient(t, "DE", tt.cert)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := c.Send(ctx, w.peerFR(srv), env, sig, bytes.NewReader(payload))
+			if err == nil {
+				t.Fatal("send succeeded")
+			}
+			after := logs.FilterMessage("peer handshake refused").FilterField(zap.String("reason", tt.reason)).Len()
+			if after != before+1 {
+				t.Errorf("refusals logged with reason %q: %d, want %d (err: %v)", tt.reason, after, before+1, err)
+			}
+		})
+	}
+	if len(recv.got) != 0 {
+		t.Errorf("%d bundles stored after refused handshakes", len(recv.got))
+	}
+}
+
+func TestClientRefusesWrongServer(t *testing.T) {
+	w := newWorld(t)
+	srv, _, _ := startFR(t, w)
+	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 1000)
+	c := newTestClient(t, "DE", w.certDE)
+	// Dialling FR's address while expecting it to be signed by DE's CA.
+	p := w.peerFR(srv)
+	p.CA = w.poolDE
+	_, err := c.Send(context.Background(), p, env, sig, bytes.NewReader(payload))
+	var he *HandshakeError
+	if !errors.As(err, &he) && !strings.Contains(fmt.Sprint(err), "wrong-ca") {
+		t.Fatalf("err = %v, want a wrong-ca refusal", err)
+	}
+}
+
+func TestSenderMismatchRejected(t *testing.T) {
+	w := newWorld(t)
+	srv, recv, _ := startFR(t, w)
+	// A bundle sealed by a FR unit, delivered over DE's authenticated link.
+	frUnit, _ := crypto.GenerateUnitKey("FR/forensics")
+	env, sig, payload := sealed(t, frUnit, w.recipientFR, 1000)
+	c := newTestClient(t, "DE", w.certDE)
+	_, err := c.Send(context.Background(), w.peerFR(srv), env, sig, bytes.NewReader(payload))
+	wantRejection(t, err, CodeSenderMismatch)
+	if len(recv.got) != 0 {
+		t.Error("bundle stored despite sender mismatch")
+	}
+}
+
+func wantRejection(t *testing.T, err error, code string) {
+	t.Helper()
+	var rej *Rejection
+	if !errors.As(err, &rej) || rej.Code != code {
+		t.Fatalf("err = %v, want a %s rejection", err, code)
+	}
+	if rej.Reason == "" {
+		t.Error("rejection without a reason")
+	}
+}
+
+// rawOffer opens a stream to FR and lets the test misbehave on it.
+func rawStream(t *testing.T, c *Client, p Peer) *quic.Stream {
+	t.Helper()
+	conn, err := c.conn(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return str
+}
+
+func TestPayloadMisbehaviour(t *testing.T) {
+	w := newWorld(t)
+	srv, recv, _ := startFR(t, w)
+	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 200_000)
+	flipped := bytes.Clone(payload)
+	flipped[len(flipped)/2] ^= 1
+	tests := []struct {
+		name string
+		send []byte
+		code string
+	}{
+		{"shorter than declared", payload[:len(payload)-1], CodeSizeMismatch},
+		{"longer than declared", append(bytes.Clone(payload), 0), CodeSizeMismatch},
+		{"hash mismatch", flipped, CodeHashMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestClient(t, "DE", w.certDE)
+			str := rawStream(t, c, w.peerFR(srv))
+			if err := writeFrame(str, frameOffer, offerFrame{Envelope: env, Signature: sig}); err != nil {
+				t.Fatal(err)
+			}
+			var a acceptFrame
+			if err := decodeFrame(str, frameAccept, &a); err != nil {
+				t.Fatal(err)
+			}
+			str.Write(tt.send)
+			str.Close()
+			var rf receiptFrame
+			wantRejection(t, decodeFrame(str, frameReceipt, &rf), tt.code)
+		})
+	}
+	if len(recv.got) != 0 {
+		t.Errorf("%d bundles stored from bad payloads", len(recv.got))
+	}
+}
+
+func TestMalformedFrames(t *testing.T) {
+	w := newWorld(t)
+	srv, _, _ := startFR(t, w)
+	env, _, _ := sealed(t, w.unitDE, w.recipientFR, 1000)
+	oversized := []byte{frameOffer, 0xff, 0xff, 0xff, 0xff}
+	tests := []struct {
+		name  string
+		bytes []byte
+		code  string
+	}{
+		{"oversized frame", oversized, CodeMalformed},
+		{"unknown frame type", append([]byte{99, 0, 0, 0, 2}, "{}"...), CodeMalformed},
+		{"offer that is not JSON", append([]byte{frameOffer, 0, 0, 0, 3}, "abc"...), CodeMalformed},
+		{"truncated frame", []byte{frameOffer, 0, 0, 1, 0, '{'}, CodeMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestClient(t, "DE", w.certDE)
+			str := rawStream(t, c, w.peerFR(srv))
+			str.Write(tt.bytes)
+			str.Close()
+			var rf receiptFrame
+			wantRejection(t, decodeFrame(str, frameReceipt, &rf), tt.code)
+		})
+	}
+	t.Run("bad signature", func(t *testing.T) {
+		c := newTestClient(t, "DE", w.certDE)
+		str := rawStream(t, c, w.peerFR(srv))
+		writeFrame(str, frameOffer, offerFrame{Envelope: env, Signature: make([]byte, 64)})
+		str.Close()
+		var rf receiptFrame
+		wantRejection(t, decodeFrame(str, frameReceipt, &rf), CodeBadSignature)
+	})
+}
