@@ -70,8 +70,10 @@ func ReadBundle(ra io.ReaderAt, size int64) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	sig, err := base64.StdEncoding.Strict().DecodeString(string(bytes.TrimSuffix(sigText, []byte("\n"))))
-	if err != nil || len(sig) != ed25519.SignatureSize {
+	sigB64 := string(bytes.TrimSuffix(sigText, []byte("\n")))
+	sig, err := base64.StdEncoding.Strict().DecodeString(sigB64)
+	// The decoder skips CR and LF; re-encoding keeps one text per signature.
+	if err != nil || len(sig) != ed25519.SignatureSize || base64.StdEncoding.EncodeToString(sig) != sigB64 {
 		return nil, errors.New("malformed bundle: envelope.sig is not a base64 Ed25519 signature")
 	}
 	pf := entries[payloadName]

@@ -172,6 +172,9 @@ func (e *Envelope) Validate() error {
 	if e.RetainUntil.Nanosecond() != 0 || !e.RetainUntil.After(e.Created) {
 		return errors.New("retain_until must be after created, in whole seconds")
 	}
+	if e.RetainUntil.Sub(e.Created) > MaxRetention {
+		return fmt.Errorf("retain_until is more than %d days after created", int(MaxRetention/(24*time.Hour)))
+	}
 	if e.Sender.Unit != "" {
 		if err := checkUnitID(e.Sender.Unit); err != nil {
 			return fmt.Errorf("sender: %w", err)
@@ -228,6 +231,17 @@ func (e *Envelope) Validate() error {
 func ParseEnvelope(data []byte) (*Envelope, error) {
 	if len(data) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("envelope is %d bytes, over the limit of %d", len(data), MaxEnvelopeSize)
+	}
+	// The version decides which fields are known, so it is checked first:
+	// a newer envelope gets a clear error rather than "unknown field".
+	var version struct {
+		Format string `json:"format"`
+	}
+	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&version); err != nil {
+		return nil, fmt.Errorf("malformed envelope: %v", err)
+	}
+	if version.Format != EnvelopeFormat {
+		return nil, fmt.Errorf("unsupported envelope format %q (this evx reads %q)", version.Format, EnvelopeFormat)
 	}
 	var w wireEnvelope
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -193,7 +193,8 @@ func decodeKey(s string, size int) ([]byte, error) {
 		return nil, fmt.Errorf("missing %q prefix", signingPublicPrefix)
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(rest)
-	if err != nil {
+	// The decoder skips CR and LF; re-encoding keeps one text per key.
+	if err != nil || base64.RawURLEncoding.EncodeToString(b) != rest {
 		return nil, errors.New("invalid base64url")
 	}
 	if len(b) != size {

@@ -260,5 +260,10 @@ func CollectFiles(args []string) ([]SourceFile, error) {
 			return nil, err
 		}
 	}
+	if len(out) == 0 {
+		// A bundle of nothing is almost certainly a mistake, such as an
+		// empty directory given by error.
+		return nil, fmt.Errorf("no files to seal: %q holds no regular files", args)
+	}
 	return out, nil
 }

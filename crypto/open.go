@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -85,22 +86,21 @@ func (b *Bundle) Open(ctx context.Context, key *UnitKey, dir string, opts OpenOp
 	// The full payload hash runs on its own core while the files are
 	// decrypted and extracted; its verdict is awaited before anything is
 	// made visible in dir.
-	var hashDone chan error
+	payloadVerdict := func() error { return nil }
 	if opts.Only == "" {
-		hashDone = make(chan error, 1)
+		hashDone := make(chan error, 1)
 		go func() { hashDone <- b.VerifyPayloadHash() }()
+		payloadVerdict = sync.OnceValue(func() error { return <-hashDone })
 	}
-	files, err := b.extract(ctx, key, dir, opts)
-	if hashDone != nil {
-		if hashErr := <-hashDone; hashErr != nil {
-			// A forged or damaged payload explains any other failure too.
-			err = hashErr
-		}
+	files, err := b.extract(ctx, key, dir, opts, payloadVerdict)
+	if hashErr := payloadVerdict(); hashErr != nil {
+		// A forged or damaged payload explains any other failure too.
+		err = hashErr
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &OpenResult{Envelope: env, Files: files, PayloadVerified: hashDone != nil}, nil
+	return &OpenResult{Envelope: env, Files: files, PayloadVerified: opts.Only == ""}, nil
 }
 
 func (e *Envelope) recipientList() string {
@@ -129,11 +129,19 @@ func prepareOutputDir(dir string) error {
 	return nil
 }
 
+// Buffers between decrypting a file and hashing and writing it: large reads
+// amortise the per-call costs of age.DecryptReaderAt and of write(2).
+const (
+	extractBufSize  = 1 << 20
+	extractBufCount = 4
+)
+
 // extract decrypts the payload with random access, checks the inner archive
 // and extracts the selected files into a temporary directory, renamed to dir
-// once all is well. The directory keeps MkdirTemp's mode 0700: evidence is
-// readable by its recipient only until they decide otherwise.
-func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts OpenOptions) ([]ManifestFile, error) {
+// once all is well, including payloadVerdict, the check of the whole
+// payload. The directory keeps MkdirTemp's mode 0700: evidence is readable by
+// its recipient only until they decide otherwise.
+func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts OpenOptions, payloadVerdict func() error) ([]ManifestFile, error) {
 	env := b.Envelope
 	if err := checkAgeHeader(b.payload, b.payload.Size()); err != nil {
 		return nil, err
@@ -195,13 +203,16 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 			os.RemoveAll(tmp)
 		}
 	}()
-	buf := make([]byte, 1<<20)
+	bufs := make([][]byte, extractBufCount)
+	for i := range bufs {
+		bufs[i] = make([]byte, extractBufSize)
+	}
 	var done int64
 	for _, mf := range selected {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := extractFile(ctx, tmp, entries[mf.Path], mf, buf, func(n int64) {
+		if err := extractFile(ctx, tmp, entries[mf.Path], mf, bufs, func(n int64) {
 			if opts.Progress != nil {
 				opts.Progress(done + n)
 			}
@@ -210,13 +221,33 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 		}
 		done += mf.Size
 	}
-	// rename(2) replaces an empty directory, and fails on a non-empty one,
-	// so a directory filled meanwhile is never overwritten.
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("moving extracted files into place: %w", err)
+	if err := payloadVerdict(); err != nil {
+		return nil, err
+	}
+	if err := moveIntoPlace(tmp, dir); err != nil {
+		return nil, err
 	}
 	ok = true
 	return selected, nil
+}
+
+// moveIntoPlace renames the temporary directory tmp to dir. os.Rename
+// refuses to replace even an empty directory, so an empty dir is removed
+// first; removing fails on a directory filled meanwhile, which is thus never
+// overwritten.
+func moveIntoPlace(tmp, dir string) error {
+	if info, err := os.Lstat(dir); err == nil {
+		if !info.IsDir() {
+			return fmt.Errorf("output directory %q is not a directory", dir)
+		}
+		if err := os.Remove(dir); err != nil {
+			return fmt.Errorf("output directory %q: %w", dir, err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("moving extracted files into place: %w", err)
+	}
+	return nil
 }
 
 // checkInnerEntries rejects inner archives with entries that could escape
@@ -261,7 +292,7 @@ func checkInnerEntries(inner *zip.Reader) (map[string]*zip.File, *zip.File, erro
 }
 
 // extractFile writes one file below root and checks its SHA-256.
-func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile, buf []byte, progress func(int64)) error {
+func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile, bufs [][]byte, progress func(int64)) error {
 	target := filepath.Join(root, filepath.FromSlash(mf.Path))
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
@@ -276,20 +307,25 @@ func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile,
 		return fmt.Errorf("file %q: %w", mf.Path, err)
 	}
 	defer rc.Close()
+	// Decrypting and hashing run ahead on another core while this one
+	// writes: write(2) costs about as much as both. One byte past the
+	// manifest's size is enough to notice a longer file. h is read only
+	// after io.EOF, when the goroutine is done with it.
 	h := sha256.New()
+	ra := newReadAhead(io.TeeReader(io.LimitReader(rc, mf.Size+1), h), bufs)
+	defer ra.Close()
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		r, rerr := rc.Read(buf)
-		if r > 0 {
-			n += int64(r)
+		data, rerr := ra.Next()
+		if len(data) > 0 {
+			n += int64(len(data))
 			if n > mf.Size {
 				return fmt.Errorf("file %q is longer than the manifest says", mf.Path)
 			}
-			h.Write(buf[:r])
-			if _, err := out.Write(buf[:r]); err != nil {
+			if _, err := out.Write(data); err != nil {
 				return err
 			}
 			progress(n)

@@ -80,11 +80,98 @@ func (w *asyncWriter) Write(p []byte) (int, error) {
 // Close flushes what is buffered, waits for the goroutine to write it, and
 // returns the first write error. It does not close dst.
 func (w *asyncWriter) Close() error {
-	if w.buf != nil && len(w.buf) > 0 {
+	if len(w.buf) > 0 {
 		w.full <- w.buf
 	}
 	w.buf = nil
 	close(w.full)
 	<-w.done
 	return w.failed()
+}
+
+// readAhead reads src in a goroutine, so that producing data (decrypting the
+// payload, when opening) and consuming it (hashing and writing the files)
+// run on different cores. It uses the buffers it is given, which the caller
+// may reuse once Close has returned.
+type readAhead struct {
+	full chan readChunk
+	free chan []byte
+	stop chan struct{}
+	done chan struct{}
+	held []byte // returned by the last Next; freed by the next call
+	err  error
+}
+
+type readChunk struct {
+	data []byte
+	err  error
+}
+
+func newReadAhead(src io.Reader, bufs [][]byte) *readAhead {
+	r := &readAhead{
+		full: make(chan readChunk, len(bufs)),
+		free: make(chan []byte, len(bufs)),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	for _, b := range bufs {
+		r.free <- b[:cap(b)]
+	}
+	go r.run(src)
+	return r
+}
+
+func (r *readAhead) run(src io.Reader) {
+	defer close(r.done)
+	for {
+		var b []byte
+		select {
+		case b = <-r.free:
+		case <-r.stop:
+			return
+		}
+		// Fill the whole buffer: fewer, larger hand-offs.
+		n := 0
+		var err error
+		for n < len(b) && err == nil {
+			var m int
+			m, err = src.Read(b[n:])
+			n += m
+		}
+		select {
+		case r.full <- readChunk{b[:n], err}:
+		case <-r.stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Next returns the next bytes of src, valid until the following call to Next
+// or Close, and once they are exhausted src's error: io.EOF at its end.
+func (r *readAhead) Next() ([]byte, error) {
+	if r.held != nil {
+		r.free <- r.held
+		r.held = nil
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	c := <-r.full
+	r.err = c.err
+	if len(c.data) == 0 {
+		r.free <- c.data[:cap(c.data)]
+		return nil, r.err
+	}
+	r.held = c.data[:cap(c.data)]
+	return c.data, nil
+}
+
+// Close stops the goroutine and waits for it, so that src and the buffers
+// are no longer in use.
+func (r *readAhead) Close() {
+	close(r.stop)
+	<-r.done
 }

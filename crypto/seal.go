@@ -52,6 +52,9 @@ func Seal(ctx context.Context, dst io.Writer, files []SourceFile, opts SealOptio
 	if opts.Sender == nil {
 		return nil, errors.New("no sender key")
 	}
+	if len(files) == 0 {
+		return nil, errors.New("no files to seal")
+	}
 	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -95,14 +98,16 @@ func Seal(ctx context.Context, dst io.Writer, files []SourceFile, opts SealOptio
 	}
 	payloadHash := sha256.New()
 	payloadCount := &countingWriter{}
-	// Stage 3: hash, count and store the ciphertext.
-	stored := newAsyncWriter(io.MultiWriter(payloadHash, payloadCount, payloadW), pipeBufSize, pipeDepth)
-	ageW, err := age.Encrypt(stored, recipients...)
+	// Stage 3: count and store the ciphertext. Writing to a file costs
+	// about as much as encrypting and hashing together, hence its own stage.
+	stored := newAsyncWriter(io.MultiWriter(payloadCount, payloadW), pipeBufSize, pipeDepth)
+	ageW, err := age.Encrypt(io.MultiWriter(payloadHash, stored), recipients...)
 	if err != nil {
 		stored.Close()
 		return nil, err
 	}
-	// Stage 2: encrypt.
+	// Stage 2: encrypt and hash the ciphertext. age.Encrypt has written the
+	// header already, from this goroutine, before stage 2 starts.
 	encrypting := newAsyncWriter(ageW, pipeBufSize, pipeDepth)
 	// Stage 1 (this goroutine): read, hash and archive the files.
 	manifestDigest, err := writeInner(ctx, encrypting, files, env.BundleID, now, opts.Progress)

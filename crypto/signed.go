@@ -42,10 +42,18 @@ func (k *SigningKey) MarshalText() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// ParseSigningKeyFile parses a gateway signing key file.
+// ParseSigningKeyFile parses a gateway signing key file, or a unit key file
+// written by evx keygen, whose signing key it takes.
 func ParseSigningKeyFile(data []byte) (*SigningKey, error) {
 	if len(data) > maxKeyFileSize {
 		return nil, errors.New("signing key file too large")
+	}
+	if bytes.Contains(data, []byte("AGE-SECRET-KEY-")) {
+		uk, err := ParseUnitKey(bytes.NewReader(data))
+		if err != nil {
+			return nil, err
+		}
+		return &SigningKey{uk.signing}, nil
 	}
 	var k *SigningKey
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -190,7 +198,7 @@ type DirectoryEntry struct {
 }
 
 // Lookup returns the entry for unit, or false.
-func (d *Directory) Lookup(unit string) (DirectoryEntry, bool) {
+func (d Directory) Lookup(unit string) (DirectoryEntry, bool) {
 	for _, e := range d.Units {
 		if e.Unit == unit {
 			return e, true

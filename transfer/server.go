@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -234,67 +233,26 @@ func (s *Server) reject(str *quic.Stream, log *zap.Logger, rej *Rejection) {
 	}
 }
 
-// payloadReader reads exactly the payload's declared size from the stream,
-// hashing it, and reports io.EOF only when size and SHA-256 match.
+// payloadReader feeds the stream through a crypto.PayloadVerifier, turning
+// its verdicts into rejections and keeping a stalled sender from holding
+// the stream open forever.
 type payloadReader struct {
-	str       *quic.Stream
-	remaining int64
-	declared  int64
-	want      [32]byte
-	hash      interface {
-		io.Writer
-		Sum([]byte) []byte
-	}
-	err error
+	str *quic.Stream
+	v   *crypto.PayloadVerifier
 }
 
 func newPayloadReader(str *quic.Stream, env *crypto.Envelope) *payloadReader {
-	return &payloadReader{str: str, remaining: env.PayloadSize, declared: env.PayloadSize,
-		want: env.PayloadSHA256, hash: sha256.New()}
+	return &payloadReader{str: str, v: crypto.NewPayloadVerifier(str, env)}
 }
 
 func (p *payloadReader) Read(b []byte) (int, error) {
-	if p.err != nil {
-		return 0, p.err
-	}
-	if p.remaining == 0 {
-		p.err = p.finish()
-		return 0, p.err
-	}
-	if int64(len(b)) > p.remaining {
-		b = b[:p.remaining]
-	}
 	p.str.SetReadDeadline(time.Now().Add(stallTimeout))
-	n, err := p.str.Read(b)
-	p.hash.Write(b[:n])
-	p.remaining -= int64(n)
+	n, err := p.v.Read(b)
 	switch {
-	case err == io.EOF && p.remaining > 0:
-		p.err = Reject(CodeSizeMismatch, "payload ended after %d bytes, the envelope declares %d", p.declared-p.remaining, p.declared)
-		return n, p.err
-	case err != nil && err != io.EOF:
-		p.err = fmt.Errorf("reading payload: %w", err)
-		return n, p.err
+	case errors.Is(err, crypto.ErrPayloadSize):
+		return n, Reject(CodeSizeMismatch, "%v", err)
+	case errors.Is(err, crypto.ErrPayloadHash):
+		return n, Reject(CodeHashMismatch, "%v", err)
 	}
-	return n, nil
-}
-
-// finish checks that the sender sent nothing beyond the declared size and
-// that the hash matches.
-func (p *payloadReader) finish() error {
-	var one [1]byte
-	p.str.SetReadDeadline(time.Now().Add(stallTimeout))
-	n, err := io.ReadFull(p.str, one[:])
-	if n > 0 {
-		return Reject(CodeSizeMismatch, "payload is longer than the %d bytes the envelope declares", p.declared)
-	}
-	if err != io.EOF {
-		return fmt.Errorf("reading the end of the payload: %w", err)
-	}
-	var got [32]byte
-	copy(got[:], p.hash.Sum(nil))
-	if got != p.want {
-		return Reject(CodeHashMismatch, "payload SHA-256 %x differs from the envelope's %x", got, p.want)
-	}
-	return io.EOF
+	return n, err
 }

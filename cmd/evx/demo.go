@@ -192,4 +192,3 @@ func compareTrees(want, got string) error {
 		return nil
 	})
 }
-

@@ -58,6 +58,12 @@ and opens them on the recipient's machine.`,
 		newInspectCmd(),
 		newOpenCmd(),
 		newDemoCmd(),
+		newGatewayCmd(),
+		newConfigCmd(),
+		newPushCmd(),
+		newInboxCmd(),
+		newPullCmd(),
+		newDevEnvCmd(),
 	)
 	return root
 }

@@ -94,7 +94,7 @@ func printOpenSummary(w io.Writer, res *crypto.OpenResult, senderPinned bool, di
 	for _, f := range res.Files {
 		total += f.Size
 	}
-	fmt.Fprintf(w, "files         %d files, %d bytes, every SHA-256 verified\n", len(res.Files), total)
+	fmt.Fprintf(w, "files         %s, %d bytes, every SHA-256 verified\n", plural(len(res.Files), "file"), total)
 	fmt.Fprint(w, crypto.ManifestSummary(res.Files))
 	fmt.Fprintf(w, "extracted into %s\n", dir)
 }

@@ -16,7 +16,7 @@ import (
 func newSealCmd() *cobra.Command {
 	var (
 		keyFile, out, purpose, legalBasis, caseRef, handling, tlp, retain string
-		to                                                            []string
+		to                                                                []string
 	)
 	cmd := &cobra.Command{
 		Use:   "seal --key SENDER.key --to RECIPIENT... --purpose P --legal-basis REF -o BUNDLE.evx FILES_OR_DIRS...",
@@ -83,8 +83,8 @@ TLP labels: ` + strings.Join(crypto.TLPLabels, ", ") + ` (default ` + crypto.Def
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "sealed %d files (%d bytes) into %s\nbundle %s, payload %d bytes, retain until %s\n",
-				len(files), total, out, env.BundleID, env.PayloadSize, env.RetainUntil.Format("2006-01-02T15:04:05Z"))
+			fmt.Fprintf(cmd.OutOrStdout(), "sealed %s (%d bytes) into %s\nbundle %s, payload %d bytes, retain until %s\n",
+				plural(len(files), "file"), total, out, env.BundleID, env.PayloadSize, env.RetainUntil.Format("2006-01-02T15:04:05Z"))
 			return nil
 		},
 	}
@@ -150,4 +150,12 @@ func sealToFile(cmd *cobra.Command, out string, files []crypto.SourceFile, opts 
 		return nil, err
 	}
 	return env, nil
+}
+
+// plural returns "1 file" or "n files".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

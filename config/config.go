@@ -1,0 +1,365 @@
+// Package config loads and validates the YAML configuration of an evx
+// gateway.
+//
+// The [Gateway] type is the reference of the configuration file: every key
+// is a field documented there, and example.yaml is a commented example. A
+// configuration is decoded strictly: an unknown or duplicate key, a missing
+// required field or a bad value is an error that names the field path (such
+// as peers[1].ca) and the line. Secrets (private keys, storage credentials)
+// are never written in the file, only the paths of the files that hold them,
+// so that the configuration can be printed, reviewed and versioned; relative
+// paths are resolved against the directory of the configuration file.
+//
+// [Load] reads a file, [Parse] checks its structure and values, and
+// [Gateway.CheckFiles] checks that the files it refers to exist and hold
+// what they should.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Gateway is the configuration of one country's gateway. Its yaml tags are
+// the keys of the configuration file.
+type Gateway struct {
+	// ID is the gateway's id, usually its country code, such as DE. Units of
+	// this country are named <ID>/<unit>, and peers authenticate this
+	// gateway as evx://gateway/<ID>. Required; 2 to 16 upper-case letters or
+	// digits, starting with a letter.
+	ID string `yaml:"id"`
+
+	// Listen holds the addresses the gateway listens on. Required.
+	Listen Listen `yaml:"listen"`
+
+	// TLS holds this country's CA and the gateway's own certificate. Required.
+	TLS TLS `yaml:"tls"`
+
+	// SigningKey is the path of the gateway's key file, written by
+	// evx keygen. Its Ed25519 key signs receipts and the directory of local
+	// units; peers list its public half (evx keygen -y) as their
+	// peers[].signing_key. Required.
+	SigningKey string `yaml:"signing_key"`
+
+	// Storage says where received bundles are stored. Optional: when the key
+	// is absent, bundles are stored on local disk in the directory "data"
+	// beside the configuration file.
+	Storage Storage `yaml:"storage"`
+
+	// Limits bound what the gateway accepts. Optional; every limit has a
+	// default.
+	Limits Limits `yaml:"limits"`
+
+	// Peers are the other countries' gateways this gateway exchanges bundles
+	// with. Optional; ids are unique and differ from the gateway's own id.
+	Peers []Peer `yaml:"peers,omitempty"`
+
+	// Users are the local users of the API, identified by their client
+	// certificates, each with one role. Optional; identities are unique.
+	Users []User `yaml:"users,omitempty"`
+
+	// lines maps field paths (such as "peers[1].ca") to the line that set
+	// them, for errors found after decoding. Nil for a Gateway built in code.
+	lines map[string]int
+}
+
+// Listen holds the addresses the gateway listens on, each as host:port. An
+// empty host listens on every interface; port 0 picks a free port, which is
+// useful in tests only.
+type Listen struct {
+	// Peer is the QUIC (UDP) address for peer gateways, such as
+	// 0.0.0.0:7443. Required.
+	Peer string `yaml:"peer"`
+
+	// API is the HTTPS (TCP) address for local users, such as
+	// 127.0.0.1:8443. Required.
+	API string `yaml:"api"`
+
+	// Metrics is the HTTP (TCP) address that serves metrics, such as
+	// 127.0.0.1:9464. Optional: when absent, no metrics are served.
+	Metrics string `yaml:"metrics,omitempty"`
+}
+
+// TLS holds the paths of this country's certificate authority and of the
+// gateway's own certificate and key, all PEM.
+type TLS struct {
+	// CA is the path of this country's CA certificate. It issues the
+	// gateway's certificate and the client certificates of local users, and
+	// is the trust anchor peers pin for this gateway. Required.
+	CA string `yaml:"ca"`
+
+	// Cert is the path of the gateway's certificate chain, issued by CA,
+	// used both towards peers and towards local users. Required.
+	Cert string `yaml:"cert"`
+
+	// Key is the path of the private key of Cert. Required.
+	Key string `yaml:"key"`
+}
+
+// Storage selects the storage backend: exactly one of Dir and S3.
+type Storage struct {
+	// Dir is the directory of the local-disk backend. It is created when
+	// the gateway starts if it does not exist.
+	Dir string `yaml:"dir,omitempty"`
+
+	// S3 selects an S3-compatible object store.
+	S3 *S3 `yaml:"s3,omitempty"`
+}
+
+// S3 configures the S3-compatible storage backend.
+type S3 struct {
+	// Endpoint is the host:port of the S3 service, without a scheme.
+	// Required.
+	Endpoint string `yaml:"endpoint"`
+
+	// Bucket is the bucket that holds this gateway's bundles; it must
+	// exist. Required.
+	Bucket string `yaml:"bucket"`
+
+	// Region is the bucket's region. Optional; default us-east-1.
+	Region string `yaml:"region"`
+
+	// AccessKeyFile is the path of a file that holds the access key id, on
+	// one line. Required.
+	AccessKeyFile string `yaml:"access_key_file"`
+
+	// SecretKeyFile is the path of a file that holds the secret access key,
+	// on one line. Required.
+	SecretKeyFile string `yaml:"secret_key_file"`
+
+	// TLS says whether to speak HTTPS (true) or plain HTTP (false) to the
+	// endpoint. Optional; default true. Set false only on loopback or a
+	// network that is otherwise protected.
+	TLS bool `yaml:"tls"`
+
+	// CA is the path of a PEM file of certificates to trust for the
+	// endpoint instead of the system's roots. Optional.
+	CA string `yaml:"ca,omitempty"`
+}
+
+// Limits bound what the gateway accepts.
+type Limits struct {
+	// MaxBundleSize is the largest bundle (payload) the gateway accepts,
+	// from local users and from peers, as a size with a binary unit: B,
+	// KiB, MiB, GiB or TiB, such as 64GiB. Optional; default 64GiB, at most
+	// 5TiB (the largest object S3 stores).
+	MaxBundleSize Size `yaml:"max_bundle_size"`
+}
+
+// Peer is another country's gateway.
+type Peer struct {
+	// ID is the peer's gateway id, such as FR. Its certificate must carry
+	// the URI SAN evx://gateway/<ID>. Required.
+	ID string `yaml:"id"`
+
+	// Address is the peer's QUIC address, host:port. Required.
+	Address string `yaml:"address"`
+
+	// CA is the path of the certificate of the CA that issues the peer's
+	// certificates (PEM). The peer is pinned to it: a certificate from any
+	// other CA is refused. Required.
+	CA string `yaml:"ca"`
+
+	// SigningKey is the peer gateway's public signing key,
+	// "ed25519:<base64url>" as printed by evx keygen -y on its key file. It
+	// verifies the peer's receipts and its directory of units. Required.
+	SigningKey string `yaml:"signing_key"`
+}
+
+// Role is what a local user may do through the API.
+type Role string
+
+// The roles of local users.
+const (
+	// RoleSubmitter is a forensic unit: it looks up recipients and uploads
+	// bundles.
+	RoleSubmitter Role = "submitter"
+	// RoleRecipient is a prosecutor: it lists its inbox, downloads bundles
+	// addressed to it and acknowledges them.
+	RoleRecipient Role = "recipient"
+	// RoleAuditor is oversight: it reads the audit trail.
+	RoleAuditor Role = "auditor"
+	// RoleOperator runs the gateway.
+	RoleOperator Role = "operator"
+)
+
+// Roles lists the valid roles.
+func Roles() []Role { return []Role{RoleSubmitter, RoleRecipient, RoleAuditor, RoleOperator} }
+
+// User is a local user of the gateway's API.
+type User struct {
+	// Identity is the user's unit id, <gateway id>/<name>, such as
+	// DE/forensics; its client certificate, issued by tls.ca, carries it.
+	// Required; the name is 1 to 63 characters of a-z, 0-9, '.', '_', '-',
+	// starting with a letter or digit.
+	Identity string `yaml:"identity"`
+
+	// Role is one of submitter, recipient, auditor and operator. Required.
+	Role Role `yaml:"role"`
+
+	// PublicKey is the path of the unit's public key file, as written by
+	// evx keygen -y. The gateway publishes it in its signed directory:
+	// recipients' age keys so bundles can be sealed to them, submitters'
+	// signing keys so peers can check who sealed a bundle. Required for
+	// submitters and recipients.
+	PublicKey string `yaml:"public_key,omitempty"`
+}
+
+// DefaultStorageDir is the local-disk storage directory used when the
+// configuration has no storage key, relative to the configuration file.
+const DefaultStorageDir = "data"
+
+// DefaultRegion is the S3 region used when none is configured.
+const DefaultRegion = "us-east-1"
+
+// DefaultMaxBundleSize is limits.max_bundle_size when it is not configured.
+const DefaultMaxBundleSize = 64 * GiB
+
+// maxConfigSize bounds what Load reads: a real configuration is a few KiB.
+const maxConfigSize = 1 << 20
+
+//go:embed example.yaml
+var example string
+
+// Example returns a commented example configuration. Its relative paths
+// name the files evx dev-env writes beside a gateway's configuration.
+func Example() []byte { return []byte(example) }
+
+// Load reads the configuration file at path, checks it with [Parse] and then
+// checks the files it refers to with [Gateway.CheckFiles]. Relative paths in
+// it are resolved against the directory that holds it. Errors are of type
+// [Errors] and name the file, line and field.
+func Load(path string) (*Gateway, error) {
+	data, err := readFile(path, maxConfigSize)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	g, err := Parse(data, filepath.Dir(path))
+	if err == nil {
+		err = g.CheckFiles()
+	}
+	if err != nil {
+		var list Errors
+		if errors.As(err, &list) {
+			list.setFile(path)
+			return nil, list
+		}
+		return nil, err
+	}
+	return g, nil
+}
+
+// Parse decodes and validates a configuration, without reading the files it
+// refers to. Relative paths are resolved against baseDir (itself made
+// absolute against the working directory). Errors are of type [Errors].
+func Parse(data []byte, baseDir string) (*Gateway, error) {
+	base, err := filepath.Abs(baseDir)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		Limits: Limits{MaxBundleSize: DefaultMaxBundleSize},
+	}
+	d, ok := decodeDocument(data, g)
+	decodeErrs := d.errs
+	if !ok {
+		return nil, decodeErrs
+	}
+	if g.Storage.Dir == "" && g.Storage.S3 == nil {
+		if _, set := g.lines["storage"]; !set || d.nulls["storage"] {
+			g.Storage.Dir = DefaultStorageDir
+		}
+	}
+	var errs Errors
+	for _, f := range g.pathFields() {
+		if e := g.checkPath(f); e != nil {
+			errs = append(errs, e)
+			continue
+		}
+		if *f.path != "" {
+			*f.path = resolve(base, *f.path)
+		}
+	}
+	errs = append(errs, g.validate()...)
+	// A field that could not be decoded is reported once, not again as
+	// missing or bad.
+	for _, e := range errs {
+		if !below(e.Field, decodeErrs) {
+			decodeErrs = append(decodeErrs, e)
+		}
+	}
+	if len(decodeErrs) > 0 {
+		return nil, decodeErrs.sorted()
+	}
+	return g, nil
+}
+
+// below reports whether field is, or is within, a field of errs.
+func below(field string, errs Errors) bool {
+	for _, e := range errs {
+		if field == e.Field || e.Field == "" ||
+			strings.HasPrefix(field, e.Field+".") || strings.HasPrefix(field, e.Field+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks the structure and values of g, as [Parse] does after
+// decoding; it is for a Gateway built in code. It reads no file.
+func (g *Gateway) Validate() error {
+	var errs Errors
+	for _, f := range g.pathFields() {
+		if e := g.checkPath(f); e != nil {
+			errs = append(errs, e)
+		}
+	}
+	errs = append(errs, g.validate()...)
+	if len(errs) > 0 {
+		return errs.sorted()
+	}
+	return nil
+}
+
+func resolve(base, p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(base, p)
+}
+
+// readFile reads the regular file at path, of at most limit bytes: a
+// wrong path (a device, a pipe, a huge file) must neither block nor
+// exhaust memory. Errors are *fs.PathError.
+func readFile(path string, limit int64) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		msg := "not a regular file"
+		if fi.IsDir() {
+			msg = "is a directory"
+		}
+		return nil, &fs.PathError{Op: "read", Path: path, Err: errors.New(msg)}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %v", Size(limit))}
+	}
+	return data, nil
+}

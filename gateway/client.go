@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"evx/crypto"
+)
+
+// Client is a local user's client of the gateway API.
+type Client struct {
+	base string
+	http *http.Client
+}
+
+// NewClient returns a client of the API at base (https://host:port),
+// authenticating with cert and trusting the gateway certificate issued by
+// the CA in roots.
+func NewClient(base string, cert tls.Certificate, roots *tls.Config) *Client {
+	conf := roots.Clone()
+	conf.Certificates = []tls.Certificate{cert}
+	conf.MinVersion = tls.VersionTLS13
+	return &Client{base: base, http: &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     conf,
+		TLSHandshakeTimeout: 10 * time.Second,
+		// The gateway answers an upload only once the payload is stored.
+		ResponseHeaderTimeout: 10 * time.Minute,
+	}}}
+}
+
+func (c *Client) do(req *http.Request, out any) error {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decodeAnswer(resp, out)
+}
+
+func decodeAnswer(resp *http.Response, out any) error {
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error *APIError `json:"error"`
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(body, &e) == nil && e.Error != nil {
+			e.Error.Status = resp.StatusCode
+			return e.Error
+		}
+		return fmt.Errorf("gateway answered %s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(req, out)
+}
+
+// WhoAmI asks the gateway who the client is.
+func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
+	var w WhoAmI
+	return &w, c.get(ctx, "/v1/whoami", &w)
+}
+
+// Lookup resolves a unit id, such as FR/prosecutor, to its directory entry.
+func (c *Client) Lookup(ctx context.Context, unit string) (*crypto.DirectoryEntry, error) {
+	var e crypto.DirectoryEntry
+	return &e, c.get(ctx, "/v1/directory/"+unit, &e)
+}
+
+// Upload submits a sealed bundle: its envelope, signature and payload.
+func (c *Client) Upload(ctx context.Context, envJSON, sig []byte, payload io.Reader, size int64) (*Submitted, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/bundles", payload)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(headerEnvelope, base64.StdEncoding.EncodeToString(envJSON))
+	req.Header.Set(headerSignature, base64.StdEncoding.EncodeToString(sig))
+	var s Submitted
+	return &s, c.do(req, &s)
+}
+
+// OutboxStatus returns the delivery state of a submitted bundle.
+func (c *Client) OutboxStatus(ctx context.Context, id string) (*OutboxStatus, error) {
+	var s OutboxStatus
+	return &s, c.get(ctx, "/v1/outbox/"+url.PathEscape(id), &s)
+}
+
+// Inbox lists the bundles addressed to the client.
+func (c *Client) Inbox(ctx context.Context) ([]InboxEntry, error) {
+	var list []InboxEntry
+	return list, c.get(ctx, "/v1/inbox", &list)
+}
+
+// InboxEntry returns one received bundle's entry, with its envelope.
+func (c *Client) InboxEntry(ctx context.Context, id string) (*InboxEntry, error) {
+	var e InboxEntry
+	return &e, c.get(ctx, "/v1/inbox/"+url.PathEscape(id), &e)
+}
+
+// Download writes a received bundle's payload to w and returns its size.
+func (c *Client) Download(ctx context.Context, id string, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/v1/inbox/"+url.PathEscape(id)+"/payload", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, decodeAnswer(resp, nil)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, err
+	}
+	if want, _ := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64); resp.ContentLength >= 0 && n != want {
+		return n, fmt.Errorf("payload download ended after %d of %d bytes", n, want)
+	}
+	return n, nil
+}
+
+// Ack acknowledges retrieval of a received bundle.
+func (c *Client) Ack(ctx context.Context, id string) error {
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/inbox/"+url.PathEscape(id)+"/ack", bytes.NewReader(nil))
+	if err != nil {
+		return err
+	}
+	return c.do(req, nil)
+}

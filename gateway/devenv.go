@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"evx/config"
+	"evx/crypto"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap"
+)
+
+// DevWorld is a complete set-up of several countries for development, tests
+// and the demo: per country a CA, a gateway certificate and signing key, and
+// users with unit keys and client certificates.
+type DevWorld struct {
+	Countries []*DevCountry
+}
+
+// DevCountry is one country of a DevWorld.
+type DevCountry struct {
+	ID      string
+	CA      *crypto.CA
+	Cert    tls.Certificate
+	Signing *crypto.UnitKey
+	Users   []*DevUser
+}
+
+// DevUser is one local user of a DevCountry.
+type DevUser struct {
+	Name string // forensics, prosecutor, auditor, operator
+	Unit string
+	Role string
+	Key  *crypto.UnitKey
+	Cert tls.Certificate
+}
+
+// devUsers are the users of every country in a DevWorld.
+var devUsers = []struct{ name, role string }{
+	{"forensics", RoleSubmitter},
+	{"prosecutor", RoleRecipient},
+	{"auditor", RoleAuditor},
+	{"operator", RoleOperator},
+}
+
+// NewDevWorld makes the keys and certificates of countries ids.
+func NewDevWorld(ids ...string) (*DevWorld, error) {
+	w := &DevWorld{}
+	for _, id := range ids {
+		c := &DevCountry{ID: id}
+		var err error
+		if c.CA, err = crypto.NewCA(id, 5*365*24*time.Hour); err != nil {
+			return nil, err
+		}
+		c.Cert, err = c.CA.Issue(crypto.CertRequest{
+			CommonName: "evx gateway " + id, URIs: []string{transfer.GatewayURI(id)},
+			DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+			Server: true, Client: true,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if c.Signing, err = crypto.GenerateUnitKey(""); err != nil {
+			return nil, err
+		}
+		for _, du := range devUsers {
+			u := &DevUser{Name: du.name, Unit: id + "/" + du.name, Role: du.role}
+			if u.Key, err = crypto.GenerateUnitKey(u.Unit); err != nil {
+				return nil, err
+			}
+			u.Cert, err = c.CA.Issue(crypto.CertRequest{CommonName: u.Unit, URIs: []string{crypto.UnitURI(u.Unit)}, Client: true})
+			if err != nil {
+				return nil, err
+			}
+			c.Users = append(c.Users, u)
+		}
+		w.Countries = append(w.Countries, c)
+	}
+	return w, nil
+}
+
+// Country returns the country with the given id, or nil.
+func (w *DevWorld) Country(id string) *DevCountry {
+	for _, c := range w.Countries {
+		if c.ID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// User returns the user with the given name, or nil.
+func (c *DevCountry) User(name string) *DevUser {
+	for _, u := range c.Users {
+		if u.Name == name {
+			return u
+		}
+	}
+	return nil
+}
+
+func pool(cert *x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(cert)
+	return p
+}
+
+func signingKeyOf(k *crypto.UnitKey) *crypto.SigningKey {
+	text, _ := k.MarshalText()
+	s, _ := crypto.ParseSigningKeyFile(text)
+	return s
+}
+
+// Options returns gateway options for country id, listening on loopback
+// ports given by peerAddrs (country → UDP address; the own entry is the
+// listening address) and apiAddr.
+func (w *DevWorld) Options(id string, peerAddrs map[string]string, apiAddr string, st storage.Backend, log *zap.Logger) Options {
+	c := w.Country(id)
+	o := Options{
+		ID: id, PeerAddr: peerAddrs[id], APIAddr: apiAddr,
+		Certificate: c.Cert, LocalCA: pool(c.CA.Cert), SigningKey: signingKeyOf(c.Signing),
+		Storage: st, Logger: log,
+	}
+	for _, p := range w.Countries {
+		if p.ID == id {
+			continue
+		}
+		o.Peers = append(o.Peers, transfer.Peer{ID: p.ID, Address: peerAddrs[p.ID], CA: pool(p.CA.Cert),
+			SigningKey: crypto.FormatSigningKey(p.Signing.SigningPublicKey())})
+	}
+	for _, u := range c.Users {
+		o.Users = append(o.Users, User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public()})
+	}
+	return o
+}
+
+// DevS3 configures dev-env to use an S3 endpoint, one bucket per country.
+type DevS3 struct {
+	Endpoint  string // host:port
+	TLS       bool
+	AccessKey string
+	SecretKey string
+}
+
+// WriteFiles writes the set-up under dir: for each country ID, dir/ID/ holds
+// ca.pem (and ca-key.pem), the gateway's certificate, key and signing key,
+// gateway.yaml, and one folder per user with its unit key, public key,
+// client certificate and profile.yaml. Ports are picked free on loopback.
+func (w *DevWorld) WriteFiles(dir string, s3 *DevS3) error {
+	peerAddrs, apiAddrs, metricsAddrs := map[string]string{}, map[string]string{}, map[string]string{}
+	for _, c := range w.Countries {
+		var err error
+		if peerAddrs[c.ID], err = freeAddr("udp"); err != nil {
+			return err
+		}
+		if apiAddrs[c.ID], err = freeAddr("tcp"); err != nil {
+			return err
+		}
+		if metricsAddrs[c.ID], err = freeAddr("tcp"); err != nil {
+			return err
+		}
+	}
+	for _, c := range w.Countries {
+		cdir := filepath.Join(dir, c.ID)
+		if err := os.MkdirAll(cdir, 0o700); err != nil {
+			return err
+		}
+		if err := c.CA.WriteFiles(filepath.Join(cdir, "ca.pem"), filepath.Join(cdir, "ca-key.pem")); err != nil {
+			return err
+		}
+		if err := crypto.WriteCertFiles(c.Cert, filepath.Join(cdir, "gateway.pem"), filepath.Join(cdir, "gateway-key.pem")); err != nil {
+			return err
+		}
+		if err := writeKey(filepath.Join(cdir, "gateway-signing.key"), c.Signing); err != nil {
+			return err
+		}
+		var peers, users strings.Builder
+		for _, p := range w.Countries {
+			if p.ID == c.ID {
+				continue
+			}
+			fmt.Fprintf(&peers, "  - id: %s\n    address: %s\n    ca: ../%s/ca.pem\n    signing_key: %s\n",
+				p.ID, peerAddrs[p.ID], p.ID, crypto.FormatSigningKey(p.Signing.SigningPublicKey()))
+		}
+		for _, u := range c.Users {
+			udir := filepath.Join(cdir, u.Name)
+			if err := os.MkdirAll(udir, 0o700); err != nil {
+				return err
+			}
+			if err := writeKey(filepath.Join(udir, "unit.key"), u.Key); err != nil {
+				return err
+			}
+			pub, _ := u.Key.Public().MarshalText()
+			if err := os.WriteFile(filepath.Join(udir, "unit.pub"), pub, 0o644); err != nil {
+				return err
+			}
+			if err := crypto.WriteCertFiles(u.Cert, filepath.Join(udir, "cert.pem"), filepath.Join(udir, "cert-key.pem")); err != nil {
+				return err
+			}
+			prof, err := config.MarshalProfile(&config.Profile{
+				Gateway: "https://" + apiAddrs[c.ID], CA: "../ca.pem", Cert: "cert.pem", Key: "cert-key.pem", UnitKey: "unit.key",
+			})
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(udir, "profile.yaml"), prof, 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(&users, "  - identity: %s\n    role: %s\n", u.Unit, u.Role)
+			if u.Role == RoleSubmitter || u.Role == RoleRecipient {
+				fmt.Fprintf(&users, "    public_key: %s/unit.pub\n", u.Name)
+			}
+		}
+		storageYAML := "storage:\n  dir: data\n"
+		if s3 != nil {
+			for name, v := range map[string]string{"s3-access-key": s3.AccessKey, "s3-secret-key": s3.SecretKey} {
+				if err := os.WriteFile(filepath.Join(cdir, name), []byte(v+"\n"), 0o600); err != nil {
+					return err
+				}
+			}
+			storageYAML = fmt.Sprintf("storage:\n  s3:\n    endpoint: %s\n    bucket: evx-%s\n    region: us-east-1\n    access_key_file: s3-access-key\n    secret_key_file: s3-secret-key\n    tls: %v\n",
+				s3.Endpoint, strings.ToLower(c.ID), s3.TLS)
+		}
+		cfg := fmt.Sprintf(`# Gateway of %[1]s, written by evx dev-env for development only.
+id: %[1]s
+listen:
+  peer: %[2]s
+  api: %[3]s
+  metrics: %[4]s
+tls:
+  ca: ca.pem
+  cert: gateway.pem
+  key: gateway-key.pem
+signing_key: gateway-signing.key
+%[5]speers:
+%[6]susers:
+%[7]s`, c.ID, peerAddrs[c.ID], apiAddrs[c.ID], metricsAddrs[c.ID], storageYAML, peers.String(), users.String())
+		if err := os.WriteFile(filepath.Join(cdir, "gateway.yaml"), []byte(cfg), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeKey(path string, k *crypto.UnitKey) error {
+	text, err := k.MarshalText()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, text, 0o600)
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(network string) (string, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.LocalAddr().String(), nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

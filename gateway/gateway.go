@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"evx/crypto"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// Roles of local users.
+const (
+	RoleSubmitter = "submitter" // forensic units: push bundles
+	RoleRecipient = "recipient" // prosecutors: pull bundles addressed to them
+	RoleAuditor   = "auditor"   // oversight
+	RoleOperator  = "operator"  // runs the gateway
+)
+
+// User is a local user: a unit identified by its client certificate.
+type User struct {
+	Unit string
+	Role string
+	// Key is the unit's public key: the signing key of a submitter, the
+	// age recipient of a recipient.
+	Key crypto.PublicKey
+}
+
+// Options configure a gateway. cmd/evx builds them from the configuration
+// file; tests build them directly.
+type Options struct {
+	ID string
+	// PeerAddr (UDP) and APIAddr (TCP) are the listening addresses.
+	PeerAddr, APIAddr string
+	// Certificate serves both the peer protocol and the local API.
+	Certificate tls.Certificate
+	// LocalCA verifies local users' client certificates.
+	LocalCA    *x509.CertPool
+	SigningKey *crypto.SigningKey
+	Storage    storage.Backend
+	Peers      []transfer.Peer
+	Users      []User
+	// MaxBundleSize bounds payloads accepted from units and peers.
+	MaxBundleSize int64
+	Logger        *zap.Logger
+	// RetryInterval is the first wait before retrying a failed delivery;
+	// it doubles up to RetryMax. Zero means 1 s and 5 min.
+	RetryInterval, RetryMax time.Duration
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	opts   Options
+	log    *zap.Logger
+	peers  map[string]transfer.Peer
+	users  map[string]User
+	client *transfer.Client
+	server *transfer.Server
+	api    *http.Server
+	apiLn  net.Listener
+
+	dirMu    sync.Mutex
+	peerDirs map[string]*peerDirectory
+
+	queue chan string // bundle ids to deliver
+}
+
+type peerDirectory struct {
+	dir     *crypto.Directory
+	fetched time.Time
+}
+
+// peerDirectoryTTL is how long a peer's unit directory is trusted before
+// being fetched again; a lookup that misses fetches at once.
+const peerDirectoryTTL = 5 * time.Minute
+
+// New checks the options, opens the listeners and returns a gateway ready to
+// Run.
+func New(opts Options) (*Gateway, error) {
+	if opts.Logger == nil {
+		return nil, errors.New("no logger")
+	}
+	if opts.MaxBundleSize <= 0 || opts.MaxBundleSize > storage.MaxObjectSize {
+		opts.MaxBundleSize = storage.MaxObjectSize
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = time.Second
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 5 * time.Minute
+	}
+	g := &Gateway{
+		opts:     opts,
+		log:      opts.Logger.With(zap.String("gateway", opts.ID)),
+		peers:    map[string]transfer.Peer{},
+		users:    map[string]User{},
+		peerDirs: map[string]*peerDirectory{},
+		queue:    make(chan string, 1024),
+	}
+	peerCAs := map[string]*x509.CertPool{}
+	for _, p := range opts.Peers {
+		g.peers[p.ID] = p
+		peerCAs[p.ID] = p.CA
+	}
+	for _, u := range opts.Users {
+		if country, _, _ := strings.Cut(u.Unit, "/"); country != opts.ID {
+			return nil, fmt.Errorf("user %q does not belong to gateway %s", u.Unit, opts.ID)
+		}
+		g.users[u.Unit] = u
+	}
+	var err error
+	g.server, err = transfer.Listen(opts.PeerAddr, transfer.ServerConfig{
+		ID: opts.ID, Certificate: opts.Certificate, PeerCAs: peerCAs,
+		Receiver: g, Logger: g.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.apiLn, err = net.Listen("tcp", opts.APIAddr)
+	if err != nil {
+		g.server.Close()
+		return nil, fmt.Errorf("listening for the API on %s: %w", opts.APIAddr, err)
+	}
+	g.client = transfer.NewClient(opts.ID, opts.Certificate, g.log)
+	g.api = &http.Server{
+		Handler:           g.apiHandler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS13,
+			Certificates: []tls.Certificate{opts.Certificate},
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			ClientCAs:    opts.LocalCA,
+		},
+		ErrorLog: zap.NewStdLog(g.log.Named("api")),
+	}
+	return g, nil
+}
+
+// PeerAddr and APIAddr return the listening addresses.
+func (g *Gateway) PeerAddr() string { return g.server.Addr() }
+func (g *Gateway) APIAddr() string  { return g.apiLn.Addr().String() }
+
+// shutdownTimeout bounds how long Run waits for work in progress to finish
+// after ctx is done.
+const shutdownTimeout = 10 * time.Second
+
+// Run serves peers and local users and delivers the outbox until ctx is
+// done, then shuts down within shutdownTimeout.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.requeueOutbox(ctx); err != nil {
+		return err
+	}
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.server.Serve(ctx) })
+	eg.Go(func() error {
+		err := g.api.ServeTLS(g.apiLn, "", "")
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	})
+	eg.Go(func() error { return g.deliverLoop(ctx) })
+	eg.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		err := g.api.Shutdown(sctx)
+		g.server.Close()
+		g.client.Close()
+		return err
+	})
+	g.log.Info("gateway running", zap.String("peer", g.PeerAddr()), zap.String("api", g.APIAddr()))
+	err := eg.Wait()
+	g.log.Info("gateway stopped")
+	return err
+}
+
+// Directory implements transfer.Receiver: this gateway's signed directory of
+// local units, for peers.
+func (g *Gateway) Directory(ctx context.Context, peer string) (*crypto.Signed, error) {
+	return g.opts.SigningKey.SignDirectory(g.localDirectory())
+}
+
+func (g *Gateway) localDirectory() crypto.Directory {
+	d := crypto.Directory{Format: crypto.DirectoryFormat, Gateway: g.opts.ID,
+		Issued: time.Now().UTC().Format(time.RFC3339)}
+	for _, u := range g.opts.Users {
+		e := crypto.DirectoryEntry{Unit: u.Unit, Role: u.Role}
+		switch u.Role {
+		case RoleSubmitter:
+			e.SigningKey = u.Key.SigningKey
+		case RoleRecipient:
+			e.AgeRecipient = u.Key.AgeRecipient
+		default:
+			continue
+		}
+		d.Units = append(d.Units, e)
+	}
+	return d
+}
+
+// peerDirectory returns peer's unit directory, fetching it when the cached
+// copy is stale or when refresh is set.
+func (g *Gateway) peerDirectory(ctx context.Context, peer string, refresh bool) (*crypto.Directory, error) {
+	p, ok := g.peers[peer]
+	if !ok {
+		return nil, fmt.Errorf("%q is not a peer of gateway %s", peer, g.opts.ID)
+	}
+	g.dirMu.Lock()
+	cached := g.peerDirs[peer]
+	g.dirMu.Unlock()
+	if cached != nil && !refresh && time.Since(cached.fetched) < peerDirectoryTTL {
+		return cached.dir, nil
+	}
+	d, err := g.client.FetchDirectory(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	g.dirMu.Lock()
+	g.peerDirs[peer] = &peerDirectory{dir: d, fetched: time.Now()}
+	g.dirMu.Unlock()
+	return d, nil
+}
+
+// lookupUnit resolves a unit id, local or at a peer, to its directory
+// entry. A miss in a cached peer directory fetches it again, so a unit
+// added at a peer is found at once.
+func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.DirectoryEntry, error) {
+	country, _, _ := strings.Cut(unit, "/")
+	if country == g.opts.ID {
+		if e, ok := g.localDirectory().Lookup(unit); ok {
+			return e, nil
+		}
+		return crypto.DirectoryEntry{}, fmt.Errorf("no unit %q at gateway %s", unit, g.opts.ID)
+	}
+	for _, refresh := range []bool{false, true} {
+		d, err := g.peerDirectory(ctx, country, refresh)
+		if err != nil {
+			return crypto.DirectoryEntry{}, err
+		}
+		if e, ok := d.Lookup(unit); ok {
+			return e, nil
+		}
+	}
+	return crypto.DirectoryEntry{}, fmt.Errorf("no unit %q in the directory of gateway %s", unit, country)
+}

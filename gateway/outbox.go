@@ -1,0 +1,228 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"evx/crypto"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap"
+)
+
+// submit checks a bundle uploaded by a local submitter and stores it in the
+// outbox. It returns once the bundle is durably stored; delivery follows.
+func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body io.Reader, length int64) (*crypto.Envelope, error) {
+	env, err := crypto.ParseEnvelope(envJSON)
+	if err != nil {
+		return nil, apiErr(400, "malformed-envelope", "%v", err)
+	}
+	if err := crypto.VerifySignature(env, envJSON, sig); err != nil {
+		return nil, apiErr(400, "bad-signature", "%v", err)
+	}
+	if env.Sender.Unit != u.Unit {
+		return nil, apiErr(403, "sender-mismatch", "the envelope names sender %q, but you are %s", env.Sender.Unit, u.Unit)
+	}
+	if env.Sender.Key != u.Key.SigningKey {
+		return nil, apiErr(403, "unknown-sender-key", "the envelope is signed with %s, not with the signing key on file for %s", env.Sender.Key, u.Unit)
+	}
+	if env.PayloadSize > g.opts.MaxBundleSize {
+		return nil, apiErr(413, "too-large", "payload of %d bytes exceeds this gateway's limit of %d", env.PayloadSize, g.opts.MaxBundleSize)
+	}
+	if length != env.PayloadSize {
+		return nil, apiErr(400, "size-mismatch", "request body is %d bytes, the envelope declares %d", length, env.PayloadSize)
+	}
+	var peers []string
+	for _, r := range env.Recipients {
+		if r.Unit == "" {
+			return nil, apiErr(400, "unknown-recipient", "recipient %s has no unit id: seal to units resolved through the gateway", r.Key)
+		}
+		e, err := g.lookupUnit(ctx, r.Unit)
+		if err != nil {
+			return nil, apiErr(400, "unknown-recipient", "%v", err)
+		}
+		if e.Role != RoleRecipient || e.AgeRecipient != r.Key {
+			return nil, apiErr(400, "unknown-recipient", "the key sealed to for %s is not its key in the directory", r.Unit)
+		}
+		country, _, _ := strings.Cut(r.Unit, "/")
+		if country == g.opts.ID {
+			return nil, apiErr(400, "unknown-recipient", "%s is a local unit: evx carries bundles between countries", r.Unit)
+		}
+		if !contains(peers, country) {
+			peers = append(peers, country)
+		}
+	}
+	id := env.BundleID
+	var prev outboxRecord
+	switch err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &prev); {
+	case err == nil:
+		return nil, apiErr(409, "duplicate", "bundle %s was already submitted", id)
+	case !errors.Is(err, storage.ErrNotExist):
+		return nil, err
+	}
+	verified := crypto.NewPayloadVerifier(body, env)
+	if err := storePayload(ctx, g.opts.Storage, key(outboxPrefix, id, payloadFile), verified, env.PayloadSize); err != nil {
+		switch {
+		case errors.Is(err, crypto.ErrPayloadSize):
+			return nil, apiErr(400, "size-mismatch", "%v", err)
+		case errors.Is(err, crypto.ErrPayloadHash):
+			return nil, apiErr(400, "hash-mismatch", "%v", err)
+		}
+		return nil, err
+	}
+	rec := outboxRecord{Envelope: envJSON, Signature: sig, SubmittedBy: u.Unit, SubmittedAt: time.Now().UTC(), Peers: peers}
+	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), rec); err != nil {
+		if errors.Is(err, storage.ErrExist) {
+			return nil, apiErr(409, "duplicate", "bundle %s was already submitted", id)
+		}
+		return nil, err
+	}
+	g.log.Info("bundle submitted", zap.String("bundle", id), zap.String("by", u.Unit),
+		zap.Strings("to", peers), zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize))
+	g.enqueue(id)
+	return env, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gateway) enqueue(id string) {
+	select {
+	case g.queue <- id:
+	default:
+		// The queue is full; requeueOutbox finds the bundle on the next scan.
+		g.log.Warn("delivery queue full", zap.String("bundle", id))
+	}
+}
+
+// requeueOutbox queues every submitted bundle not yet delivered: the queue
+// lives in storage, not in memory.
+func (g *Gateway) requeueOutbox(ctx context.Context) error {
+	infos, err := g.opts.Storage.List(ctx, outboxPrefix)
+	if err != nil {
+		return fmt.Errorf("scanning the outbox: %w", err)
+	}
+	done := map[string]bool{}
+	for _, in := range infos {
+		if strings.HasSuffix(in.Key, "/"+receiptFile) || strings.HasSuffix(in.Key, "/"+refusalFile) {
+			done[bundleIDOf(in.Key)] = true
+		}
+	}
+	for _, in := range infos {
+		if id := bundleIDOf(in.Key); strings.HasSuffix(in.Key, "/"+recordFile) && !done[id] {
+			g.enqueue(id)
+		}
+	}
+	return nil
+}
+
+func bundleIDOf(k string) string {
+	parts := strings.Split(k, "/")
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[1]
+}
+
+// deliverLoop delivers queued bundles one at a time, retrying failures with
+// exponential backoff, until ctx is done.
+func (g *Gateway) deliverLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case id := <-g.queue:
+			go g.deliverWithRetry(ctx, id)
+		}
+	}
+}
+
+func (g *Gateway) deliverWithRetry(ctx context.Context, id string) {
+	wait := g.opts.RetryInterval
+	for attempt := 1; ; attempt++ {
+		err := g.deliver(ctx, id)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		var rej *transfer.Rejection
+		if errors.As(err, &rej) && !rej.Temporary() {
+			g.log.Error("delivery refused by peer", zap.String("bundle", id),
+				zap.String("code", rej.Code), zap.String("reason", rej.Reason))
+			g.recordRefusal(ctx, id, rej)
+			return
+		}
+		g.log.Warn("delivery failed; will retry", zap.String("bundle", id),
+			zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, g.opts.RetryMax)
+	}
+}
+
+// deliver sends one outbox bundle to every peer that has not yet receipted it.
+func (g *Gateway) deliver(ctx context.Context, id string) error {
+	var rec outboxRecord
+	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &rec); err != nil {
+		return err
+	}
+	if _, err := g.opts.Storage.Stat(ctx, key(outboxPrefix, id, receiptFile)); err == nil {
+		return nil
+	}
+	obj, err := g.opts.Storage.Open(ctx, key(outboxPrefix, id, payloadFile))
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	// Bundles go to one peer: the recipients' country. Several countries
+	// per bundle would need one receipt object per peer.
+	if len(rec.Peers) != 1 {
+		return &transfer.Rejection{Code: transfer.CodeNotAccepted, Reason: fmt.Sprintf("bundle %s is addressed to %d countries; evx delivers each bundle to one", id, len(rec.Peers))}
+	}
+	peer, ok := g.peers[rec.Peers[0]]
+	if !ok {
+		return &transfer.Rejection{Code: transfer.CodeNotAccepted, Reason: fmt.Sprintf("%s is no longer a peer", rec.Peers[0])}
+	}
+	start := time.Now()
+	d, err := g.client.Send(ctx, peer, rec.Envelope, rec.Signature, obj)
+	if err != nil {
+		return err
+	}
+	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
+	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
+		return err
+	}
+	g.log.Info("bundle delivered", zap.String("bundle", id), zap.String("peer", peer.ID),
+		zap.Bool("duplicate", d.Duplicate), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// refusalFile records a peer's final refusal of an outbox bundle, so that
+// the submitter can see why it was not delivered.
+const refusalFile = "refusal.json"
+
+type refusalRecord struct {
+	Code   string    `json:"code"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+func (g *Gateway) recordRefusal(ctx context.Context, id string, rej *transfer.Rejection) {
+	r := refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
+	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), r); err != nil && !errors.Is(err, storage.ErrExist) {
+		g.log.Error("recording refusal", zap.String("bundle", id), zap.Error(err))
+	}
+}

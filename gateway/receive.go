@@ -1,0 +1,125 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"evx/crypto"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap"
+)
+
+var _ transfer.Receiver = (*Gateway)(nil)
+
+// Receive implements transfer.Receiver: it checks an offer from a peer
+// against the directories and limits, stores the payload and the record,
+// and returns the signed receipt.
+func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, accept func(int64) (io.Reader, error)) (*crypto.Signed, error) {
+	env := o.Envelope
+	id := env.BundleID
+	var rec inboxRecord
+	switch err := getJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), &rec); {
+	case err == nil:
+		prev, perr := crypto.ParseEnvelope(rec.Envelope)
+		if perr != nil {
+			return nil, fmt.Errorf("stored record of %s: %w", id, perr)
+		}
+		if prev.PayloadSHA256 != env.PayloadSHA256 {
+			return nil, transfer.Reject(transfer.CodeConflict, "bundle %s was already received with another payload hash", id)
+		}
+		return rec.Receipt, nil
+	case !errors.Is(err, storage.ErrNotExist):
+		g.log.Error("reading inbox record", zap.String("bundle", id), zap.Error(err))
+		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway cannot read its storage; retry later")
+	}
+
+	senderCheck, rej := g.checkSender(ctx, peer, env)
+	if rej != nil {
+		return nil, rej
+	}
+	if rej := g.checkLocalRecipients(env); rej != nil {
+		return nil, rej
+	}
+	if env.PayloadSize > g.opts.MaxBundleSize {
+		return nil, transfer.Reject(transfer.CodeTooLarge, "payload of %d bytes exceeds this gateway's limit of %d", env.PayloadSize, g.opts.MaxBundleSize)
+	}
+
+	r, err := accept(0)
+	if err != nil {
+		return nil, err
+	}
+	if err := storePayload(ctx, g.opts.Storage, key(inboxPrefix, id, payloadFile), r, env.PayloadSize); err != nil {
+		var rej *transfer.Rejection
+		if errors.As(err, &rej) {
+			return nil, rej
+		}
+		g.log.Error("storing payload", zap.String("bundle", id), zap.Error(err))
+		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the payload; retry later")
+	}
+	now := time.Now()
+	receipt, err := g.opts.SigningKey.SignReceipt(crypto.NewReceipt(env, peer, g.opts.ID, now))
+	if err != nil {
+		return nil, err
+	}
+	rec = inboxRecord{Envelope: o.EnvelopeJSON, Signature: o.Signature, From: peer,
+		ReceivedAt: now.UTC(), Receipt: receipt, SenderCheck: senderCheck}
+	if err := putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), rec); err != nil {
+		if errors.Is(err, storage.ErrExist) {
+			// A concurrent offer of the same bundle won: answer as a duplicate.
+			return g.Receive(ctx, peer, o, accept)
+		}
+		g.log.Error("storing inbox record", zap.String("bundle", id), zap.Error(err))
+		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the bundle; retry later")
+	}
+	g.log.Info("bundle stored", zap.String("bundle", id), zap.String("from", peer),
+		zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize))
+	return receipt, nil
+}
+
+// checkSender checks that the envelope's signing key is the one the sending
+// gateway's signed directory lists for the sending unit, and returns a
+// description of the check for the record.
+func (g *Gateway) checkSender(ctx context.Context, peer string, env *crypto.Envelope) (string, *transfer.Rejection) {
+	for _, refresh := range []bool{false, true} {
+		d, err := g.peerDirectory(ctx, peer, refresh)
+		if err != nil {
+			g.log.Warn("fetching peer directory", zap.String("peer", peer), zap.Error(err))
+			return "", transfer.Reject(transfer.CodeUnavailable, "cannot fetch the unit directory of %s to check the sender: retry later", peer)
+		}
+		e, ok := d.Lookup(env.Sender.Unit)
+		if ok && e.Role == RoleSubmitter && e.SigningKey == env.Sender.Key {
+			return fmt.Sprintf("signing key listed for %s in the directory of %s issued %s", env.Sender.Unit, peer, d.Issued), nil
+		}
+	}
+	return "", transfer.Reject(transfer.CodeUnknownSender, "signing key %s is not listed for submitter %s in the directory of %s", env.Sender.Key, env.Sender.Unit, peer)
+}
+
+// checkLocalRecipients checks that the bundle is addressed to at least one
+// local recipient and that each local recipient's key is the one on file.
+func (g *Gateway) checkLocalRecipients(env *crypto.Envelope) *transfer.Rejection {
+	local := 0
+	for _, r := range env.Recipients {
+		country, _, _ := strings.Cut(r.Unit, "/")
+		if country != g.opts.ID {
+			continue
+		}
+		u, ok := g.users[r.Unit]
+		if !ok || u.Role != RoleRecipient {
+			return transfer.Reject(transfer.CodeUnknownRecipient, "no recipient unit %q at gateway %s", r.Unit, g.opts.ID)
+		}
+		if u.Key.AgeRecipient != r.Key {
+			return transfer.Reject(transfer.CodeUnknownRecipient, "the bundle is sealed to a key that is not %s's current key", r.Unit)
+		}
+		local++
+	}
+	if local == 0 {
+		return transfer.Reject(transfer.CodeUnknownRecipient, "the bundle has no recipient at gateway %s", g.opts.ID)
+	}
+	return nil
+}

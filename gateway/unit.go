@@ -1,0 +1,207 @@
+package gateway
+
+import (
+	"context"
+
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"evx/crypto"
+)
+
+// PushRequest is what a submitting unit asks for: files sealed to units
+// resolved through its gateway, under a purpose and legal basis.
+type PushRequest struct {
+	Key   *crypto.UnitKey
+	To    []string // unit ids, such as FR/prosecutor
+	Files []crypto.SourceFile
+	// Seal carries purpose, legal basis and the other envelope choices;
+	// its Sender and Recipients are filled in by Push.
+	Seal crypto.SealOptions
+	// TempDir receives the sealed bundle while it is uploaded; "" means
+	// the system's temporary directory.
+	TempDir string
+	// Wait, if positive, is how long to wait for delivery to the peer.
+	Wait time.Duration
+	// Progress, if set, is called with the bytes uploaded so far.
+	Progress func(int64)
+}
+
+// PushResult reports a push.
+type PushResult struct {
+	Envelope *crypto.Envelope
+	// Status is the delivery state when Push returned.
+	Status *OutboxStatus
+}
+
+// Push seals the files on this machine and uploads the bundle to the
+// gateway; plaintext never leaves the machine. With Wait set it then polls
+// until the peer gateway has receipted the bundle or refused it.
+func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) {
+	opts := req.Seal
+	opts.Sender = req.Key
+	opts.Recipients = nil
+	for _, unit := range req.To {
+		e, err := c.Lookup(ctx, unit)
+		if err != nil {
+			return nil, fmt.Errorf("resolving recipient %s: %w", unit, err)
+		}
+		if e.Role != RoleRecipient || e.AgeRecipient == "" {
+			return nil, fmt.Errorf("%s is not a recipient unit (its role is %s)", unit, e.Role)
+		}
+		opts.Recipients = append(opts.Recipients, crypto.PublicKey{Unit: e.Unit, AgeRecipient: e.AgeRecipient})
+	}
+	tmp, err := os.CreateTemp(req.TempDir, "evx-push-*.evx")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	env, err := crypto.Seal(ctx, tmp, req.Files, opts)
+	if err != nil {
+		return nil, err
+	}
+	info, err := tmp.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b, err := crypto.ReadBundle(tmp, info.Size())
+	if err != nil {
+		return nil, err
+	}
+	var body io.Reader = b.Payload()
+	if req.Progress != nil {
+		body = &progressReader{r: body, f: req.Progress}
+	}
+	if _, err := c.Upload(ctx, b.EnvelopeJSON, b.Signature, body, env.PayloadSize); err != nil {
+		return nil, fmt.Errorf("uploading bundle %s: %w", env.BundleID, err)
+	}
+	res := &PushResult{Envelope: env, Status: &OutboxStatus{BundleID: env.BundleID, State: "queued"}}
+	if req.Wait <= 0 {
+		return res, nil
+	}
+	res.Status, err = WaitDelivered(ctx, c, env.BundleID, req.Wait)
+	return res, err
+}
+
+// WaitDelivered polls the outbox until bundle id is delivered or refused,
+// or until timeout.
+func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Duration) (*OutboxStatus, error) {
+	deadline := time.Now().Add(timeout)
+	wait := 5 * time.Millisecond
+	for {
+		st, err := c.OutboxStatus(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch st.State {
+		case "delivered":
+			return st, nil
+		case "refused":
+			return st, fmt.Errorf("the peer gateway refused bundle %s (%s): %s", id, st.Refusal.Code, st.Refusal.Reason)
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("bundle %s not delivered after %v; it stays queued at the gateway", id, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+type progressReader struct {
+	r io.Reader
+	n int64
+	f func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	p.f(p.n)
+	return n, err
+}
+
+// PullResult reports a pull.
+type PullResult struct {
+	Entry *InboxEntry
+	Open  *crypto.OpenResult
+	// BundlePath is where the rebuilt bundle was kept, if asked for.
+	BundlePath string
+}
+
+// Pull downloads a received bundle, rebuilds it, opens and verifies it on
+// this machine into dir, and only then acknowledges retrieval. keep, if not
+// empty, is a path where the bundle itself is kept for the record.
+func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep string, progress func(int64)) (*PullResult, error) {
+	e, err := c.InboxEntry(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	tmpDir := filepath.Dir(filepath.Clean(dir))
+	payload, err := os.CreateTemp(tmpDir, ".evx-pull-*.age")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(payload.Name())
+	defer payload.Close()
+	var w io.Writer = payload
+	if progress != nil {
+		w = &progressWriter{w: payload, f: progress}
+	}
+	n, err := c.Download(ctx, id, w)
+	if err != nil {
+		return nil, fmt.Errorf("downloading bundle %s: %w", id, err)
+	}
+	bundle, err := os.CreateTemp(tmpDir, ".evx-pull-*.evx")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(bundle.Name())
+	defer bundle.Close()
+	if err := crypto.WriteContainer(bundle, e.Envelope, e.Signature, io.NewSectionReader(payload, 0, n), n); err != nil {
+		return nil, err
+	}
+	info, err := bundle.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b, err := crypto.ReadBundle(bundle, info.Size())
+	if err != nil {
+		return nil, err
+	}
+	res, err := b.Open(ctx, key, dir, crypto.OpenOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("opening bundle %s: %w", id, err)
+	}
+	out := &PullResult{Entry: e, Open: res}
+	if keep != "" {
+		if err := os.Link(bundle.Name(), keep); err != nil {
+			return nil, fmt.Errorf("keeping the bundle: %w", err)
+		}
+		out.BundlePath = keep
+	}
+	if err := c.Ack(ctx, id); err != nil {
+		return out, fmt.Errorf("bundle %s opened, but acknowledging retrieval failed: %w", id, err)
+	}
+	return out, nil
+}
+
+type progressWriter struct {
+	w io.Writer
+	n int64
+	f func(int64)
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	p.f(p.n)
+	return n, err
+}

@@ -1,0 +1,378 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// tempDir is where Disk writes objects before linking them into place. Its
+// name starts with a dot, so no valid key can reach it.
+const tempDir = ".tmp"
+
+// Disk is a [Backend] that keeps each object as a file under a root
+// directory, at the key's path.
+//
+// Create writes into a temporary file under root/.tmp, syncs it, and links
+// it into place with link(2), which fails if the name exists: that is what
+// makes Create both create-only and atomic. The directory entries are then
+// synced, so a nil return means the object survives a power loss. The
+// temporary files of Creates interrupted by a crash stay in root/.tmp until
+// [Disk.RemoveStaleTemp] removes them; they are never listed or served.
+//
+// The root must be on a local POSIX file system that supports hard links
+// and fsync on directories (ext4, xfs, btrfs, zfs). Files are created with
+// mode 0600 and directories with 0700: they hold evidence.
+type Disk struct {
+	root string
+}
+
+var _ Backend = (*Disk)(nil)
+
+// NewDisk returns a Disk rooted at dir, creating dir if needed.
+func NewDisk(dir string) (*Disk, error) {
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, tempDir), 0o700); err != nil {
+		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
+	}
+	return &Disk{root: root}, nil
+}
+
+// Root returns the absolute path of the directory d stores objects in.
+func (d *Disk) Root() string { return d.root }
+
+func (d *Disk) path(key string) string {
+	return filepath.Join(d.root, filepath.FromSlash(key))
+}
+
+// Create implements [Backend.Create].
+func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	if err := checkSize(key, size); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+	final := d.path(key)
+	// Checked again, atomically, by link(2) below; this only spares
+	// writing data that would be thrown away.
+	if fi, err := os.Lstat(final); err == nil {
+		if fi.IsDir() {
+			return fmt.Errorf("create %q: a directory of other keys has this name", key)
+		}
+		return fmt.Errorf("create %q: %w", key, ErrExist)
+	}
+
+	f, err := os.CreateTemp(filepath.Join(d.root, tempDir), "create-*")
+	if err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+	tmp := f.Name()
+	// The temporary name goes in every case: on success the object lives
+	// on under its final name.
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		os.Remove(tmp)
+	}()
+
+	er := newExactReader(ctx, key, r, size)
+	if _, err := io.Copy(f, er); err != nil {
+		if er.err != nil {
+			return er.err
+		}
+		return fmt.Errorf("create %q: writing: %w", key, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("create %q: sync: %w", key, err)
+	}
+	err = f.Close()
+	f = nil
+	if err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+
+	dir := filepath.Dir(final)
+	if err := d.mkdirAll(dir); err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+	if err := os.Link(tmp, final); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			if fi, serr := os.Lstat(final); serr == nil && fi.IsDir() {
+				return fmt.Errorf("create %q: a directory of other keys has this name", key)
+			}
+			return fmt.Errorf("create %q: %w", key, ErrExist)
+		}
+		if errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("create %q: a parent of the key is itself an object", key)
+		}
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+	return nil
+}
+
+// mkdirAll creates dir and its missing parents below the root, syncing
+// each parent after creating a child in it, so that the path to a new
+// object survives a power loss.
+func (d *Disk) mkdirAll(dir string) error {
+	if dir == d.root {
+		return nil
+	}
+	fi, err := os.Lstat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("a parent of the key is itself an object")
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if err := d.mkdirAll(parent); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// A concurrent Create made it; it also syncs parent.
+			return nil
+		}
+		if errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("a parent of the key is itself an object")
+		}
+		return err
+	}
+	return syncDir(parent)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Open implements [Backend.Open].
+func (d *Disk) Open(ctx context.Context, key string) (Object, error) {
+	if err := ValidKey(key); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open %q: %w", key, err)
+	}
+	f, err := os.Open(d.path(key))
+	if err != nil {
+		return nil, d.pathError("open", key, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %q: %w", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("open %q: %w", key, ErrNotExist)
+	}
+	return &diskObject{File: f, size: fi.Size()}, nil
+}
+
+type diskObject struct {
+	*os.File
+	size int64
+}
+
+func (o *diskObject) Size() int64 { return o.size }
+
+// Stat implements [Backend.Stat].
+func (d *Disk) Stat(ctx context.Context, key string) (Info, error) {
+	if err := ValidKey(key); err != nil {
+		return Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, fmt.Errorf("stat %q: %w", key, err)
+	}
+	fi, err := os.Lstat(d.path(key))
+	if err != nil {
+		return Info{}, d.pathError("stat", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return Info{}, fmt.Errorf("stat %q: %w", key, ErrNotExist)
+	}
+	return Info{Key: key, Size: fi.Size(), Modified: fi.ModTime()}, nil
+}
+
+// pathError maps a file system error on key's path to the Backend's
+// errors: a missing file, or a missing or non-directory parent, means no
+// object.
+func (d *Disk) pathError(op, key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("%s %q: %w", op, key, ErrNotExist)
+	}
+	return fmt.Errorf("%s %q: %w", op, key, err)
+}
+
+// List implements [Backend.List].
+func (d *Disk) List(ctx context.Context, prefix string) ([]Info, error) {
+	if err := validPrefix(prefix); err != nil {
+		return nil, err
+	}
+	// Only the directory holding the prefix's last, possibly partial,
+	// segment can contain matches.
+	start := d.root
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		start = d.path(prefix[:i])
+	}
+	infos := []Info{}
+	err := filepath.WalkDir(start, func(path string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if path == start && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) {
+				return fs.SkipAll
+			}
+			// An object deleted or a directory renamed during the walk
+			// is not an error: List need not see concurrent changes.
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if path == start {
+			return nil
+		}
+		rel, err := filepath.Rel(d.root, path)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if strings.HasPrefix(de.Name(), ".") || keyProblem(key) != "" {
+			// The temporary directory, and anything else that is not an
+			// object a Create could have made.
+			if de.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if de.IsDir() {
+			// Descend only where keys can still match the prefix.
+			if strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
+				return nil
+			}
+			return fs.SkipDir
+		}
+		if !de.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		fi, err := de.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		infos = append(infos, Info{Key: key, Size: fi.Size(), Modified: fi.ModTime()})
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix, ctx.Err())
+		}
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	// WalkDir's order is per directory, which differs from key order
+	// ("a-b" sorts before "a/b").
+	slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(a.Key, b.Key) })
+	return infos, nil
+}
+
+// Delete implements [Backend.Delete].
+func (d *Disk) Delete(ctx context.Context, key string) error {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	p := d.path(key)
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	if fi.IsDir() {
+		// A directory of other keys, not an object.
+		return nil
+	}
+	// Empty directories are left behind: removing them would race with a
+	// Create that has just made one.
+	if err := syscall.Unlink(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// RemoveStaleTemp removes the temporary files that Creates interrupted by
+// a crash left behind, if they were last written more than olderThan ago.
+// Call it at start-up with an age longer than any upload can stall, so
+// that it cannot remove the file of a Create still running in another
+// process that shares the root.
+func (d *Disk) RemoveStaleTemp(ctx context.Context, olderThan time.Duration) (removed int, err error) {
+	dir := filepath.Join(d.root, tempDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("remove stale temporary files: %w", err)
+	}
+	cutoff := time.Now().Add(-olderThan)
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return removed, fmt.Errorf("remove stale temporary files: %w", err)
+		}
+		if !fi.Mode().IsRegular() || !fi.ModTime().Before(cutoff) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, fmt.Errorf("remove stale temporary files: %w", err)
+		}
+		removed++
+	}
+	return removed, nil
+}

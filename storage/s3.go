@@ -1,0 +1,555 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3 part sizes and limits. S3 allows at most 10,000 parts per multipart
+// upload, each at least 5 MiB except the last.
+const (
+	// DefaultPartSize is the multipart part size unless S3Config says
+	// otherwise. It is also the largest object stored in a single PUT.
+	DefaultPartSize = 16 << 20
+	// MinPartSize is S3's smallest allowed part size.
+	MinPartSize  = 5 << 20
+	maxPartSize  = 5 << 30
+	maxPartCount = 10000
+	// DefaultPartConcurrency is how many parts one Create uploads at once
+	// unless S3Config says otherwise.
+	DefaultPartConcurrency = 2
+)
+
+// S3Config configures an [S3] backend. Only S3 operations that AWS S3 and
+// the common S3-compatible servers all implement are used.
+type S3Config struct {
+	// Endpoint is the server's host and port, as "s3.example.org" or
+	// "127.0.0.1:9000" (no scheme).
+	Endpoint string
+	// Bucket holds the objects. The backend owns it: objects in it whose
+	// names are not valid keys are ignored by List.
+	Bucket string
+	// Region is the bucket's region; empty asks the server.
+	Region    string
+	AccessKey string
+	SecretKey string
+	// UseTLS selects HTTPS. Plain HTTP is for loopback test servers only.
+	UseTLS bool
+	// CAFile, if set, names a PEM file of the certificate authorities that
+	// the server's certificate must chain to, instead of the system's.
+	CAFile string
+	// PartSize is the multipart part size in bytes, from MinPartSize up;
+	// zero means DefaultPartSize. A Create uses a larger part size when the
+	// object would otherwise need more than 10,000 parts.
+	PartSize int64
+	// PartConcurrency is how many parts one Create reads ahead and uploads
+	// at once; zero means DefaultPartConcurrency. A Create holds at most
+	// PartConcurrency part buffers, so its memory is bounded by
+	// PartConcurrency × part size whatever the object's size.
+	PartConcurrency int
+}
+
+// S3 is a [Backend] that keeps objects in an S3 bucket, one object per
+// key.
+//
+// Create is create-only through a conditional write (If-None-Match: *),
+// which the server evaluates atomically when it commits the object: on the
+// single PUT for objects up to the part size, and on CompleteMultipartUpload
+// for larger ones. The server must support conditional writes (AWS S3 does
+// since 2024, MinIO does); on one that ignores them, concurrent Creates of
+// one key could both succeed. An object becomes visible only when that
+// commit succeeds, so a failed or interrupted Create leaves at most an
+// incomplete multipart upload, which is invisible. Create aborts its
+// upload on failure; after a crash, a bucket lifecycle rule that aborts
+// incomplete multipart uploads is the backstop.
+//
+// Objects read through Open are pinned to the ETag seen when opening: if
+// the object is deleted and created again meanwhile, reads fail rather
+// than mix the two.
+type S3 struct {
+	client          *minio.Client
+	core            minio.Core
+	bucket          string
+	region          string
+	partSize        int64
+	partConcurrency int
+}
+
+var _ Backend = (*S3)(nil)
+
+// NewS3 returns an S3 backend for cfg. It makes no request: see
+// [S3.EnsureBucket].
+func NewS3(cfg S3Config) (*S3, error) {
+	switch {
+	case cfg.Endpoint == "":
+		return nil, errors.New("s3 storage: no endpoint")
+	case strings.Contains(cfg.Endpoint, "://"):
+		return nil, fmt.Errorf("s3 storage: endpoint %q must be a host and port, without a scheme", cfg.Endpoint)
+	case cfg.Bucket == "":
+		return nil, errors.New("s3 storage: no bucket")
+	case cfg.AccessKey == "" || cfg.SecretKey == "":
+		return nil, errors.New("s3 storage: access key and secret key are required")
+	case cfg.PartSize != 0 && (cfg.PartSize < MinPartSize || cfg.PartSize > maxPartSize):
+		return nil, fmt.Errorf("s3 storage: part size %d is outside %d to %d", cfg.PartSize, MinPartSize, int64(maxPartSize))
+	case cfg.PartConcurrency < 0:
+		return nil, fmt.Errorf("s3 storage: negative part concurrency %d", cfg.PartConcurrency)
+	case cfg.CAFile != "" && !cfg.UseTLS:
+		return nil, fmt.Errorf("s3 storage: a CA file (%q) is set but TLS is off", cfg.CAFile)
+	}
+	transport, err := minio.DefaultTransport(cfg.UseTLS)
+	if err != nil {
+		return nil, fmt.Errorf("s3 storage: %w", err)
+	}
+	if cfg.UseTLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("s3 storage: CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("s3 storage: CA file %q holds no PEM certificate", cfg.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		transport.TLSClientConfig = tc
+	}
+	client, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    cfg.UseTLS,
+		Region:    cfg.Region,
+		Transport: transport,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 storage: %w", err)
+	}
+	s := &S3{
+		client:          client,
+		core:            minio.Core{Client: client},
+		bucket:          cfg.Bucket,
+		region:          cfg.Region,
+		partSize:        cfg.PartSize,
+		partConcurrency: cfg.PartConcurrency,
+	}
+	if s.partSize == 0 {
+		s.partSize = DefaultPartSize
+	}
+	if s.partConcurrency == 0 {
+		s.partConcurrency = DefaultPartConcurrency
+	}
+	return s, nil
+}
+
+// EnsureBucket creates the bucket if it does not exist. It is for
+// development and test set-ups; in production the bucket, its policies and
+// its lifecycle rules are the operator's.
+func (s *S3) EnsureBucket(ctx context.Context) error {
+	ok, err := s.client.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return fmt.Errorf("s3 storage: bucket %q: %w", s.bucket, err)
+	}
+	if ok {
+		return nil
+	}
+	err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: s.region})
+	if err != nil && minio.ToErrorResponse(err).Code != minio.BucketAlreadyOwnedByYou {
+		return fmt.Errorf("s3 storage: creating bucket %q: %w", s.bucket, err)
+	}
+	return nil
+}
+
+// partSizeFor returns the part size for an object of size bytes: the
+// configured size, raised to a whole MiB when size would otherwise need
+// more than 10,000 parts (minio-go would silently stop there).
+func partSizeFor(configured, size int64) int64 {
+	ps := configured
+	if min := (size + maxPartCount - 1) / maxPartCount; min > ps {
+		ps = (min + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	return ps
+}
+
+// Create implements [Backend.Create].
+func (s *S3) Create(ctx context.Context, key string, r io.Reader, size int64) error {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	if err := checkSize(key, size); err != nil {
+		return err
+	}
+	// The conditional write below decides; this only spares uploading data
+	// that would be thrown away.
+	if _, err := s.Stat(ctx, key); err == nil {
+		return fmt.Errorf("create %q: %w", key, ErrExist)
+	} else if !errors.Is(err, ErrNotExist) {
+		return err
+	}
+	er := newExactReader(ctx, key, r, size)
+	partSize := partSizeFor(s.partSize, size)
+	if size <= partSize {
+		return s.putSingle(ctx, key, er, size)
+	}
+	return s.putMultipart(ctx, key, er, size, partSize)
+}
+
+// createOnly returns the options of the request that commits an object:
+// it fails with PreconditionFailed if the key exists.
+func createOnly() minio.PutObjectOptions {
+	var opts minio.PutObjectOptions
+	opts.SetMatchETagExcept("*")
+	return opts
+}
+
+// putSingle reads the whole (small) object before sending it, so that a
+// short or long input is refused before any request, and minio-go can
+// retry the request from a seekable body.
+func (s *S3) putSingle(ctx context.Context, key string, er *exactReader, size int64) error {
+	buf := make([]byte, size)
+	if _, err := er.readFull(buf); err != nil {
+		return err
+	}
+	if err := er.finish(); err != nil {
+		return err
+	}
+	_, err := s.core.PutObject(ctx, s.bucket, key, bytes.NewReader(buf), size, "", "", createOnly())
+	return s.commitError(ctx, key, err)
+}
+
+func (s *S3) commitError(ctx context.Context, key string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case minio.ToErrorResponse(err).Code == minio.PreconditionFailed:
+		return fmt.Errorf("create %q: %w", key, ErrExist)
+	case ctx.Err() != nil:
+		return fmt.Errorf("create %q: %w", key, ctx.Err())
+	}
+	return fmt.Errorf("create %q: %w", key, err)
+}
+
+// putMultipart uploads size bytes as parts of partSize, up to
+// s.partConcurrency at once, and commits them with a conditional
+// CompleteMultipartUpload. The input's end is checked while the last part
+// is read, before it is sent, so a long input never reaches the commit.
+//
+// minio-go's PutObject is not used for this: it drops the If-None-Match
+// header from CompleteMultipartUpload, so large objects would not be
+// create-only.
+func (s *S3) putMultipart(ctx context.Context, key string, er *exactReader, size, partSize int64) (err error) {
+	uploadID, err := s.core.NewMultipartUpload(ctx, s.bucket, key, minio.PutObjectOptions{})
+	if err != nil {
+		return s.commitError(ctx, key, err)
+	}
+	defer func() {
+		if err != nil {
+			// Parts cost storage until aborted; abort even if ctx is done.
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			s.core.AbortMultipartUpload(actx, s.bucket, key, uploadID)
+		}
+	}()
+
+	nparts := int((size + partSize - 1) / partSize)
+	parts := make([]minio.CompletePart, nparts)
+	upctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	// Each part buffer is allocated on first use and then recycled, so a
+	// Create holds at most s.partConcurrency of them.
+	free := make(chan []byte, s.partConcurrency)
+	for range s.partConcurrency {
+		free <- nil
+	}
+	for i := range nparts {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-upctx.Done():
+		}
+		if upctx.Err() != nil {
+			break
+		}
+		if buf == nil {
+			buf = make([]byte, partSize)
+		}
+		n := min(partSize, size-int64(i)*partSize)
+		if _, err := er.readFull(buf[:n]); err != nil {
+			fail(err)
+			break
+		}
+		wg.Go(func() {
+			defer func() { free <- buf }()
+			p, err := s.core.PutObjectPart(upctx, s.bucket, key, uploadID, i+1, bytes.NewReader(buf[:n]), n, minio.PutObjectPartOptions{})
+			if err != nil {
+				fail(fmt.Errorf("create %q: uploading part %d of %d: %w", key, i+1, nparts, err))
+				return
+			}
+			parts[i] = completePart(p)
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("create %q: %w", key, ctx.Err())
+		}
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	}
+	if err := er.finish(); err != nil {
+		return err
+	}
+	_, err = s.core.CompleteMultipartUpload(ctx, s.bucket, key, uploadID, parts, createOnly())
+	return s.commitError(ctx, key, err)
+}
+
+func completePart(p minio.ObjectPart) minio.CompletePart {
+	return minio.CompletePart{
+		PartNumber:        p.PartNumber,
+		ETag:              p.ETag,
+		ChecksumCRC32:     p.ChecksumCRC32,
+		ChecksumCRC32C:    p.ChecksumCRC32C,
+		ChecksumSHA1:      p.ChecksumSHA1,
+		ChecksumSHA256:    p.ChecksumSHA256,
+		ChecksumCRC64NVME: p.ChecksumCRC64NVME,
+		ChecksumMD5:       p.ChecksumMD5,
+		ChecksumSHA512:    p.ChecksumSHA512,
+		ChecksumXXHash64:  p.ChecksumXXHash64,
+		ChecksumXXHash3:   p.ChecksumXXHash3,
+		ChecksumXXHash128: p.ChecksumXXHash128,
+	}
+}
+
+// objectError maps a request error about key to the Backend's errors.
+func (s *S3) objectError(ctx context.Context, op, key string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s %q: %w", op, key, ctx.Err())
+	}
+	if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+		return fmt.Errorf("%s %q: %w", op, key, ErrNotExist)
+	}
+	return fmt.Errorf("%s %q: %w", op, key, err)
+}
+
+// Stat implements [Backend.Stat].
+func (s *S3) Stat(ctx context.Context, key string) (Info, error) {
+	if err := ValidKey(key); err != nil {
+		return Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, fmt.Errorf("stat %q: %w", key, err)
+	}
+	oi, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return Info{}, s.objectError(ctx, "stat", key, err)
+	}
+	return Info{Key: key, Size: oi.Size, Modified: oi.LastModified}, nil
+}
+
+// Open implements [Backend.Open]. Reads use ctx: once it is done they
+// fail.
+func (s *S3) Open(ctx context.Context, key string) (Object, error) {
+	if err := ValidKey(key); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open %q: %w", key, err)
+	}
+	oi, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return nil, s.objectError(ctx, "open", key, err)
+	}
+	return &s3Object{s: s, ctx: ctx, key: key, etag: oi.ETag, size: oi.Size}, nil
+}
+
+// s3Object reads with plain ranged GETs rather than through minio.Object,
+// which serialises ReadAt calls behind one lock and restarts its sequential
+// stream after each of them.
+type s3Object struct {
+	s    *S3
+	ctx  context.Context
+	key  string
+	etag string
+	size int64
+
+	mu     sync.Mutex // guards the sequential reader
+	body   io.ReadCloser
+	off    int64
+	closed bool
+}
+
+func (o *s3Object) Size() int64 { return o.size }
+
+func (o *s3Object) get(off, end int64) (io.ReadCloser, error) {
+	var opts minio.GetObjectOptions
+	if err := opts.SetMatchETag(o.etag); err != nil {
+		return nil, fmt.Errorf("read %q: %w", o.key, err)
+	}
+	if err := opts.SetRange(off, end); err != nil {
+		return nil, fmt.Errorf("read %q: %w", o.key, err)
+	}
+	body, _, _, err := o.s.core.GetObject(o.ctx, o.s.bucket, o.key, opts)
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.PreconditionFailed {
+			return nil, fmt.Errorf("read %q: the object was replaced while open", o.key)
+		}
+		return nil, o.s.objectError(o.ctx, "read", o.key, err)
+	}
+	return body, nil
+}
+
+func (o *s3Object) Read(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return 0, fmt.Errorf("read %q: %w", o.key, os.ErrClosed)
+	}
+	if o.off >= o.size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if o.body == nil {
+		body, err := o.get(o.off, o.size-1)
+		if err != nil {
+			return 0, err
+		}
+		o.body = body
+	}
+	n, err := o.body.Read(p)
+	o.off += int64(n)
+	if err == io.EOF {
+		o.body.Close()
+		o.body = nil
+		if o.off < o.size {
+			return n, fmt.Errorf("read %q: %w", o.key, io.ErrUnexpectedEOF)
+		}
+		return n, nil
+	}
+	if err != nil {
+		return n, fmt.Errorf("read %q: %w", o.key, err)
+	}
+	return n, nil
+}
+
+func (o *s3Object) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %q: negative offset %d", o.key, off)
+	}
+	o.mu.Lock()
+	closed := o.closed
+	o.mu.Unlock()
+	if closed {
+		return 0, fmt.Errorf("read %q: %w", o.key, os.ErrClosed)
+	}
+	if off >= o.size {
+		return 0, io.EOF
+	}
+	want := min(int64(len(p)), o.size-off)
+	if want == 0 {
+		return 0, nil
+	}
+	body, err := o.get(off, off+want-1)
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	n, err := io.ReadFull(body, p[:want])
+	if err != nil {
+		return n, fmt.Errorf("read %q at %d: %w", o.key, off, err)
+	}
+	if want < int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (o *s3Object) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return fmt.Errorf("close %q: %w", o.key, os.ErrClosed)
+	}
+	o.closed = true
+	if o.body != nil {
+		o.body.Close()
+		o.body = nil
+	}
+	return nil
+}
+
+// List implements [Backend.List].
+func (s *S3) List(ctx context.Context, prefix string) ([]Info, error) {
+	if err := validPrefix(prefix); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	infos := []Info{}
+	for oi := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if oi.Err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("list %q: %w", prefix, ctx.Err())
+			}
+			return nil, fmt.Errorf("list %q: %w", prefix, oi.Err)
+		}
+		if keyProblem(oi.Key) != "" {
+			continue
+		}
+		infos = append(infos, Info{Key: oi.Key, Size: oi.Size, Modified: oi.LastModified})
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	// S3 lists in UTF-8 byte order already; keys are ASCII, so this only
+	// guards against servers that do otherwise.
+	slices.SortFunc(infos, func(a, b Info) int { return strings.Compare(a.Key, b.Key) })
+	return infos, nil
+}
+
+// Delete implements [Backend.Delete].
+func (s *S3) Delete(ctx context.Context, key string) error {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	err := s.client.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{})
+	if err == nil {
+		return nil
+	}
+	if err := s.objectError(ctx, "delete", key, err); !errors.Is(err, ErrNotExist) {
+		return err
+	}
+	return nil
+}

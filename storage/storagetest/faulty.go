@@ -1,0 +1,188 @@
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"evx/storage"
+)
+
+// Op names a [storage.Backend] method, for [Faulty.Inject].
+type Op string
+
+const (
+	OpCreate Op = "create"
+	OpOpen   Op = "open"
+	OpStat   Op = "stat"
+	OpList   Op = "list"
+	OpDelete Op = "delete"
+)
+
+// When says at which point an injected fault strikes.
+type When int
+
+const (
+	// BeforePersist makes the call fail without any effect, as a backend
+	// that fails before committing does. A Create still reads its input
+	// (up to its size) first, as a real upload would before failing at the
+	// commit.
+	BeforePersist When = iota + 1
+	// AfterPersist lets the call take effect and then fail, as when a
+	// remote backend's response is lost or the process crashes just after
+	// the commit. For Open, the object is closed and not returned.
+	AfterPersist
+)
+
+func (w When) String() string {
+	switch w {
+	case BeforePersist:
+		return "before persisting"
+	case AfterPersist:
+		return "after persisting"
+	}
+	return fmt.Sprintf("When(%d)", int(w))
+}
+
+// ErrInjected is wrapped by every error that a [Faulty] injects.
+var ErrInjected = errors.New("injected storage fault")
+
+// Faulty wraps a [storage.Backend] and makes chosen calls fail, for testing
+// how callers handle storage failures. Without injected faults it passes
+// every call through unchanged.
+type Faulty struct {
+	storage.Backend
+
+	mu     sync.Mutex
+	faults []fault
+}
+
+type fault struct {
+	op   Op
+	key  string
+	when When
+}
+
+var _ storage.Backend = (*Faulty)(nil)
+
+// NewFaulty returns a Faulty that passes calls to b.
+func NewFaulty(b storage.Backend) *Faulty {
+	return &Faulty{Backend: b}
+}
+
+// Inject arms a fault for the next call of op on key (the prefix, for
+// OpList), or on any key if key is "". Each fault strikes once; faults for
+// the same call strike in the order they were injected. An AfterPersist
+// fault is used up by the next matching call even if that call fails by
+// itself (an invalid key, an existing object), since it then has nothing to
+// undo.
+func (f *Faulty) Inject(op Op, key string, when When) {
+	if when != BeforePersist && when != AfterPersist {
+		panic(fmt.Sprintf("storagetest: invalid When %d", when))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.faults = append(f.faults, fault{op: op, key: key, when: when})
+}
+
+// Pending returns how many injected faults have not struck yet.
+func (f *Faulty) Pending() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.faults)
+}
+
+// take removes and returns the first fault matching a call, or 0.
+func (f *Faulty) take(op Op, key string) When {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, ft := range f.faults {
+		if ft.op == op && (ft.key == "" || ft.key == key) {
+			f.faults = append(f.faults[:i], f.faults[i+1:]...)
+			return ft.when
+		}
+	}
+	return 0
+}
+
+func injected(op Op, key string, when When) error {
+	return fmt.Errorf("%s %q: %w (%s)", op, key, ErrInjected, when)
+}
+
+// Create implements [storage.Backend.Create].
+func (f *Faulty) Create(ctx context.Context, key string, r io.Reader, size int64) error {
+	when := f.take(OpCreate, key)
+	if when == BeforePersist {
+		if size > 0 {
+			io.Copy(io.Discard, io.LimitReader(r, size))
+		}
+		return injected(OpCreate, key, when)
+	}
+	if err := f.Backend.Create(ctx, key, r, size); err != nil {
+		return err
+	}
+	if when == AfterPersist {
+		return injected(OpCreate, key, when)
+	}
+	return nil
+}
+
+// Open implements [storage.Backend.Open].
+func (f *Faulty) Open(ctx context.Context, key string) (storage.Object, error) {
+	when := f.take(OpOpen, key)
+	if when == BeforePersist {
+		return nil, injected(OpOpen, key, when)
+	}
+	o, err := f.Backend.Open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if when == AfterPersist {
+		o.Close()
+		return nil, injected(OpOpen, key, when)
+	}
+	return o, nil
+}
+
+// Stat implements [storage.Backend.Stat].
+func (f *Faulty) Stat(ctx context.Context, key string) (storage.Info, error) {
+	when := f.take(OpStat, key)
+	if when == BeforePersist {
+		return storage.Info{}, injected(OpStat, key, when)
+	}
+	info, err := f.Backend.Stat(ctx, key)
+	if err == nil && when == AfterPersist {
+		return storage.Info{}, injected(OpStat, key, when)
+	}
+	return info, err
+}
+
+// List implements [storage.Backend.List].
+func (f *Faulty) List(ctx context.Context, prefix string) ([]storage.Info, error) {
+	when := f.take(OpList, prefix)
+	if when == BeforePersist {
+		return nil, injected(OpList, prefix, when)
+	}
+	infos, err := f.Backend.List(ctx, prefix)
+	if err == nil && when == AfterPersist {
+		return nil, injected(OpList, prefix, when)
+	}
+	return infos, err
+}
+
+// Delete implements [storage.Backend.Delete].
+func (f *Faulty) Delete(ctx context.Context, key string) error {
+	when := f.take(OpDelete, key)
+	if when == BeforePersist {
+		return injected(OpDelete, key, when)
+	}
+	if err := f.Backend.Delete(ctx, key); err != nil {
+		return err
+	}
+	if when == AfterPersist {
+		return injected(OpDelete, key, when)
+	}
+	return nil
+}
