@@ -41,9 +41,10 @@ type Gateway struct {
 	// TLS holds this country's CA and the gateway's own certificate. Required.
 	TLS TLS `yaml:"tls"`
 
-	// SigningKey is the path of the gateway's key file, written by
-	// evx keygen. Its Ed25519 key signs receipts and the directory of local
-	// units; peers list its public half (evx keygen -y) as their
+	// SigningKey is the path of the gateway's Ed25519 signing key: a
+	// gateway signing key file, or a unit key file written by evx keygen
+	// whose signing key is taken. It signs receipts and the directory of
+	// local units; peers list its public half (evx keygen -y) as their
 	// peers[].signing_key. Required.
 	SigningKey string `yaml:"signing_key"`
 
@@ -303,7 +304,7 @@ func Parse(data []byte, baseDir string) (*Gateway, error) {
 // below reports whether field is, or is within, a field of errs.
 func below(field string, errs Errors) bool {
 	for _, e := range errs {
-		if field == e.Field || e.Field == "" ||
+		if field == e.Field ||
 			strings.HasPrefix(field, e.Field+".") || strings.HasPrefix(field, e.Field+"[") {
 			return true
 		}

@@ -188,6 +188,8 @@ tls: [ca.pem]
 signing_key: gw.key
 users:
   - {identity: DE/ops, role: boss}
+? [a]
+: b
 `
 	_, err := Parse([]byte(doc), "/etc/evx")
 	want := []string{
@@ -196,6 +198,7 @@ users:
 		`line 5: listen.admin: unknown key`,
 		`line 6: tls: want a mapping, got a list`,
 		`line 9: users[0].role: bad value "boss"`,
+		`line 10: keys must be plain strings`,
 	}
 	lines := strings.Split(fmt.Sprint(err), "\n")
 	if len(lines) != len(want) {

@@ -71,6 +71,10 @@ func decodeDocument(data []byte, g *Gateway) (*decoder, bool) {
 		d.errs = Errors{{Line: root.Line, Msg: "empty configuration"}}
 		return d, false
 	}
+	if root.Kind != yaml.MappingNode {
+		d.errorf(root, "", "want a mapping, got %s", describe(root))
+		return d, false
+	}
 	d.lines[""] = root.Line
 	d.value(root, reflect.ValueOf(g).Elem(), "")
 	return d, true

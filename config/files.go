@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -27,7 +26,7 @@ const (
 
 // CheckFiles checks that every file g refers to exists, is readable and
 // holds what its field says: CA certificates, a certificate and the private
-// key that matches it, an evx key file, units' public keys (with a signing
+// key that matches it, a signing key file, units' public keys (with a signing
 // key for submitters and naming the user's identity, if they name one),
 // one-line credential files. storage.dir may be absent (the gateway creates
 // it) but must otherwise be a directory. Errors are of type [Errors] and
@@ -50,8 +49,8 @@ func (g *Gateway) CheckFiles() error {
 			}
 		case tlsKeyFile:
 			err = checkKeyPair(p, certPEM)
-		case unitKeyFile:
-			err = checkUnitKey(p)
+		case signingKeyFile:
+			err = checkSigningKey(p)
 		case publicKeyFile:
 			err = checkPublicKey(p, f.user)
 		case secretFile:
@@ -132,13 +131,13 @@ func checkKeyPair(p string, certPEM []byte) error {
 	return nil
 }
 
-func checkUnitKey(p string) error {
+func checkSigningKey(p string) error {
 	data, err := readFile(p, maxKeySize)
 	if err != nil {
 		return err
 	}
-	if _, err := crypto.ParseUnitKey(bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("not an evx key file (made by evx keygen): %v", err)
+	if _, err := crypto.ParseSigningKeyFile(data); err != nil {
+		return fmt.Errorf("not an evx signing key or unit key file (made by evx keygen): %v", err)
 	}
 	return nil
 }

@@ -29,7 +29,9 @@ func readTestdata(t *testing.T, name string) []byte {
 }
 
 // TestGolden loads the committed valid configuration with its files and
-// compares its summary with the committed one.
+// compares its summary with the committed one. Its signing_key is a unit
+// key file (as evx keygen writes); the fixtures of the other tests use a
+// gateway signing key file, so both forms are accepted.
 func TestGolden(t *testing.T) {
 	path := filepath.Join("testdata", "valid", "gateway.yaml")
 	if *update {
@@ -38,6 +40,14 @@ func TestGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		writeFixtures(t, g)
+		k, err := crypto.GenerateUnitKey("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := k.MarshalText()
+		if err := os.WriteFile(g.SigningKey, text, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	g, err := Load(path)
 	if err != nil {
@@ -177,8 +187,8 @@ func TestCheckFilesErrors(t *testing.T) {
 		{name: "key not PEM", file: "pki/gateway-key.pem", data: fixed("secret\n"), line: 11, field: "tls.key", msg: "failed to find any PEM data in key input"},
 		{name: "signing key not an evx key", file: "gateway.key", data: func(t *testing.T, dir string) []byte {
 			return readFileT(t, filepath.Join(dir, "pki/gateway-key.pem"))
-		}, line: 12, field: "signing_key", msg: "not an evx key file (made by evx keygen)"},
-		{name: "signing key is a public key", file: "gateway.key", data: unitPublic("", false), line: 12, field: "signing_key", msg: "not an evx key file"},
+		}, line: 12, field: "signing_key", msg: "not an evx signing key or unit key file (made by evx keygen)"},
+		{name: "signing key is a public key", file: "gateway.key", data: unitPublic("", false), line: 12, field: "signing_key", msg: "not an evx signing key or unit key file"},
 		{name: "S3 secret key empty", file: "s3/secret-key", data: fixed("\n"), line: 18, field: "storage.s3.secret_key_file", msg: "empty file"},
 		{name: "S3 access key two lines", file: "s3/access-key", data: fixed("AKIAEXAMPLE\nwJalrXUtnFEMIK7MDENG\n"), line: 17, field: "storage.s3.access_key_file", msg: "want one line"},
 		{name: "S3 CA not PEM", file: "s3/ca.pem", data: fixed("x"), line: 20, field: "storage.s3.ca", msg: "no PEM certificate"},

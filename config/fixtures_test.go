@@ -19,7 +19,7 @@ import (
 )
 
 // writeFixtures writes a valid file at every path g refers to: CAs, a
-// gateway certificate issued by tls.ca, an evx key file, units' public
+// gateway certificate issued by tls.ca, a signing key file, units' public
 // keys, credentials. It is how testdata/valid was made (go test -update)
 // and how the example configuration is given real files.
 func writeFixtures(t testing.TB, g *Gateway) {
@@ -57,8 +57,8 @@ func writeFixtures(t testing.TB, g *Gateway) {
 				t.Fatal(err)
 			}
 			data = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-		case unitKeyFile:
-			k, err := crypto.GenerateUnitKey("")
+		case signingKeyFile:
+			k, err := crypto.GenerateSigningKey()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -33,14 +33,14 @@ const (
 type fileKind int
 
 const (
-	caFile        fileKind = iota // PEM CA certificates that anchor trust
-	rootsFile                     // PEM certificates to trust (a server's own, or a CA)
-	certFile                      // PEM certificate chain
-	tlsKeyFile                    // PEM private key of the certificate
-	unitKeyFile                   // evx keygen key file
-	publicKeyFile                 // evx keygen -y output
-	secretFile                    // one-line secret, such as an S3 access key
-	dirPath                       // directory, created if absent
+	caFile         fileKind = iota // PEM CA certificates that anchor trust
+	rootsFile                      // PEM certificates to trust (a server's own, or a CA)
+	certFile                       // PEM certificate chain
+	tlsKeyFile                     // PEM private key of the certificate
+	signingKeyFile                 // gateway signing key or evx keygen key file
+	publicKeyFile                  // evx keygen -y output
+	secretFile                     // one-line secret, such as an S3 access key
+	dirPath                        // directory, created if absent
 )
 
 // pathField is a field of the configuration that holds a path.
@@ -57,7 +57,7 @@ func (g *Gateway) pathFields() []pathField {
 		{"tls.ca", &g.TLS.CA, caFile, nil},
 		{"tls.cert", &g.TLS.Cert, certFile, nil},
 		{"tls.key", &g.TLS.Key, tlsKeyFile, nil},
-		{"signing_key", &g.SigningKey, unitKeyFile, nil},
+		{"signing_key", &g.SigningKey, signingKeyFile, nil},
 		{"storage.dir", &g.Storage.Dir, dirPath, nil},
 	}
 	if s := g.Storage.S3; s != nil {

@@ -106,7 +106,7 @@ func TestOpenChangedEnvelope(t *testing.T) {
 	}{
 		{"purpose", func(e *Envelope) { e.Purpose = "prosecution" }},
 		{"tlp", func(e *Envelope) { e.TLP = "TLP:CLEAR" }},
-		{"retain until", func(e *Envelope) { e.RetainUntil = e.RetainUntil.AddDate(10, 0, 0) }},
+		{"retain until", func(e *Envelope) { e.RetainUntil = e.RetainUntil.AddDate(1, 0, 0) }},
 		{"sender unit", func(e *Envelope) { e.Sender.Unit = "NL/forensics" }},
 		{"recipient unit", func(e *Envelope) { e.Recipients[0].Unit = "" }},
 		{"case", func(e *Envelope) { e.Case = "" }},
@@ -207,8 +207,8 @@ func TestHandBuiltBundle(t *testing.T) {
 		t.Errorf("extracted %+v", res.Files)
 	}
 	checkExtracted(t, out, "", []testFile{
-		{path: "a.txt", data: []byte("alpha"), mode: 0o644, mtime: fixedNow},
-		{path: "dir/b.txt", data: []byte("beta"), mode: 0o644, mtime: fixedNow},
+		{path: "a.txt", data: []byte("alpha"), mode: 0o644, mtime: fixedNow()},
+		{path: "dir/b.txt", data: []byte("beta"), mode: 0o644, mtime: fixedNow()},
 	})
 }
 
@@ -309,6 +309,7 @@ func TestOpenManifestMismatch(t *testing.T) {
 		{"wrong totals", []innerEntry{a}, func(id string) []byte {
 			return bytes.Replace(manifestFor(t, id, []innerEntry{a}), []byte(`"total_size":5`), []byte(`"total_size":6`), 1)
 		}, nil, "files add up to 5 bytes, total_size says 6"},
+		{"no files", nil, nil, nil, "the bundle holds no files"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := NewBundleID()
@@ -410,22 +411,32 @@ func TestOpenExistingOutputDir(t *testing.T) {
 	}
 }
 
+// TestOpenCancelled checks that a cancelled Open stops, neither extracting
+// nor hashing the rest of the payload, and leaves nothing behind.
 func TestOpenCancelled(t *testing.T) {
 	sender := newTestKey(t, "DE/forensics")
 	recipient := newTestKey(t, "FR/prosecutor")
-	data, _ := sealTree(t, []testFile{{path: "a.txt", data: []byte("a"), mode: 0o644}}, defaultSealOptions(sender, recipient))
+	data, env := sealTree(t, []testFile{{path: "a.bin", data: patterned(8<<20, 6), mode: 0o644}}, defaultSealOptions(sender, recipient))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
+	r := &countingReaderAt{r: bytes.NewReader(data)}
+	b, err := ReadBundle(r, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	parent := t.TempDir()
-	_, err := readBundleBytes(t, data).Open(ctx, recipient, filepath.Join(parent, "out"), OpenOptions{})
+	_, err = b.Open(ctx, recipient, filepath.Join(parent, "out"), OpenOptions{})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v", err)
 	}
 	assertNothingWritten(t, parent)
+	if n := r.n.Load(); n > env.PayloadSize/4 {
+		t.Errorf("a cancelled open read %d bytes of a %d-byte payload", n, env.PayloadSize)
+	}
 }
 
-// ageHeader returns an age header with n stanzas whose arguments are pad
-// bytes long in all, ending with its MAC line.
+// ageHeader returns an age header with n hybrid recipient stanzas whose
+// arguments are pad bytes longer in all than usual, ending with its MAC line.
 func ageHeader(n, pad int) []byte {
 	var b bytes.Buffer
 	b.WriteString("age-encryption.org/v1\n")
@@ -434,7 +445,7 @@ func ageHeader(n, pad int) []byte {
 		if i == 0 {
 			arg += pad
 		}
-		fmt.Fprintf(&b, "-> X25519 %s\n%s\n", strings.Repeat("A", arg), strings.Repeat("B", 43))
+		fmt.Fprintf(&b, "-> %s %s\n%s\n", hybridStanzaType, strings.Repeat("A", arg), strings.Repeat("B", 43))
 	}
 	b.WriteString("--- " + strings.Repeat("C", 43) + "\n")
 	return b.Bytes()
@@ -486,18 +497,29 @@ func TestCheckAgeHeader(t *testing.T) {
 			t.Errorf("%s: got %v", name, err)
 		}
 	}
-	if err := checkAgeHeader(strings.NewReader("age-encryption.org/v1\n-> X25519 A\nB\n"), 36); err == nil || !strings.Contains(err.Error(), "does not end") {
+	truncated := "age-encryption.org/v1\n-> mlkem768x25519 A\nB\n"
+	if err := checkAgeHeader(strings.NewReader(truncated), int64(len(truncated))); err == nil || !strings.Contains(err.Error(), "does not end") {
 		t.Errorf("truncated header: got %v", err)
+	}
+	// A classic recipient beside the hybrid ones would let its holder read
+	// the payload without post-quantum protection.
+	for _, typ := range []string{"X25519", "scrypt", "piv-p256", "mlkem768x25519x"} {
+		hdr := bytes.Replace(ageHeader(3, 0), []byte("\n-> "+hybridStanzaType+" "), []byte("\n-> "+typ+" "), 1)
+		err := checkAgeHeader(bytes.NewReader(hdr), int64(len(hdr)))
+		want := fmt.Sprintf("age header has a %q recipient stanza: evx bundles have post-quantum hybrid (mlkem768x25519) recipients only", typ)
+		if err == nil || err.Error() != want {
+			t.Errorf("%s stanza: got %v, want %q", typ, err, want)
+		}
 	}
 }
 
-// TestOpenRejectsOversizedAgeHeader sends signed bundles whose payload has a
-// header age would read to its end, however long: Open must refuse them
-// after reading at most the header limit of the payload.
-func TestOpenRejectsOversizedAgeHeader(t *testing.T) {
+// TestOpenRejectsBadAgeHeader sends signed bundles whose payload has a
+// header age would read to its end, however long, or would accept: Open
+// must refuse them after reading at most the header limit of the payload.
+func TestOpenRejectsBadAgeHeader(t *testing.T) {
 	sender := newTestKey(t, "DE/forensics")
 	recipient := newTestKey(t, "FR/prosecutor")
-	endless := append([]byte("age-encryption.org/v1\n-> X25519 "), bytes.Repeat([]byte("A"), 1<<20)...)
+	endless := append([]byte("age-encryption.org/v1\n-> mlkem768x25519 "), bytes.Repeat([]byte("A"), 1<<20)...)
 	for _, tc := range []struct {
 		name    string
 		payload []byte
@@ -507,6 +529,8 @@ func TestOpenRejectsOversizedAgeHeader(t *testing.T) {
 		{"long header", append(ageHeader(2, MaxAgeHeaderSize), make([]byte, 100)...), "age header does not end within 65536 bytes"},
 		{"too many stanzas", append(ageHeader(MaxRecipients+1, 0), make([]byte, 100)...), "age header has more than 20 recipient stanzas"},
 		{"thousands of stanzas", append(ageHeader(5000, 0), make([]byte, 100)...), "age header has more than 20 recipient stanzas"},
+		{"classic stanza", append(bytes.Replace(ageHeader(2, 0), []byte("-> "+hybridStanzaType), []byte("-> X25519"), 1), make([]byte, 100)...),
+			`age header has a "X25519" recipient stanza: evx bundles have post-quantum hybrid (mlkem768x25519) recipients only`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &handBundle{sender: sender, recipients: []*UnitKey{recipient}, bundleID: NewBundleID(), payload: tc.payload}
@@ -614,7 +638,7 @@ func TestReadBundleBadContainer(t *testing.T) {
 				name string
 				data []byte
 			}{{payloadName, payload}, {envelopeName, good.EnvelopeJSON}, {signatureName, sig}, {"README", []byte("x")}} {
-				writeStored(zw, e.name, e.data, fixedNow)
+				writeStored(zw, e.name, e.data, fixedNow())
 			}
 			zw.Close()
 			return buf.Bytes()
@@ -625,6 +649,8 @@ func TestReadBundleBadContainer(t *testing.T) {
 		{"compressed envelope", zipOf(innerEntry{name: payloadName, data: payload}, innerEntry{name: envelopeName, data: good.EnvelopeJSON, method: zip.Deflate}, innerEntry{name: signatureName, data: sig}), false, `entry "envelope.json" is not stored uncompressed`, false},
 		{"data descriptors", zipOf(innerEntry{name: payloadName, data: payload}, innerEntry{name: envelopeName, data: good.EnvelopeJSON}, innerEntry{name: signatureName, data: sig}), false, "", true},
 		{"bad signature encoding", containerOf(t, payload, good.EnvelopeJSON, []byte("not base64!\n")), false, "malformed bundle: envelope.sig is not a base64 Ed25519 signature", false},
+		{"signature with CRLF", containerOf(t, payload, good.EnvelopeJSON, bytes.Replace(sig, []byte("\n"), []byte("\r\n"), 1)), false, "envelope.sig is not a base64 Ed25519 signature", false},
+		{"signature with inner newline", containerOf(t, payload, good.EnvelopeJSON, append(append(bytes.Clone(sig[:20]), '\n'), sig[20:]...)), false, "envelope.sig is not a base64 Ed25519 signature", false},
 		{"short signature", containerOf(t, payload, good.EnvelopeJSON, []byte(base64.StdEncoding.EncodeToString(good.Signature[:32])+"\n")), false, "envelope.sig is not a base64 Ed25519 signature", false},
 		{"long signature file", containerOf(t, payload, good.EnvelopeJSON, bytes.Repeat([]byte("A"), 200)), false, "malformed bundle: envelope.sig is 200 bytes, over the limit of 128", false},
 		{"short payload", containerOf(t, payload[:len(payload)-1], good.EnvelopeJSON, sig), false, fmt.Sprintf("payload.age is %d bytes, the envelope says %d", n-1, n), false},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +90,46 @@ func benchSealOptions(sender, recipient *UnitKey) SealOptions {
 
 func sizeName(n int64) string { return fmt.Sprintf("%dMiB", n>>20) }
 
+// cpuMeter measures the CPU time (user and system, all threads) spent in a
+// benchmark's timed part. On a shared machine wall time swings with the
+// neighbours' load; CPU time per byte shows the work done more steadily.
+type cpuMeter struct {
+	start, excluded time.Duration
+	pausedAt        time.Duration
+}
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startCPU resets the timer and starts measuring.
+func startCPU(b *testing.B) *cpuMeter {
+	b.ResetTimer()
+	return &cpuMeter{start: processCPU(b)}
+}
+
+// pause stops the timer and the CPU meter; resume starts both again.
+func (m *cpuMeter) pause(b *testing.B) {
+	b.StopTimer()
+	m.pausedAt = processCPU(b)
+}
+
+func (m *cpuMeter) resume(b *testing.B) {
+	m.excluded += processCPU(b) - m.pausedAt
+	b.StartTimer()
+}
+
+// report adds the CPU nanoseconds per byte processed to the results.
+func (m *cpuMeter) report(b *testing.B, bytesPerOp int64) {
+	b.StopTimer()
+	cpu := processCPU(b) - m.start - m.excluded
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(bytesPerOp)/float64(b.N), "cpu-ns/B")
+}
+
 // BenchmarkSeal seals the files into io.Discard.
 func BenchmarkSeal(b *testing.B) {
 	for _, size := range benchSizes {
@@ -97,12 +138,13 @@ func BenchmarkSeal(b *testing.B) {
 			key := benchKey(b)
 			opts := benchSealOptions(key, key)
 			b.SetBytes(total)
-			b.ResetTimer()
+			cpu := startCPU(b)
 			for range b.N {
 				if _, err := Seal(context.Background(), io.Discard, files, opts); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.report(b, total)
 		})
 	}
 }
@@ -116,7 +158,7 @@ func BenchmarkAgeEncrypt(b *testing.B) {
 			_, files, total := benchData(b, size)
 			key := benchKey(b)
 			b.SetBytes(total)
-			b.ResetTimer()
+			cpu := startCPU(b)
 			for range b.N {
 				w, err := age.Encrypt(io.Discard, key.Recipient())
 				if err != nil {
@@ -137,6 +179,7 @@ func BenchmarkAgeEncrypt(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			cpu.report(b, total)
 		})
 	}
 }
@@ -166,7 +209,7 @@ func BenchmarkOpen(b *testing.B) {
 			}
 			defer f.Close()
 			b.SetBytes(total)
-			b.ResetTimer()
+			cpu := startCPU(b)
 			for i := range b.N {
 				dir := filepath.Join(work, fmt.Sprintf("out-%d", i))
 				res, err := bundle.Open(context.Background(), key, dir, OpenOptions{})
@@ -176,12 +219,13 @@ func BenchmarkOpen(b *testing.B) {
 				if !res.PayloadVerified || len(res.Files) != len(files) {
 					b.Fatalf("opened %d of %d files, payload verified: %v", len(res.Files), len(files), res.PayloadVerified)
 				}
-				b.StopTimer()
+				cpu.pause(b)
 				if err := os.RemoveAll(dir); err != nil {
 					b.Fatal(err)
 				}
-				b.StartTimer()
+				cpu.resume(b)
 			}
+			cpu.report(b, total)
 		})
 	}
 }
@@ -221,7 +265,7 @@ func BenchmarkAgeDecrypt(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.SetBytes(total)
-			b.ResetTimer()
+			cpu := startCPU(b)
 			for i := range b.N {
 				in, err := os.Open(encPath)
 				if err != nil {
@@ -247,12 +291,13 @@ func BenchmarkAgeDecrypt(b *testing.B) {
 					b.Fatal(err)
 				}
 				in.Close()
-				b.StopTimer()
+				cpu.pause(b)
 				if err := os.Remove(outPath); err != nil {
 					b.Fatal(err)
 				}
-				b.StartTimer()
+				cpu.resume(b)
 			}
+			cpu.report(b, total)
 		})
 	}
 }

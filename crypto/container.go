@@ -3,6 +3,7 @@ package crypto
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -129,14 +130,34 @@ var ErrPayloadHash = errors.New("payload.age does not match the SHA-256 in the s
 // VerifyPayloadHash reads the whole payload and checks it against the
 // envelope. Gateways use it to check a bundle without any secret key.
 func (b *Bundle) VerifyPayloadHash() error {
+	return b.verifyPayloadHash(context.Background())
+}
+
+// verifyPayloadHash is VerifyPayloadHash, stopping early when ctx is done:
+// Open hashes the payload beside extracting it, and must not keep reading
+// a large payload once cancelled.
+func (b *Bundle) verifyPayloadHash(ctx context.Context) error {
 	h := sha256.New()
-	if _, err := io.Copy(h, b.Payload()); err != nil {
+	if _, err := io.Copy(h, ctxReader{ctx, b.Payload()}); err != nil {
 		return fmt.Errorf("reading payload.age: %w", err)
 	}
 	if !bytes.Equal(h.Sum(nil), b.Envelope.PayloadSHA256[:]) {
 		return ErrPayloadHash
 	}
 	return nil
+}
+
+// ctxReader is a reader that fails once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // OpenBundleFile opens and parses the bundle at path. The caller closes the

@@ -19,8 +19,8 @@ func testEnvelope(t testing.TB) *Envelope {
 	return &Envelope{
 		Format:         EnvelopeFormat,
 		BundleID:       "0123456789abcdef0123456789abcdef",
-		Created:        fixedNow,
-		RetainUntil:    fixedNow.Add(90 * 24 * time.Hour),
+		Created:        fixedNow(),
+		RetainUntil:    fixedNow().Add(90 * 24 * time.Hour),
 		Sender:         Party{Unit: sender.Unit, Key: FormatSigningKey(sender.SigningPublicKey())},
 		Recipients:     []Party{{Unit: recipient.Unit, Key: recipient.Recipient().String()}},
 		Purpose:        "mutual-legal-assistance",
@@ -206,6 +206,7 @@ func TestEnvelopeValidation(t *testing.T) {
 		{"bundle id", func(e *Envelope) { e.BundleID = strings.ToUpper(e.BundleID) }, "malformed bundle id"},
 		{"fractional created", func(e *Envelope) { e.Created = e.Created.Add(time.Millisecond) }, "whole seconds"},
 		{"retain before created", func(e *Envelope) { e.RetainUntil = e.Created }, "retain_until must be after created"},
+		{"retain too long", func(e *Envelope) { e.RetainUntil = e.Created.Add(MaxRetention + time.Second) }, "retain_until is more than 3650 days after created"},
 		{"zero payload", func(e *Envelope) { e.PayloadSize = 0 }, "payload size 0 out of range"},
 		{"huge payload", func(e *Envelope) { e.PayloadSize = MaxPayloadSize + 1 }, "out of range"},
 	} {
@@ -245,6 +246,9 @@ func TestParseEnvelopeValidates(t *testing.T) {
 		{"short digest", strings.Replace(s, fmt.Sprintf("%x", e.PayloadSHA256), "abcd", 1), "payload sha256: malformed digest \"abcd\""},
 		{"negative size", strings.Replace(s, `"size":123456`, `"size":-1`, 1), "payload size -1 out of range"},
 		{"string size", strings.Replace(s, `"size":123456`, `"size":"123456"`, 1), "malformed envelope"},
+		{"newer format", strings.Replace(strings.Replace(s, EnvelopeFormat, "evx-envelope/2", 1), `{"bundle_id"`, `{"a_new_field":1,"bundle_id"`, 1), `unsupported envelope format "evx-envelope/2" (this evx reads "evx-envelope/1")`},
+		{"no format", strings.Replace(s, `"format":"evx-envelope/1",`, ``, 1), `unsupported envelope format ""`},
+		{"retain too long", strings.Replace(s, `"retain_until":"2026-06-12T15:09:26Z"`, `"retain_until":"2036-06-12T15:09:26Z"`, 1), "retain_until is more than 3650 days after created"},
 		{"not an object", `[]`, "malformed envelope"},
 		{"empty", ``, "malformed envelope"},
 		{"trailing data", s + `{}`, "data after the JSON object"},

@@ -21,9 +21,10 @@ import (
 	"filippo.io/age"
 )
 
-// fixedNow is the creation time of the bundles sealed by the tests, so that
-// envelopes are reproducible apart from their random bundle id and digests.
-var fixedNow = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
+// fixedNow returns the creation time of the bundles sealed by the tests, so
+// that envelopes are reproducible apart from their random bundle id and
+// digests.
+func fixedNow() time.Time { return time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC) }
 
 // testFile is a file to create on disk before sealing it.
 type testFile struct {
@@ -62,7 +63,7 @@ func writeTestTree(t testing.TB, dir string, files []testFile) {
 		}
 		mtime := f.mtime
 		if mtime.IsZero() {
-			mtime = fixedNow.Add(-time.Hour)
+			mtime = fixedNow().Add(-time.Hour)
 		}
 		if err := os.Chtimes(p, mtime, mtime); err != nil {
 			t.Fatal(err)
@@ -79,7 +80,7 @@ func defaultSealOptions(sender *UnitKey, recipients ...*UnitKey) SealOptions {
 		LegalBasis: "StPO §100a",
 		Case:       "4711/26",
 		Retain:     90 * 24 * time.Hour,
-		Now:        fixedNow,
+		Now:        fixedNow(),
 	}
 	for _, r := range recipients {
 		opts.Recipients = append(opts.Recipients, r.Public())
@@ -198,7 +199,7 @@ func buildZip(t testing.TB, entries []innerEntry) []byte {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for _, e := range entries {
-		hdr := &zip.FileHeader{Name: e.name, Method: e.method, Modified: fixedNow}
+		hdr := &zip.FileHeader{Name: e.name, Method: e.method, Modified: fixedNow()}
 		mode := e.mode
 		if mode == 0 {
 			mode = 0o644
@@ -243,7 +244,7 @@ func manifestFor(t testing.TB, id string, entries []innerEntry) []byte {
 			Size:     int64(len(e.data)),
 			SHA256:   hex.EncodeToString(sum[:]),
 			Mode:     "0644",
-			Modified: fixedNow.Format(time.RFC3339Nano),
+			Modified: fixedNow().Format(time.RFC3339Nano),
 		})
 		m.TotalSize += int64(len(e.data))
 	}
@@ -300,8 +301,8 @@ func (h *handBundle) envelope() *Envelope {
 	env := &Envelope{
 		Format:         EnvelopeFormat,
 		BundleID:       h.bundleID,
-		Created:        fixedNow,
-		RetainUntil:    fixedNow.Add(90 * 24 * time.Hour),
+		Created:        fixedNow(),
+		RetainUntil:    fixedNow().Add(90 * 24 * time.Hour),
 		Sender:         Party{Unit: h.sender.Unit, Key: FormatSigningKey(h.sender.SigningPublicKey())},
 		Purpose:        "prosecution",
 		Handling:       "H3",
@@ -339,7 +340,7 @@ func containerOf(t testing.TB, payload, envJSON, sig []byte) []byte {
 		name string
 		data []byte
 	}{{payloadName, payload}, {envelopeName, envJSON}, {signatureName, sig}} {
-		if err := writeStored(zw, e.name, e.data, fixedNow); err != nil {
+		if err := writeStored(zw, e.name, e.data, fixedNow()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -203,6 +203,13 @@ func decodeKey(s string, size int) ([]byte, error) {
 	return b, nil
 }
 
+// MarshalJSON returns the JSON form of a public key, an object with the
+// fields' json names; without it, encoding/json would use MarshalText.
+func (p PublicKey) MarshalJSON() ([]byte, error) {
+	type plain PublicKey
+	return json.Marshal(plain(p))
+}
+
 // MarshalText returns the documented text form of a public key: one
 // "name: value" line per field.
 func (p PublicKey) MarshalText() ([]byte, error) {

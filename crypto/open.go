@@ -89,7 +89,7 @@ func (b *Bundle) Open(ctx context.Context, key *UnitKey, dir string, opts OpenOp
 	payloadVerdict := func() error { return nil }
 	if opts.Only == "" {
 		hashDone := make(chan error, 1)
-		go func() { hashDone <- b.VerifyPayloadHash() }()
+		go func() { hashDone <- b.verifyPayloadHash(ctx) }()
 		payloadVerdict = sync.OnceValue(func() error { return <-hashDone })
 	}
 	files, err := b.extract(ctx, key, dir, opts, payloadVerdict)
@@ -188,6 +188,10 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 		if opts.Only == "" || mf.Path == opts.Only {
 			selected = append(selected, mf)
 		}
+	}
+	if len(m.Files) == 0 {
+		// Seal refuses to make such a bundle; opening one yields nothing.
+		return nil, errors.New("the bundle holds no files")
 	}
 	if len(selected) == 0 {
 		return nil, fmt.Errorf("no file %q in this bundle", opts.Only)

@@ -62,7 +62,7 @@ func TestRoundTrip(t *testing.T) {
 		env.LegalBasis != opts.LegalBasis || env.Case != opts.Case {
 		t.Errorf("envelope fields %+v do not match the seal options", env)
 	}
-	if !env.Created.Equal(fixedNow) || !env.RetainUntil.Equal(fixedNow.Add(opts.Retain)) {
+	if !env.Created.Equal(fixedNow()) || !env.RetainUntil.Equal(fixedNow().Add(opts.Retain)) {
 		t.Errorf("created %v, retain until %v", env.Created, env.RetainUntil)
 	}
 	if env.Sender != (Party{Unit: "DE/forensics", Key: FormatSigningKey(sender.SigningPublicKey())}) {

@@ -122,7 +122,7 @@ func (g *Gateway) directoryLookup(_ http.ResponseWriter, r *http.Request, u User
 	unit := r.PathValue("country") + "/" + r.PathValue("unit")
 	e, err := g.lookupUnit(r.Context(), unit)
 	if err != nil {
-		return nil, apiErr(404, "unknown-unit", "%v", err)
+		return nil, lookupErr(err, "unknown-unit")
 	}
 	return e, nil
 }
@@ -304,4 +304,17 @@ func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, erro
 	}
 	g.log.Info("retrieval acknowledged", zap.String("bundle", id), zap.String("unit", u.Unit))
 	return map[string]string{"bundle_id": id, "status": "acknowledged"}, nil
+}
+
+// lookupErr maps a failed unit lookup to an API error: an unreachable peer
+// is a temporary condition, anything else means the unit is not known.
+func lookupErr(err error, code string) *APIError {
+	if errors.Is(err, errPeerUnavailable) {
+		return apiErr(503, "unavailable", "%v; retry later", err)
+	}
+	status := 404
+	if code == "unknown-recipient" {
+		status = 400
+	}
+	return apiErr(status, code, "%v", err)
 }

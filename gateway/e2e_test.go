@@ -3,70 +3,162 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"evx/crypto"
 	"evx/storage"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
+// testWorld is DE and FR gateways on loopback, which tests can stop and
+// start again on the same storage and peer addresses.
 type testWorld struct {
 	world    *DevWorld
+	addrs    map[string]string // peer (UDP) addresses, fixed across restarts
 	gateways map[string]*Gateway
 	stores   map[string]storage.Backend
+	// logs observe each country's gateway at Info level and above, across
+	// restarts, so that tests can assert what was logged.
+	logs   map[string]*observer.ObservedLogs
+	cores  map[string]zapcore.Core
+	modify func(id string, o *Options)
+	stops  map[string]func(*testing.T)
 }
 
 // startWorld runs DE and FR gateways on loopback with storage from newStore.
 func startWorld(t *testing.T, newStore func(t *testing.T, country string) storage.Backend) *testWorld {
 	t.Helper()
+	tw := newTestWorld(t, newStore, nil)
+	tw.start(t, "DE")
+	tw.start(t, "FR")
+	return tw
+}
+
+// newTestWorld prepares DE and FR without starting them. modify, if set,
+// adjusts a gateway's options each time it starts.
+func newTestWorld(t *testing.T, newStore func(t *testing.T, country string) storage.Backend, modify func(id string, o *Options)) *testWorld {
+	t.Helper()
 	w, err := NewDevWorld("DE", "FR")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw := &testWorld{world: w, gateways: map[string]*Gateway{}, stores: map[string]storage.Backend{}}
-	addrs := map[string]string{}
+	tw := &testWorld{world: w, addrs: map[string]string{}, gateways: map[string]*Gateway{},
+		stores: map[string]storage.Backend{}, logs: map[string]*observer.ObservedLogs{},
+		cores: map[string]zapcore.Core{}, modify: modify, stops: map[string]func(*testing.T){}}
+	// Registered first, so it runs last: gateways log while they stop, but
+	// a goroutine that outlives them must not log through t afterwards.
+	tl := &testLog{t: t}
+	t.Cleanup(tl.close)
 	for _, id := range []string{"DE", "FR"} {
 		a, err := freeAddr("udp")
 		if err != nil {
 			t.Fatal(err)
 		}
-		addrs[id] = a
+		tw.addrs[id] = a
+		obs, logs := observer.New(zap.InfoLevel)
+		text := zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(tl), zap.WarnLevel)
+		tw.logs[id], tw.cores[id] = logs, zapcore.NewTee(obs, text)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
 	for _, id := range []string{"DE", "FR"} {
 		tw.stores[id] = newStore(t, id)
-		opts := w.Options(id, addrs, "127.0.0.1:0", tw.stores[id], zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id))
-		opts.RetryInterval = 50 * time.Millisecond
-		g, err := New(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tw.gateways[id] = g
-		go func() { done <- g.Run(ctx) }()
 	}
 	t.Cleanup(func() {
-		cancel()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("gateway: %v", err)
+		for _, id := range []string{"DE", "FR"} {
+			if tw.stops[id] != nil {
+				tw.stop(t, id)
 			}
 		}
 	})
 	return tw
 }
 
+// start runs country id's gateway on its storage and peer address.
+func (tw *testWorld) start(t *testing.T, id string) {
+	t.Helper()
+	if tw.stops[id] != nil {
+		t.Fatalf("gateway %s is already running", id)
+	}
+	opts := tw.world.Options(id, tw.addrs, "127.0.0.1:0", tw.stores[id], zap.New(tw.cores[id]).Named(id))
+	opts.RetryInterval = 50 * time.Millisecond
+	opts.RetryMax = 500 * time.Millisecond
+	if tw.modify != nil {
+		tw.modify(id, &opts)
+	}
+	g, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	tw.gateways[id] = g
+	tw.stops[id] = func(t *testing.T) {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway %s: %v", id, err)
+		}
+	}
+}
+
+// stop shuts country id's gateway down and waits until it has stopped.
+func (tw *testWorld) stop(t *testing.T, id string) {
+	t.Helper()
+	stop := tw.stops[id]
+	if stop == nil {
+		t.Fatalf("gateway %s is not running", id)
+	}
+	delete(tw.stops, id)
+	stop(t)
+}
+
+// testLog passes log lines to t until the test is over.
+type testLog struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (l *testLog) Sync() error { return nil }
+
+func (l *testLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = true
+}
+
 func (tw *testWorld) client(t *testing.T, country, user string) (*Client, *crypto.UnitKey) {
 	c := tw.world.Country(country)
 	u := c.User(user)
-	return NewClient("https://"+tw.gateways[country].APIAddr(), u.Cert, &tls.Config{RootCAs: pool(c.CA.Cert)}), u.Key
+	return tw.clientWithCert(country, u.Cert), u.Key
+}
+
+// clientWithCert returns a client of country's API presenting cert.
+func (tw *testWorld) clientWithCert(country string, cert tls.Certificate) *Client {
+	c := tw.world.Country(country)
+	return NewClient("https://"+tw.gateways[country].APIAddr(), cert, &tls.Config{RootCAs: pool(c.CA.Cert)})
 }
 
 func diskStore(t *testing.T, _ string) storage.Backend {
@@ -75,6 +167,76 @@ func diskStore(t *testing.T, _ string) storage.Backend {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// s3Store returns an S3 backend on a fresh bucket of the test server named
+// by the environment that scripts/minio.sh start prints. Without one the
+// test skips, except under CI, which must run it.
+func s3Store(t *testing.T, _ string) storage.Backend {
+	t.Helper()
+	cfg := storage.S3Config{
+		Endpoint:  os.Getenv("EVX_TEST_S3_ENDPOINT"),
+		AccessKey: os.Getenv("EVX_TEST_S3_ACCESS_KEY"),
+		SecretKey: os.Getenv("EVX_TEST_S3_SECRET_KEY"),
+	}
+	if cfg.Endpoint == "" || cfg.AccessKey == "" || cfg.SecretKey == "" {
+		msg := "no S3 test server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	admin, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	cfg.Bucket = "evx-test-" + hex.EncodeToString(b[:])
+	if err := admin.MakeBucket(t.Context(), cfg.Bucket, minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("creating bucket %s: %v", cfg.Bucket, err)
+	}
+	t.Cleanup(func() { removeBucket(t, admin, cfg.Bucket) })
+	s, err := storage.NewS3(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// removeBucket removes a test bucket and everything in it.
+func removeBucket(t *testing.T, c *minio.Client, bucket string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for u := range c.ListIncompleteUploads(ctx, bucket, "", true) {
+		if u.Err == nil {
+			c.RemoveIncompleteUpload(ctx, bucket, u.Key)
+		}
+	}
+	for o := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
+		if o.Err == nil {
+			c.RemoveObject(ctx, bucket, o.Key, minio.RemoveObjectOptions{})
+		}
+	}
+	if err := c.RemoveBucket(ctx, bucket); err != nil {
+		t.Logf("removing bucket %s: %v", bucket, err)
+	}
+}
+
+// backends are the storage backends every end-to-end test runs on.
+var backends = []struct {
+	name     string
+	newStore func(*testing.T, string) storage.Backend
+}{
+	{"Disk", diskStore},
+	{"S3", s3Store},
+}
+
+// forEachBackend runs f as a subtest per storage backend.
+func forEachBackend(t *testing.T, f func(t *testing.T, newStore func(*testing.T, string) storage.Backend)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { f(t, b.newStore) })
+	}
 }
 
 func evidence(t *testing.T, size int) []crypto.SourceFile {
@@ -97,6 +259,7 @@ func sealOpts() crypto.SealOptions {
 }
 
 func TestPushPullDisk(t *testing.T) { testPushPull(t, diskStore) }
+func TestPushPullS3(t *testing.T)   { testPushPull(t, s3Store) }
 
 func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
 	tw := startWorld(t, newStore)

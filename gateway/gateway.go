@@ -74,6 +74,8 @@ type Gateway struct {
 	peerDirs map[string]*peerDirectory
 
 	queue chan string // bundle ids to deliver
+
+	inboxLocks, outboxLocks bundleLocks
 }
 
 type peerDirectory struct {
@@ -234,6 +236,9 @@ func (g *Gateway) peerDirectory(ctx context.Context, peer string, refresh bool) 
 	return d, nil
 }
 
+// errPeerUnavailable is wrapped by lookups that could not reach a peer.
+var errPeerUnavailable = errors.New("the peer gateway's directory cannot be fetched now")
+
 // lookupUnit resolves a unit id, local or at a peer, to its directory
 // entry. A miss in a cached peer directory fetches it again, so a unit
 // added at a peer is found at once.
@@ -245,10 +250,13 @@ func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.Directory
 		}
 		return crypto.DirectoryEntry{}, fmt.Errorf("no unit %q at gateway %s", unit, g.opts.ID)
 	}
+	if _, ok := g.peers[country]; !ok {
+		return crypto.DirectoryEntry{}, fmt.Errorf("%q is not a peer of gateway %s", country, g.opts.ID)
+	}
 	for _, refresh := range []bool{false, true} {
 		d, err := g.peerDirectory(ctx, country, refresh)
 		if err != nil {
-			return crypto.DirectoryEntry{}, err
+			return crypto.DirectoryEntry{}, fmt.Errorf("%w: %v", errPeerUnavailable, err)
 		}
 		if e, ok := d.Lookup(unit); ok {
 			return e, nil

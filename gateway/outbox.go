@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"evx/crypto"
@@ -44,7 +45,7 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 		}
 		e, err := g.lookupUnit(ctx, r.Unit)
 		if err != nil {
-			return nil, apiErr(400, "unknown-recipient", "%v", err)
+			return nil, lookupErr(err, "unknown-recipient")
 		}
 		if e.Role != RoleRecipient || e.AgeRecipient != r.Key {
 			return nil, apiErr(400, "unknown-recipient", "the key sealed to for %s is not its key in the directory", r.Unit)
@@ -57,7 +58,11 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 			peers = append(peers, country)
 		}
 	}
+	if len(peers) > 1 {
+		return nil, apiErr(400, "multiple-countries", "the bundle is addressed to units in %s: evx delivers each bundle to one country, so seal one bundle per country", strings.Join(peers, ", "))
+	}
 	id := env.BundleID
+	defer g.outboxLocks.lock(id)()
 	var prev outboxRecord
 	switch err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &prev); {
 	case err == nil:
@@ -72,6 +77,10 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 			return nil, apiErr(400, "size-mismatch", "%v", err)
 		case errors.Is(err, crypto.ErrPayloadHash):
 			return nil, apiErr(400, "hash-mismatch", "%v", err)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			// The body ended before its Content-Length: the client
+			// stopped sending, which is bad input, not a gateway fault.
+			return nil, apiErr(400, "size-mismatch", "the request body ended before the %d bytes the envelope declares", env.PayloadSize)
 		}
 		return nil, err
 	}
@@ -135,16 +144,54 @@ func bundleIDOf(k string) string {
 	return parts[1]
 }
 
-// deliverLoop delivers queued bundles one at a time, retrying failures with
-// exponential backoff, until ctx is done.
+// maxDeliveries bounds concurrent deliveries; each is one QUIC stream.
+const maxDeliveries = 4
+
+// deliverLoop delivers queued bundles, at most maxDeliveries at a time and
+// each bundle once at a time, retrying failures with exponential backoff,
+// until ctx is done.
 func (g *Gateway) deliverLoop(ctx context.Context) error {
+	slots := make(chan struct{}, maxDeliveries)
+	var mu sync.Mutex
+	inflight := map[string]bool{}
+	scan := time.NewTicker(g.opts.RetryMax)
+	defer scan.Stop()
 	for {
+		var id string
 		select {
 		case <-ctx.Done():
 			return nil
-		case id := <-g.queue:
-			go g.deliverWithRetry(ctx, id)
+		case <-scan.C:
+			// The outbox in storage is the queue that counts: a rescan
+			// finds bundles the channel dropped when full, and those
+			// whose record was stored although storing it failed.
+			if err := g.requeueOutbox(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("rescanning the outbox", zap.Error(err))
+			}
+			continue
+		case id = <-g.queue:
 		}
+		mu.Lock()
+		busy := inflight[id]
+		inflight[id] = true
+		mu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		go func() {
+			defer func() {
+				mu.Lock()
+				delete(inflight, id)
+				mu.Unlock()
+				<-slots
+			}()
+			g.deliverWithRetry(ctx, id)
+		}()
 	}
 }
 

@@ -23,6 +23,7 @@ var _ transfer.Receiver = (*Gateway)(nil)
 func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, accept func(int64) (io.Reader, error)) (*crypto.Signed, error) {
 	env := o.Envelope
 	id := env.BundleID
+	defer g.inboxLocks.lock(id)()
 	var rec inboxRecord
 	switch err := getJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), &rec); {
 	case err == nil:
@@ -30,8 +31,8 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 		if perr != nil {
 			return nil, fmt.Errorf("stored record of %s: %w", id, perr)
 		}
-		if prev.PayloadSHA256 != env.PayloadSHA256 {
-			return nil, transfer.Reject(transfer.CodeConflict, "bundle %s was already received with another payload hash", id)
+		if prev.PayloadSHA256 != env.PayloadSHA256 || rec.From != peer {
+			return nil, transfer.Reject(transfer.CodeConflict, "bundle %s was already received, from another gateway or with another payload hash", id)
 		}
 		return rec.Receipt, nil
 	case !errors.Is(err, storage.ErrNotExist):
@@ -70,10 +71,6 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 	rec = inboxRecord{Envelope: o.EnvelopeJSON, Signature: o.Signature, From: peer,
 		ReceivedAt: now.UTC(), Receipt: receipt, SenderCheck: senderCheck}
 	if err := putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), rec); err != nil {
-		if errors.Is(err, storage.ErrExist) {
-			// A concurrent offer of the same bundle won: answer as a duplicate.
-			return g.Receive(ctx, peer, o, accept)
-		}
 		g.log.Error("storing inbox record", zap.String("bundle", id), zap.Error(err))
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the bundle; retry later")
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"evx/crypto"
@@ -101,7 +102,10 @@ func getJSON(ctx context.Context, st storage.Backend, k string, v any) error {
 
 // storePayload stores a verified payload under k. An object already there
 // without a record is debris of an interrupted earlier attempt (the record is
-// the commit point, checked by the caller), so it is removed first.
+// the commit point, checked by the caller), so it is removed first. The
+// caller holds the bundle's lock (see bundleLocks), so the object cannot be
+// a concurrent attempt's. Replicas sharing one bucket will need the lock in
+// storage instead, or one payload key per attempt named by the record.
 func storePayload(ctx context.Context, st storage.Backend, k string, r io.Reader, size int64) error {
 	if _, err := st.Stat(ctx, k); err == nil {
 		if err := st.Delete(ctx, k); err != nil {
@@ -111,4 +115,41 @@ func storePayload(ctx context.Context, st storage.Backend, k string, r io.Reader
 		return err
 	}
 	return st.Create(ctx, k, r, size)
+}
+
+// bundleLocks serialises the handling of each bundle id, so that two offers
+// or uploads of one bundle never interleave between the payload and the
+// record.
+type bundleLocks struct {
+	mu    sync.Mutex
+	locks map[string]*bundleLock
+}
+
+type bundleLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock locks id and returns the function that unlocks it.
+func (b *bundleLocks) lock(id string) func() {
+	b.mu.Lock()
+	if b.locks == nil {
+		b.locks = map[string]*bundleLock{}
+	}
+	l := b.locks[id]
+	if l == nil {
+		l = &bundleLock{}
+		b.locks[id] = l
+	}
+	l.refs++
+	b.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		b.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(b.locks, id)
+		}
+		b.mu.Unlock()
+	}
 }

@@ -91,7 +91,11 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 // or until timeout.
 func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Duration) (*OutboxStatus, error) {
 	deadline := time.Now().Add(timeout)
-	wait := 5 * time.Millisecond
+	// The interval starts short and grows by a quarter up to 250 ms: a
+	// small bundle is delivered within tens of milliseconds, which
+	// doubling intervals would overshoot by as much again, and a large
+	// one is polled a few times a second at most.
+	wait := 2 * time.Millisecond
 	for {
 		st, err := c.OutboxStatus(ctx, id)
 		if err != nil {
@@ -111,7 +115,7 @@ func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Durat
 			return st, ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 500*time.Millisecond)
+		wait = min(wait+wait/4, 250*time.Millisecond)
 	}
 }
 

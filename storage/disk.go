@@ -98,6 +98,9 @@ func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) 
 		}
 		return fmt.Errorf("create %q: writing: %w", key, err)
 	}
+	if err := er.finish(); err != nil {
+		return err
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("create %q: sync: %w", key, err)
 	}

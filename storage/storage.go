@@ -106,7 +106,8 @@ var (
 // Open returns the object stored under key for reading, with random access;
 // it fails with [ErrNotExist] if there is none. The object's contents do not
 // change while it is open, since objects are immutable; deleting it while
-// open may make later reads fail on some backends.
+// open may make later reads fail on some backends. Reads may use the ctx
+// given to Open (S3's do), so it must stay live until the Object is closed.
 //
 // Stat returns the key, size and modification time of the object stored
 // under key, or an error wrapping [ErrNotExist].
@@ -227,11 +228,10 @@ func checkSize(key string, size int64) error {
 	return nil
 }
 
-// exactReader passes on exactly size bytes of r and makes sure r ends
-// there. It checks for the end before it returns the last bytes, so that a
-// consumer that stops reading at size (as S3 uploads do) still sees the
-// error before it commits anything. Reads also fail once ctx is done,
-// because readers that block do not know about ctx.
+// exactReader passes on exactly size bytes of r. Its consumer must call
+// finish before committing anything, to make sure r ends there: consumers
+// that know the size (S3 uploads) stop reading at it. Reads also fail once
+// ctx is done, because readers that block do not know about ctx.
 type exactReader struct {
 	ctx       context.Context
 	r         io.Reader
@@ -273,18 +273,10 @@ func (e *exactReader) Read(p []byte) (int, error) {
 		e.err = fmt.Errorf("create %q: reading input: %w", e.key, err)
 		return 0, e.err
 	}
-	if e.remaining == 0 {
-		// Hold back the last bytes until r is known to end here: a
-		// consumer that has its size's worth never asks again.
-		if err := e.checkEnd(); err != nil {
-			return 0, err
-		}
-	}
 	return n, nil
 }
 
-// finish makes sure that the whole input was read and ended at size. The
-// last Read checks that already, but a zero size needs no Read at all.
+// finish makes sure that all size bytes were read and that r ends there.
 func (e *exactReader) finish() error {
 	if e.err != nil {
 		return e.err
@@ -322,24 +314,18 @@ func (e *exactReader) checkEnd() error {
 	}
 }
 
-// readFull fills p from the exactReader, returning the number of bytes
-// read and the reader's sticky error if it failed. io.ReadFull would drop
-// an error that comes with a full buffer; exactReader never does that, but
-// this keeps the callers' logic plain.
-func (e *exactReader) readFull(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
+// readFull fills p from the exactReader. Unlike io.ReadFull, it returns
+// the reader's own error, which says what was wrong with the input.
+func (e *exactReader) readFull(p []byte) error {
+	for n := 0; n < len(p); {
 		m, err := e.Read(p[n:])
 		n += m
-		if err == io.EOF {
-			if n < len(p) {
-				return n, fmt.Errorf("create %q: internal error: input ended at %d bytes before the declared size", e.key, n)
-			}
-			break
+		if err == io.EOF && n < len(p) {
+			return fmt.Errorf("create %q: internal error: read past the declared size", e.key)
 		}
-		if err != nil {
-			return n, err
+		if err != nil && err != io.EOF {
+			return err
 		}
 	}
-	return n, nil
+	return nil
 }

@@ -109,7 +109,7 @@ func (c *Client) Send(ctx context.Context, p Peer, envJSON, sig []byte, payload 
 		return nil, fmt.Errorf("sending offer to %s: %w", p.ID, err)
 	}
 	str.SetReadDeadline(time.Now().Add(stallTimeout))
-	typ, body, err := readFrame(str)
+	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s's answer to the offer: %w", p.ID, err)
 	}
@@ -123,7 +123,7 @@ func (c *Client) Send(ctx context.Context, p Peer, envJSON, sig []byte, payload 
 		if a.Offset < 0 || a.Offset > env.PayloadSize {
 			return nil, fmt.Errorf("%s asked to resume at offset %d of %d", p.ID, a.Offset, env.PayloadSize)
 		}
-		sent, err := io.Copy(str, io.NewSectionReader(payload, a.Offset, env.PayloadSize-a.Offset))
+		sent, err := io.Copy(stallWriter{str}, io.NewSectionReader(payload, a.Offset, env.PayloadSize-a.Offset))
 		if err != nil {
 			// The receiver may have stopped reading to reject: its
 			// reason is worth more than the write error.
@@ -166,7 +166,7 @@ func (c *Client) Send(ctx context.Context, p Peer, envJSON, sig []byte, payload 
 
 func (c *Client) readRejection(str *quic.Stream) *Rejection {
 	str.SetReadDeadline(time.Now().Add(5 * time.Second))
-	typ, body, err := readFrame(str)
+	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil || typ != frameReject {
 		return nil
 	}
@@ -206,4 +206,14 @@ func (c *Client) FetchDirectory(ctx context.Context, p Peer) (*crypto.Directory,
 		return nil, fmt.Errorf("directory of %s: %w", p.ID, err)
 	}
 	return crypto.VerifyDirectory(df.Directory, p.SigningKey, p.ID)
+}
+
+// stallWriter fails a write that makes no progress for stallTimeout, so that
+// a receiver that stops reading cannot hold a delivery forever while
+// keep-alives hold the connection open.
+type stallWriter struct{ str *quic.Stream }
+
+func (w stallWriter) Write(p []byte) (int, error) {
+	w.str.SetWriteDeadline(time.Now().Add(stallTimeout))
+	return w.str.Write(p)
 }

@@ -20,9 +20,16 @@ const (
 	frameDirectory        byte = 6
 )
 
-// MaxFrameSize bounds a frame's body. The largest frame is an offer, whose
-// envelope is at most crypto.MaxEnvelopeSize bytes, base64-encoded.
+// MaxFrameSize bounds the body of every frame but a directory: the largest
+// is an offer, whose envelope is at most crypto.MaxEnvelopeSize bytes,
+// base64-encoded.
 const MaxFrameSize = 256 << 10
+
+// MaxDirectoryFrameSize bounds a directory frame, which only a gateway that
+// asked for it reads. A recipient's entry is about 2.7 KiB once encoded (its
+// post-quantum age key is nearly 2,000 characters), so this admits
+// directories of some 3,000 units.
+const MaxDirectoryFrameSize = 8 << 20
 
 // frameHeaderSize is one type byte and a four-byte big-endian body length.
 const frameHeaderSize = 5
@@ -55,8 +62,12 @@ func writeFrame(w io.Writer, typ byte, body any) error {
 	if err != nil {
 		return err
 	}
-	if len(data) > MaxFrameSize {
-		return fmt.Errorf("frame of %d bytes exceeds the limit of %d", len(data), MaxFrameSize)
+	limit := MaxFrameSize
+	if typ == frameDirectory {
+		limit = MaxDirectoryFrameSize
+	}
+	if len(data) > limit {
+		return fmt.Errorf("frame of %d bytes exceeds the limit of %d", len(data), limit)
 	}
 	buf := make([]byte, frameHeaderSize, frameHeaderSize+len(data))
 	buf[0] = typ
@@ -68,15 +79,15 @@ func writeFrame(w io.Writer, typ byte, body any) error {
 // errMalformedFrame is wrapped by every framing error.
 var errMalformedFrame = errors.New("malformed frame")
 
-// readFrame reads one frame, refusing oversized bodies before reading them.
-func readFrame(r io.Reader) (byte, []byte, error) {
+// readFrame reads one frame, refusing bodies over limit before reading them.
+func readFrame(r io.Reader, limit int) (byte, []byte, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > MaxFrameSize {
-		return 0, nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", errMalformedFrame, n, MaxFrameSize)
+	if n > uint32(limit) {
+		return 0, nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", errMalformedFrame, n, limit)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
@@ -88,7 +99,11 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 // decodeFrame reads a frame of type want into v. A reject frame instead is
 // returned as a *Rejection error.
 func decodeFrame(r io.Reader, want byte, v any) error {
-	typ, body, err := readFrame(r)
+	limit := MaxFrameSize
+	if want == frameDirectory {
+		limit = MaxDirectoryFrameSize
+	}
+	typ, body, err := readFrame(r, limit)
 	if err != nil {
 		return err
 	}
@@ -110,6 +125,9 @@ func unmarshalStrict(body []byte, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %v", errMalformedFrame, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: data after the JSON body", errMalformedFrame)
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"evx/crypto"
@@ -60,8 +62,13 @@ type ServerConfig struct {
 // Server accepts connections from peer gateways.
 type Server struct {
 	cfg ServerConfig
+	udp *net.UDPConn
+	tr  *quic.Transport
 	ln  *quic.Listener
 	log *zap.Logger
+
+	mu    sync.Mutex
+	conns map[*quic.Conn]bool
 }
 
 // Listen starts listening on addr (UDP host:port).
@@ -73,11 +80,23 @@ func Listen(addr string, cfg ServerConfig) (*Server, error) {
 	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(err error) {
 		logRefusal(log, err)
 	})
-	ln, err := quic.ListenAddr(addr, tlsConf, quicConfig())
+	// The server owns its UDP socket and transport, so that Close
+	// releases the port at once for a restart on the same address.
+	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for peers on %s: %w", addr, err)
 	}
-	return &Server{cfg: cfg, ln: ln, log: log}, nil
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("listening for peers on %s: %w", addr, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(tlsConf, quicConfig())
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("listening for peers on %s: %w", addr, err)
+	}
+	return &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, conns: map[*quic.Conn]bool{}}, nil
 }
 
 func logRefusal(log *zap.Logger, err error) {
@@ -106,8 +125,22 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// Close stops listening and closes every connection.
-func (s *Server) Close() error { return s.ln.Close() }
+// Close stops listening and closes every connection, telling each peer, so
+// that peers connect afresh to a restarted server instead of waiting for
+// their connection to time out.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	s.mu.Lock()
+	for conn := range s.conns {
+		conn.CloseWithError(0, "gateway shutting down")
+	}
+	s.mu.Unlock()
+	s.tr.Close()
+	if cerr := s.udp.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	return err
+}
 
 func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	state := conn.ConnectionState().TLS
@@ -123,9 +156,22 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	}
 	log := s.log.With(zap.String("peer", peer), zap.Stringer("addr", conn.RemoteAddr()))
 	log.Info("peer connected")
+	s.mu.Lock()
+	s.conns[conn] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+	}()
 	for {
 		str, err := conn.AcceptStream(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				// Shutting down: tell the peer, or it keeps using
+				// this connection until it times out.
+				conn.CloseWithError(0, "gateway shutting down")
+			}
 			log.Info("peer disconnected", zap.Error(err))
 			return
 		}
@@ -136,7 +182,7 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream, log *zap.Logger) {
 	defer str.Close()
 	str.SetReadDeadline(time.Now().Add(stallTimeout))
-	typ, body, err := readFrame(str)
+	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil {
 		s.reject(str, log, Reject(CodeMalformed, "reading the first frame: %v", err))
 		return

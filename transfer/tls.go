@@ -116,6 +116,9 @@ func serverTLS(cert tls.Certificate, cas map[string]*x509.CertPool, now func() t
 		// also called without a certificate, so that a missing one is
 		// refused there and logged like any other refusal.
 		ClientAuth: tls.RequestClientCert,
+		// A resumed session would skip VerifyPeerCertificate, and so the
+		// pinning; a handshake per connection costs little.
+		SessionTicketsDisabled: true,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			_, err := verifyPeer(raw, cas, "", x509.ExtKeyUsageClientAuth, now())
 			if err != nil {

@@ -2,25 +2,34 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	"evx/crypto"
+	"evx/gateway"
+	"evx/storage"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 )
 
 func newDemoCmd() *cobra.Command {
-	var keep bool
+	var keep, verbose bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run a self-contained keygen → seal → inspect → open round trip",
-		Long: `demo shows evx's main job on generated sample data, in a temporary
-directory: a forensic unit in DE seals evidence for a prosecutor in FR, the
-bundle is inspected without any secret key, and the prosecutor opens it.`,
+		Short: "Run two gateways on loopback and send a bundle from DE to FR",
+		Long: `demo shows evx's main job with nothing but this binary: it makes the keys
+and certificates of two countries, DE and FR, starts their gateways on
+loopback with local-disk storage in a temporary directory, has DE's
+forensic unit push sample evidence to FR's prosecutor, and has the
+prosecutor pull and open it. Each step is printed with its timing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := os.MkdirTemp("", "evx-demo-*")
@@ -32,124 +41,155 @@ bundle is inspected without any secret key, and the prosecutor opens it.`,
 			} else {
 				defer os.RemoveAll(dir)
 			}
-			return runDemo(cmd, dir)
+			log := zap.NewNop()
+			if verbose {
+				if log, err = newLogger(); err != nil {
+					return err
+				}
+			}
+			return runDemo(cmd, dir, log)
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary directory and print its path")
+	cmd.Flags().BoolVar(&verbose, "verbose", false, "show the gateways' logs on stderr")
 	return cmd
 }
 
-func runDemo(cmd *cobra.Command, dir string) error {
-	w := cmd.OutOrStdout()
-	step := 0
-	timed := func(title string, f func() (string, error)) error {
-		step++
-		start := time.Now()
-		detail, err := f()
-		if err != nil {
-			return fmt.Errorf("step %d (%s): %w", step, title, err)
-		}
-		fmt.Fprintf(w, "%d. %-50s %8s\n", step, title, time.Since(start).Round(100*time.Microsecond))
-		if detail != "" {
-			fmt.Fprintf(w, "%s", indent(detail))
-		}
-		return nil
-	}
+// demoStep prints numbered steps with their durations.
+type demoStep struct {
+	cmd *cobra.Command
+	n   int
+}
 
-	var sender, recipient *crypto.UnitKey
-	if err := timed("keygen: unit keys for DE/forensics and FR/prosecutor", func() (string, error) {
+func (s *demoStep) run(title string, f func() (string, error)) error {
+	s.n++
+	start := time.Now()
+	detail, err := f()
+	if err != nil {
+		return fmt.Errorf("step %d (%s): %w", s.n, title, err)
+	}
+	w := s.cmd.OutOrStdout()
+	fmt.Fprintf(w, "%d. %-58s %8s\n", s.n, title, time.Since(start).Round(100*time.Microsecond))
+	for _, line := range bytes.SplitAfter([]byte(detail), []byte("\n")) {
+		if len(line) > 0 {
+			fmt.Fprintf(w, "     %s", line)
+		}
+	}
+	return nil
+}
+
+func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	step := &demoStep{cmd: cmd}
+
+	var world *gateway.DevWorld
+	if err := step.run("keys and certificates: a CA, gateway and units per country", func() (string, error) {
 		var err error
-		if sender, err = crypto.GenerateUnitKey("DE/forensics"); err != nil {
-			return "", err
-		}
-		if recipient, err = crypto.GenerateUnitKey("FR/prosecutor"); err != nil {
-			return "", err
-		}
-		for name, k := range map[string]*crypto.UnitKey{"de-forensics.key": sender, "fr-prosecutor.key": recipient} {
-			text, _ := k.MarshalText()
-			if err := writeNewFile(filepath.Join(dir, name), text, 0o600); err != nil {
-				return "", err
-			}
-		}
-		return fmt.Sprintf("FR/prosecutor recipient %.40s…\nDE/forensics signing key %s\n",
-			recipient.Recipient().String(), crypto.FormatSigningKey(sender.SigningPublicKey())), nil
+		world, err = gateway.NewDevWorld("DE", "FR")
+		return "DE and FR each: CA, gateway certificate and signing key, forensics,\nprosecutor, auditor and operator with unit keys and client certificates\n", err
 	}); err != nil {
 		return err
 	}
 
+	gateways := map[string]*gateway.Gateway{}
+	done := make(chan error, 2)
+	if err := step.run("start gateways DE and FR on loopback (local-disk storage)", func() (string, error) {
+		addrs := map[string]string{}
+		for _, id := range []string{"DE", "FR"} {
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				return "", err
+			}
+			addrs[id] = c.LocalAddr().String()
+			c.Close()
+		}
+		var detail string
+		for _, id := range []string{"DE", "FR"} {
+			st, err := storage.NewDisk(filepath.Join(dir, id, "data"))
+			if err != nil {
+				return "", err
+			}
+			g, err := gateway.New(world.Options(id, addrs, "127.0.0.1:0", st, log.Named(id)))
+			if err != nil {
+				return "", err
+			}
+			gateways[id] = g
+			go func() { done <- g.Run(ctx) }()
+			detail += fmt.Sprintf("%s: peers on %s (QUIC, mutual TLS), units on https://%s\n", id, g.PeerAddr(), g.APIAddr())
+		}
+		return detail, nil
+	}); err != nil {
+		return err
+	}
+	defer func() {
+		cancel()
+		for range gateways {
+			<-done
+		}
+	}()
+	client := func(country, user string) (*gateway.Client, *crypto.UnitKey) {
+		c := world.Country(country)
+		u := c.User(user)
+		roots := x509.NewCertPool()
+		roots.AddCert(c.CA.Cert)
+		return gateway.NewClient("https://"+gateways[country].APIAddr(), u.Cert, &tls.Config{RootCAs: roots}), u.Key
+	}
+
 	evidence := filepath.Join(dir, "case-4711")
-	if err := timed("write sample evidence (3 files, 8 MiB)", func() (string, error) {
+	if err := step.run("write sample evidence at DE/forensics (3 files, 8 MiB)", func() (string, error) {
 		return "", writeSampleEvidence(evidence)
 	}); err != nil {
 		return err
 	}
 
-	bundle := filepath.Join(dir, "case-4711.evx")
-	var env *crypto.Envelope
-	if err := timed("seal: DE/forensics → FR/prosecutor", func() (string, error) {
+	var pushed *gateway.PushResult
+	if err := step.run("push: seal at DE/forensics, upload, deliver DE → FR", func() (string, error) {
+		de, key := client("DE", "forensics")
 		files, err := crypto.CollectFiles([]string{evidence})
 		if err != nil {
 			return "", err
 		}
-		env, err = sealToFile(cmd, bundle, files, crypto.SealOptions{
-			Sender:     sender,
-			Recipients: []crypto.PublicKey{recipient.Public()},
-			Purpose:    "mutual-legal-assistance",
-			Handling:   "H2",
-			TLP:        "TLP:AMBER",
-			LegalBasis: "MLA request FR-2026-0042 (EU 2014/41 EIO)",
-			Case:       "case-4711",
-			Retain:     90 * 24 * time.Hour,
+		pushed, err = gateway.Push(ctx, de, gateway.PushRequest{
+			Key: key, To: []string{"FR/prosecutor"}, Files: files, TempDir: dir, Wait: time.Minute,
+			Seal: crypto.SealOptions{Purpose: "mutual-legal-assistance", Handling: "H2", TLP: "TLP:AMBER",
+				LegalBasis: "EIO FR-2026-0042 (Directive 2014/41/EU)", Case: "case-4711", Retain: 90 * 24 * time.Hour},
 		})
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("bundle %s, %d bytes\n", env.BundleID, env.PayloadSize), nil
+		return fmt.Sprintf("bundle %s, %d bytes sealed to FR/prosecutor\nreceipt signed by FR: %s\n",
+			pushed.Envelope.BundleID, pushed.Envelope.PayloadSize, pushed.Status.Receipt.Body), nil
 	}); err != nil {
 		return err
 	}
 
-	if err := timed("inspect: the envelope, without any secret key", func() (string, error) {
-		b, f, err := crypto.OpenBundleFile(bundle)
+	fr, frKey := client("FR", "prosecutor")
+	if err := step.run("inbox at FR/prosecutor: what the gateway knows (envelope only)", func() (string, error) {
+		list, err := fr.Inbox(ctx)
 		if err != nil {
 			return "", err
 		}
-		defer f.Close()
-		var buf bytes.Buffer
-		printEnvelope(&buf, b.Envelope, b.VerifySignature())
-		return buf.String(), b.VerifySignature()
+		var b bytes.Buffer
+		for _, e := range list {
+			fmt.Fprintf(&b, "%s from %s, %s, legal basis %q, %d bytes\nsender check: %s\n",
+				e.BundleID, e.Sender, e.Purpose, e.LegalBasis, e.Size, e.SenderCheck)
+		}
+		return b.String(), nil
 	}); err != nil {
 		return err
 	}
 
 	out := filepath.Join(dir, "opened")
-	return timed("open: verify, decrypt and extract at FR/prosecutor", func() (string, error) {
-		b, f, err := crypto.OpenBundleFile(bundle)
+	return step.run("pull: download, verify and open at FR/prosecutor, acknowledge", func() (string, error) {
+		res, err := gateway.Pull(ctx, fr, frKey, pushed.Envelope.BundleID, out, "", nil)
 		if err != nil {
 			return "", err
 		}
-		defer f.Close()
-		res, err := b.Open(cmd.Context(), recipient, out, crypto.OpenOptions{
-			ExpectSender: crypto.FormatSigningKey(sender.SigningPublicKey()),
-		})
-		if err != nil {
-			return "", err
-		}
-		var buf bytes.Buffer
-		printOpenSummary(&buf, res, true, out)
-		return buf.String(), compareTrees(evidence, out+"/case-4711")
+		var b bytes.Buffer
+		printOpenSummary(&b, res.Open, false, out)
+		return b.String(), compareTrees(evidence, filepath.Join(out, "case-4711"))
 	})
-}
-
-func indent(s string) string {
-	var b bytes.Buffer
-	for _, line := range bytes.SplitAfter([]byte(s), []byte("\n")) {
-		if len(line) > 0 {
-			b.WriteString("     ")
-			b.Write(line)
-		}
-	}
-	return b.String()
 }
 
 func writeSampleEvidence(dir string) error {

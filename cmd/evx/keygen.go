@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -61,12 +60,7 @@ the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
 
 func printPublicKey(cmd *cobra.Command, p crypto.PublicKey, asJSON bool) error {
 	if asJSON {
-		// PublicKey is a TextMarshaler, which encoding/json would print as
-		// one string; a type without its methods keeps the JSON fields.
-		type fields crypto.PublicKey
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(fields(p))
+		return printJSON(cmd.OutOrStdout(), p)
 	}
 	text, _ := p.MarshalText()
 	_, err := cmd.OutOrStdout().Write(text)

@@ -61,8 +61,11 @@ func cmdPerm(ts *testscript.TestScript, neg bool, args []string) {
 	info, err := os.Stat(ts.MkAbs(args[0]))
 	ts.Check(err)
 	got := uint64(info.Mode().Perm())
-	if (got == want) == neg {
-		ts.Fatalf("%s has mode %04o; want %s%04o", args[0], got, map[bool]string{true: "not ", false: ""}[neg], want)
+	switch {
+	case neg && got == want:
+		ts.Fatalf("%s has mode %04o", args[0], got)
+	case !neg && got != want:
+		ts.Fatalf("%s has mode %04o, want %04o", args[0], got, want)
 	}
 }
 

@@ -1,0 +1,221 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"evx/crypto"
+	"evx/storage"
+	"evx/storage/storagetest"
+
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// crashStore is a Faulty store that calls onFault when an injected fault
+// strikes a Create, before the failing call returns: the gateway is then
+// stopped at the point of the simulated crash, and the test can look at
+// what it serves.
+type crashStore struct {
+	*storagetest.Faulty
+	mu      sync.Mutex
+	onFault func(key string)
+}
+
+func (c *crashStore) Create(ctx context.Context, key string, r io.Reader, size int64) error {
+	err := c.Faulty.Create(ctx, key, r, size)
+	if errors.Is(err, storagetest.ErrInjected) {
+		c.mu.Lock()
+		f := c.onFault
+		c.mu.Unlock()
+		if f != nil {
+			f(key)
+		}
+	}
+	return err
+}
+
+func (c *crashStore) setOnFault(f func(string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onFault = f
+}
+
+// crashView is what FR shows of a bundle at the moment of a crash.
+type crashView struct {
+	keys     []string // stored under inbox/<id>/
+	listed   bool     // in the recipient's inbox listing
+	entryErr error    // of GET /v1/inbox/<id>
+	payload  []byte   // served by GET /v1/inbox/<id>/payload
+	loadErr  error
+}
+
+// TestCrashSafety checks that a storage failure at any point of storing a
+// bundle leaves no partial bundle listed or served, and that the sender's
+// retry then delivers it.
+func TestCrashSafety(t *testing.T) { forEachBackend(t, testCrashSafety) }
+
+func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
+	stores := map[string]*crashStore{}
+	tw := newTestWorld(t, func(t *testing.T, id string) storage.Backend {
+		s := &crashStore{Faulty: storagetest.NewFaulty(newStore(t, id))}
+		stores[id] = s
+		return s
+	}, nil)
+	tw.start(t, "DE")
+	tw.start(t, "FR")
+	ctx := context.Background()
+	de, deKey := tw.client(t, "DE", "forensics")
+	fr, frKey := tw.client(t, "FR", "prosecutor")
+	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
+
+	t.Run("receiving", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			file string
+			when storagetest.When
+			// listed says whether the bundle is complete, and so
+			// listed, at the moment of the crash.
+			listed  bool
+			logged  string
+			keysNow []string
+		}{
+			{"payload stored, then failure", payloadFile, storagetest.AfterPersist, false, "storing payload", []string{payloadFile}},
+			{"record not stored", recordFile, storagetest.BeforePersist, false, "storing inbox record", []string{payloadFile}},
+			{"record stored, then failure", recordFile, storagetest.AfterPersist, true, "storing inbox record", []string{payloadFile, recordFile}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b := seal(t, deKey, to, 150_000)
+				id := b.env.BundleID
+				views := make(chan crashView, 1)
+				stores["FR"].setOnFault(func(string) {
+					v := crashView{keys: storedKeys(t, stores["FR"].Faulty.Backend, inboxPrefix+id+"/")}
+					list, err := fr.Inbox(ctx)
+					if err != nil {
+						t.Errorf("listing the inbox at the crash: %v", err)
+					}
+					v.listed = slices.ContainsFunc(list, func(e InboxEntry) bool { return e.BundleID == id })
+					_, v.entryErr = fr.InboxEntry(ctx, id)
+					var buf bytes.Buffer
+					_, v.loadErr = fr.Download(ctx, id, &buf)
+					v.payload = buf.Bytes()
+					views <- v
+				})
+				defer stores["FR"].setOnFault(nil)
+				stores["FR"].Inject(storagetest.OpCreate, key(inboxPrefix, id, tc.file), tc.when)
+				if _, err := b.upload(ctx, de); err != nil {
+					t.Fatal(err)
+				}
+
+				var v crashView
+				select {
+				case v = <-views:
+				case <-time.After(30 * time.Second):
+					t.Fatal("the injected fault did not strike")
+				}
+				var want []string
+				for _, f := range tc.keysNow {
+					want = append(want, key(inboxPrefix, id, f))
+				}
+				if !slices.Equal(v.keys, want) {
+					t.Errorf("stored at the crash: %v, want %v", v.keys, want)
+				}
+				if tc.listed {
+					// Complete before the failure: it may be listed,
+					// but then whole.
+					if !v.listed || v.entryErr != nil || v.loadErr != nil || !bytes.Equal(v.payload, b.payload) {
+						t.Errorf("at the crash: listed=%v, entry %v, download %v (%d bytes, intact %v); want the whole bundle",
+							v.listed, v.entryErr, v.loadErr, len(v.payload), bytes.Equal(v.payload, b.payload))
+					}
+				} else {
+					if v.listed {
+						t.Error("a partial bundle is listed in the inbox")
+					}
+					if !isAPIError(v.entryErr, 404, "not-found") {
+						t.Errorf("inbox entry of a partial bundle: %v, want 404 not-found", v.entryErr)
+					}
+					if !isAPIError(v.loadErr, 404, "not-found") || len(v.payload) != 0 {
+						t.Errorf("payload of a partial bundle: %d bytes, %v; want 404 not-found", len(v.payload), v.loadErr)
+					}
+				}
+
+				// The sender retries, and the bundle arrives whole.
+				st, err := WaitDelivered(ctx, de, id, 30*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitLogged(t, tw.logs["FR"], "the failure at FR", func(e observer.LoggedEntry) bool {
+					return e.Message == tc.logged && e.ContextMap()["bundle"] == id
+				})
+				waitLogged(t, tw.logs["DE"], "DE's retry", func(e observer.LoggedEntry) bool {
+					return e.Message == "delivery failed; will retry" && e.ContextMap()["bundle"] == id
+				})
+				var rec inboxRecord
+				if err := getJSON(ctx, tw.stores["FR"], key(inboxPrefix, id, recordFile), &rec); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(st.Receipt.Body, rec.Receipt.Body) {
+					t.Errorf("DE holds receipt %s, FR issued %s", st.Receipt.Body, rec.Receipt.Body)
+				}
+				pulled(t, fr, frKey, b)
+				if n := stores["FR"].Pending(); n != 0 {
+					t.Errorf("%d injected faults did not strike", n)
+				}
+			})
+		}
+	})
+
+	t.Run("submitting", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			file string
+			when storagetest.When
+		}{
+			{"payload stored, then failure", payloadFile, storagetest.AfterPersist},
+			{"record not stored", recordFile, storagetest.BeforePersist},
+			{"record stored, then failure", recordFile, storagetest.AfterPersist},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b := seal(t, deKey, to, 150_000)
+				id := b.env.BundleID
+				stores["DE"].Inject(storagetest.OpCreate, key(outboxPrefix, id, tc.file), tc.when)
+				_, err := b.upload(ctx, de)
+				if !isAPIError(err, 500, "internal") {
+					t.Fatalf("upload = %v, want 500 internal", err)
+				}
+				waitLogged(t, tw.logs["DE"], "the failed upload", func(e observer.LoggedEntry) bool {
+					return e.Message == "request failed" && e.ContextMap()["path"] == "/v1/bundles"
+				})
+				// The submitter does not know whether the bundle was
+				// taken, and uploads it again: either way it is
+				// delivered once.
+				if _, err := b.upload(ctx, de); err != nil && !isAPIError(err, 409, "duplicate") {
+					t.Fatalf("upload again = %v", err)
+				}
+				if _, err := WaitDelivered(ctx, de, id, 30*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				pulled(t, fr, frKey, b)
+			})
+		}
+	})
+}
+
+// pulled checks that the recipient pulls b whole.
+func pulled(t *testing.T, c *Client, k *crypto.UnitKey, b *sealedBundle) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out")
+	res, err := Pull(context.Background(), c, k, b.env.BundleID, out, "", nil)
+	if err != nil {
+		t.Fatalf("pulling %s: %v", b.env.BundleID, err)
+	}
+	if !res.Open.PayloadVerified || res.Open.Envelope.PayloadSHA256 != b.env.PayloadSHA256 {
+		t.Errorf("pulled bundle: verified %v, payload hash matches %v", res.Open.PayloadVerified, res.Open.Envelope.PayloadSHA256 == b.env.PayloadSHA256)
+	}
+}

@@ -1,0 +1,416 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"evx/crypto"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// newUser makes a key and a client certificate from country's CA for a
+// user that the gateway knows only if the test adds it to the options.
+func (tw *testWorld) newUser(t *testing.T, country, name, role string) *DevUser {
+	t.Helper()
+	u := &DevUser{Name: name, Unit: country + "/" + name, Role: role}
+	var err error
+	if u.Key, err = crypto.GenerateUnitKey(u.Unit); err != nil {
+		t.Fatal(err)
+	}
+	u.Cert, err = tw.world.Country(country).CA.Issue(crypto.CertRequest{CommonName: u.Unit, URIs: []string{crypto.UnitURI(u.Unit)}, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestRefusals checks that each kind of bad input is refused with its error
+// code, stores nothing and is logged with that code.
+func TestRefusals(t *testing.T) { forEachBackend(t, testRefusals) }
+
+func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
+	// FR/judge is a second recipient, to whom the bundles below are not
+	// addressed; DE/lab is a second submitter.
+	extra := map[string]*DevUser{}
+	tw := newTestWorld(t, newStore, func(id string, o *Options) {
+		if u := extra[id]; u != nil {
+			o.Users = append(o.Users, User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public()})
+		}
+	})
+	extra["FR"] = tw.newUser(t, "FR", "judge", RoleRecipient)
+	extra["DE"] = tw.newUser(t, "DE", "lab", RoleSubmitter)
+	tw.start(t, "DE")
+	tw.start(t, "FR")
+	ctx := context.Background()
+	deStore, frStore := tw.stores["DE"], tw.stores["FR"]
+	deLogs, frLogs := tw.logs["DE"], tw.logs["FR"]
+
+	de, deKey := tw.client(t, "DE", "forensics")
+	prosecutor := tw.recipientKey("FR", "prosecutor")
+	delivered := seal(t, deKey, []crypto.PublicKey{prosecutor}, 20_000)
+	if _, err := delivered.upload(ctx, de); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WaitDelivered(ctx, de, delivered.env.BundleID, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	id := delivered.env.BundleID
+
+	// apiRefused checks an API answer: the error code, nothing changed in
+	// st, and the refusal logged with the code and the caller's unit.
+	apiRefused := func(t *testing.T, err error, status int, code, unit string, logs *observer.ObservedLogs) {
+		t.Helper()
+		if !isAPIError(err, status, code) {
+			t.Errorf("err = %v, want %d %s", err, status, code)
+			return
+		}
+		e := wantLogged(t, logs, "request refused", code)
+		if got := e.ContextMap()["unit"]; got != unit {
+			t.Errorf("refusal logged for unit %v, want %s", got, unit)
+		}
+	}
+
+	t.Run("user without a role", func(t *testing.T) {
+		before := objects(t, deStore)
+		u := tw.newUser(t, "DE", "intruder", RoleSubmitter) // a certificate, but no entry in users
+		c := tw.clientWithCert("DE", u.Cert)
+		_, err := c.WhoAmI(ctx)
+		apiRefused(t, err, 403, "no-role", "DE/intruder", deLogs)
+		b := seal(t, u.Key, []crypto.PublicKey{prosecutor}, 1000)
+		_, err = b.upload(ctx, c)
+		apiRefused(t, err, 403, "no-role", "DE/intruder", deLogs)
+		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+
+		fr := tw.clientWithCert("FR", tw.newUser(t, "FR", "intruder", RoleRecipient).Cert)
+		_, err = fr.InboxEntry(ctx, id)
+		apiRefused(t, err, 403, "no-role", "FR/intruder", frLogs)
+	})
+
+	t.Run("certificate without a unit identity", func(t *testing.T) {
+		cert, err := tw.world.Country("DE").CA.Issue(crypto.CertRequest{CommonName: "DE/forensics", Client: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = tw.clientWithCert("DE", cert).WhoAmI(ctx)
+		apiRefused(t, err, 403, "no-identity", "", deLogs)
+	})
+
+	t.Run("client certificate from another country's CA", func(t *testing.T) {
+		before := objects(t, deStore)
+		// FR's prosecutor is a valid user, but of FR's gateway.
+		c := tw.clientWithCert("DE", tw.world.Country("FR").User("prosecutor").Cert)
+		_, err := c.WhoAmI(ctx)
+		var ae *APIError
+		if err == nil || errors.As(err, &ae) {
+			t.Fatalf("err = %v, want the TLS handshake refused", err)
+		}
+		waitLogged(t, deLogs, "a TLS handshake error", func(e observer.LoggedEntry) bool {
+			return strings.Contains(e.Message, "TLS handshake error") && strings.Contains(e.Message, "certificate")
+		})
+		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+	})
+
+	t.Run("submitter pulling", func(t *testing.T) {
+		before := objects(t, frStore)
+		c, _ := tw.client(t, "FR", "forensics")
+		_, err := c.Inbox(ctx)
+		apiRefused(t, err, 403, "forbidden", "FR/forensics", frLogs)
+		_, err = c.InboxEntry(ctx, id)
+		apiRefused(t, err, 403, "forbidden", "FR/forensics", frLogs)
+		_, err = c.Download(ctx, id, &bytes.Buffer{})
+		apiRefused(t, err, 403, "forbidden", "FR/forensics", frLogs)
+		err = c.Ack(ctx, id)
+		apiRefused(t, err, 403, "forbidden", "FR/forensics", frLogs)
+		wantUnchanged(t, "FR's storage", before, objects(t, frStore))
+	})
+
+	t.Run("recipient pulling a bundle addressed to someone else", func(t *testing.T) {
+		before := objects(t, frStore)
+		c := tw.clientWithCert("FR", extra["FR"].Cert)
+		list, err := c.Inbox(ctx)
+		if err != nil || len(list) != 0 {
+			t.Errorf("FR/judge's inbox = %+v, %v; want it empty", list, err)
+		}
+		_, err = c.InboxEntry(ctx, id)
+		apiRefused(t, err, 404, "not-found", "FR/judge", frLogs)
+		var buf bytes.Buffer
+		_, err = c.Download(ctx, id, &buf)
+		apiRefused(t, err, 404, "not-found", "FR/judge", frLogs)
+		if buf.Len() != 0 {
+			t.Errorf("%d payload bytes served to FR/judge", buf.Len())
+		}
+		_, err = Pull(ctx, c, extra["FR"].Key, id, filepath.Join(t.TempDir(), "out"), "", nil)
+		apiRefused(t, err, 404, "not-found", "FR/judge", frLogs)
+		err = c.Ack(ctx, id)
+		apiRefused(t, err, 404, "not-found", "FR/judge", frLogs)
+		wantUnchanged(t, "FR's storage", before, objects(t, frStore))
+
+		// A bundle id that names something outside the inbox.
+		p, _ := tw.client(t, "FR", "prosecutor")
+		_, err = p.InboxEntry(ctx, "../outbox/"+id)
+		apiRefused(t, err, 404, "not-found", "FR/prosecutor", frLogs)
+	})
+
+	t.Run("payload size differs from the declared size", func(t *testing.T) {
+		before := objects(t, deStore)
+		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
+		n := int64(len(b.payload))
+		_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(append(bytes.Clone(b.payload), 0)), n+1)
+		apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
+		_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload[:n-1]), n-1)
+		apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
+		_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), -1)
+		apiRefused(t, err, 411, "length-required", "DE/forensics", deLogs)
+		// A body that ends before its Content-Length: the connection
+		// is cut mid-upload.
+		status, code := tw.rawUpload(t, "DE", tw.world.Country("DE").User("forensics").Cert, b, n, b.payload[:n/2])
+		if status != 400 || code != "size-mismatch" {
+			t.Errorf("truncated body: %d %s, want 400 size-mismatch", status, code)
+		}
+		wantLogged(t, deLogs, "request refused", "size-mismatch")
+		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+	})
+
+	t.Run("payload hash mismatch", func(t *testing.T) {
+		before := objects(t, deStore)
+		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
+		flipped := bytes.Clone(b.payload)
+		flipped[len(flipped)-1] ^= 1
+		_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(flipped), int64(len(flipped)))
+		apiRefused(t, err, 400, "hash-mismatch", "DE/forensics", deLogs)
+		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+		if _, err := de.OutboxStatus(ctx, b.env.BundleID); !isAPIError(err, 404, "not-found") {
+			t.Errorf("outbox status of the refused bundle: %v, want 404 not-found", err)
+		}
+	})
+
+	t.Run("sender is not the authenticated user", func(t *testing.T) {
+		before := objects(t, deStore)
+		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 1000)
+		lab := tw.clientWithCert("DE", extra["DE"].Cert)
+		_, err := b.upload(ctx, lab)
+		apiRefused(t, err, 403, "sender-mismatch", "DE/lab", deLogs)
+		// The right unit, but not its key on file.
+		rotated, _ := crypto.GenerateUnitKey("DE/forensics")
+		_, err = seal(t, rotated, []crypto.PublicKey{prosecutor}, 1000).upload(ctx, de)
+		apiRefused(t, err, 403, "unknown-sender-key", "DE/forensics", deLogs)
+		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+	})
+
+	t.Run("bundle sealed to an unknown recipient", func(t *testing.T) {
+		other, _ := crypto.GenerateUnitKey("")
+		otherKey := other.Public().AgeRecipient
+		for _, r := range []struct {
+			name string
+			to   crypto.PublicKey
+		}{
+			{"unit not in the peer's directory", crypto.PublicKey{Unit: "FR/nobody", AgeRecipient: otherKey}},
+			{"not the unit's key", crypto.PublicKey{Unit: "FR/prosecutor", AgeRecipient: otherKey}},
+			{"unit that is not a recipient", crypto.PublicKey{Unit: "FR/forensics", AgeRecipient: tw.world.Country("FR").User("forensics").Key.Public().AgeRecipient}},
+			{"a local unit", tw.recipientKey("DE", "prosecutor")},
+			{"no unit id", crypto.PublicKey{AgeRecipient: otherKey}},
+			{"country that is not a peer", crypto.PublicKey{Unit: "IT/prosecutor", AgeRecipient: otherKey}},
+		} {
+			t.Run(r.name, func(t *testing.T) {
+				before := objects(t, deStore)
+				_, err := seal(t, deKey, []crypto.PublicKey{r.to}, 1000).upload(ctx, de)
+				apiRefused(t, err, 400, "unknown-recipient", "DE/forensics", deLogs)
+				wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+			})
+		}
+		// Offered to FR directly by DE's gateway, past DE's own check.
+		t.Run("offered to the peer", func(t *testing.T) {
+			before := objects(t, frStore)
+			b := seal(t, deKey, []crypto.PublicKey{{Unit: "FR/nobody", AgeRecipient: otherKey}}, 1000)
+			c, fr := tw.peerClient(t, "DE", "FR")
+			_, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(b.payload))
+			peerRefused(t, err, transfer.CodeUnknownRecipient, frLogs)
+			wantUnchanged(t, "FR's storage", before, objects(t, frStore))
+		})
+	})
+
+	t.Run("sender key not in the sending gateway's directory", func(t *testing.T) {
+		c, fr := tw.peerClient(t, "DE", "FR")
+		for _, tc := range []struct {
+			name string
+			key  *crypto.UnitKey
+		}{
+			// DE/forensics's key rotated without DE's directory knowing.
+			{"rotated key", func() *crypto.UnitKey { k, _ := crypto.GenerateUnitKey("DE/forensics"); return k }()},
+			// A real DE unit and its real key, but not a submitter.
+			{"unit that is not a submitter", tw.world.Country("DE").User("prosecutor").Key},
+			{"unit that does not exist", func() *crypto.UnitKey { k, _ := crypto.GenerateUnitKey("DE/ghost"); return k }()},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := objects(t, frStore)
+				b := seal(t, tc.key, []crypto.PublicKey{prosecutor}, 1000)
+				_, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(b.payload))
+				peerRefused(t, err, transfer.CodeUnknownSender, frLogs)
+				wantUnchanged(t, "FR's storage", before, objects(t, frStore))
+			})
+		}
+	})
+
+	t.Run("payload refused by the receiving gateway", func(t *testing.T) {
+		// transfer's tests check the codes; this checks that the gateway
+		// keeps nothing of a payload it refuses.
+		c, fr := tw.peerClient(t, "DE", "FR")
+		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 100_000)
+		flipped := bytes.Clone(b.payload)
+		flipped[len(flipped)/2] ^= 1
+		for _, tc := range []struct {
+			name    string
+			payload []byte
+			code    string
+		}{
+			{"shorter than declared", b.payload[:len(b.payload)-1], transfer.CodeSizeMismatch},
+			{"hash mismatch", flipped, transfer.CodeHashMismatch},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := objects(t, frStore)
+				_, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(tc.payload))
+				peerRefused(t, err, tc.code, frLogs)
+				wantUnchanged(t, "FR's storage", before, objects(t, frStore))
+			})
+		}
+		// The same bundle with its true payload is then taken.
+		if _, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(b.payload)); err != nil {
+			t.Fatalf("the intact bundle after refused attempts: %v", err)
+		}
+	})
+
+	t.Run("duplicate delivery", func(t *testing.T) {
+		before := objects(t, frStore)
+		var rec inboxRecord
+		if err := getJSON(ctx, frStore, key(inboxPrefix, id, recordFile), &rec); err != nil {
+			t.Fatal(err)
+		}
+		c, fr := tw.peerClient(t, "DE", "FR")
+		d, err := c.Send(ctx, fr, delivered.envJSON, delivered.sig, bytes.NewReader(delivered.payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.Duplicate || !bytes.Equal(d.Receipt.Body, rec.Receipt.Body) || !bytes.Equal(d.Receipt.Signature, rec.Receipt.Signature) {
+			t.Errorf("second delivery: duplicate=%v, receipt %s; want the original receipt %s", d.Duplicate, d.Receipt.Body, rec.Receipt.Body)
+		}
+		wantUnchanged(t, "FR's storage", before, objects(t, frStore))
+
+		// Submitted twice to DE: the second upload is refused.
+		deBefore := objects(t, deStore)
+		_, err = delivered.upload(ctx, de)
+		apiRefused(t, err, 409, "duplicate", "DE/forensics", deLogs)
+		wantUnchanged(t, "DE's storage", deBefore, objects(t, deStore))
+	})
+
+	t.Run("same bundle id with another payload", func(t *testing.T) {
+		before := objects(t, frStore)
+		other := seal(t, deKey, []crypto.PublicKey{prosecutor}, 20_000)
+		forged := resign(t, other, deKey, func(e *crypto.Envelope) { e.BundleID = id })
+		c, fr := tw.peerClient(t, "DE", "FR")
+		_, err := c.Send(ctx, fr, forged.envJSON, forged.sig, bytes.NewReader(forged.payload))
+		peerRefused(t, err, transfer.CodeConflict, frLogs)
+		wantUnchanged(t, "FR's storage", before, objects(t, frStore))
+
+		deBefore := objects(t, deStore)
+		_, err = forged.upload(ctx, de)
+		apiRefused(t, err, 409, "duplicate", "DE/forensics", deLogs)
+		wantUnchanged(t, "DE's storage", deBefore, objects(t, deStore))
+	})
+
+	// Through all of the above, FR's prosecutor sees the one bundle
+	// delivered at the start, intact, plus the one taken after refusals.
+	p, pKey := tw.client(t, "FR", "prosecutor")
+	list, err := p.Inbox(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 {
+		t.Errorf("FR/prosecutor's inbox has %d bundles, want 2: %+v", len(list), list)
+	}
+	if _, err := Pull(ctx, p, pKey, id, filepath.Join(t.TempDir(), "out"), "", nil); err != nil {
+		t.Errorf("pulling the bundle delivered first: %v", err)
+	}
+}
+
+// peerRefused checks a rejection by a peer gateway and that the peer logged
+// it with the same code.
+func peerRefused(t *testing.T, err error, code string, logs *observer.ObservedLogs) {
+	t.Helper()
+	var rej *transfer.Rejection
+	if !errors.As(err, &rej) || rej.Code != code {
+		t.Errorf("err = %v, want a %s rejection", err, code)
+		return
+	}
+	if rej.Reason == "" {
+		t.Error("rejection without a reason")
+	}
+	e := wantLogged(t, logs, "refused", code)
+	if e.ContextMap()["reason"] != rej.Reason {
+		t.Errorf("logged reason %q, sent %q", e.ContextMap()["reason"], rej.Reason)
+	}
+}
+
+// waitLogged waits briefly for an entry matching match.
+func waitLogged(t *testing.T, logs *observer.ObservedLogs, what string, match func(observer.LoggedEntry) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if len(logs.Filter(match).All()) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s was not logged; logged:\n%s", what, dumpLogs(logs))
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawUpload sends an upload whose Content-Length is declared but whose body
+// is body, then ends the connection for writing, as a client that fails
+// mid-upload does. It returns the answer's status and error code.
+func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificate, b *sealedBundle, declared int64, body []byte) (int, string) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", tw.gateways[country].APIAddr(), &tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: pool(tw.world.Country(country).CA.Cert), Certificates: []tls.Certificate{cert},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(conn, "POST /v1/bundles HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n%s: %s\r\n%s: %s\r\n\r\n",
+		tw.gateways[country].APIAddr(), declared,
+		headerEnvelope, base64.StdEncoding.EncodeToString(b.envJSON),
+		headerSignature, base64.StdEncoding.EncodeToString(b.sig))
+	conn.Write(body)
+	if err := conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	var e struct {
+		Error *APIError `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error == nil {
+		return resp.StatusCode, ""
+	}
+	return resp.StatusCode, e.Error.Code
+}

@@ -1,0 +1,223 @@
+package storage_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"evx/storage"
+)
+
+// benchS3 returns the configuration of the server that scripts/minio.sh
+// start describes and a fresh bucket on it, emptied and removed when b
+// ends; the benchmark is skipped without a server.
+func benchS3(b *testing.B) (storage.S3Config, *minio.Client) {
+	b.Helper()
+	cfg := storage.S3Config{
+		Endpoint:  os.Getenv("EVX_TEST_S3_ENDPOINT"),
+		AccessKey: os.Getenv("EVX_TEST_S3_ACCESS_KEY"),
+		SecretKey: os.Getenv("EVX_TEST_S3_SECRET_KEY"),
+	}
+	if cfg.Endpoint == "" || cfg.AccessKey == "" || cfg.SecretKey == "" {
+		b.Skip("no S3 server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")")
+	}
+	c, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var r [8]byte
+	rand.Read(r[:])
+	cfg.Bucket = "evx-bench-" + hex.EncodeToString(r[:])
+	if err := c.MakeBucket(context.Background(), cfg.Bucket, minio.MakeBucketOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		for u := range c.ListIncompleteUploads(ctx, cfg.Bucket, "", true) {
+			if u.Err == nil {
+				c.RemoveIncompleteUpload(ctx, cfg.Bucket, u.Key)
+			}
+		}
+		for o := range c.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}) {
+			if o.Err == nil {
+				c.RemoveObject(ctx, cfg.Bucket, o.Key, minio.RemoveObjectOptions{})
+			}
+		}
+		c.RemoveBucket(ctx, cfg.Bucket)
+	})
+	return cfg, c
+}
+
+// benchFile returns the file named by EVX_BENCH_FILE, or else a temporary
+// file of EVX_BENCH_SIZE_MIB (default 256) MiB of random bytes.
+func benchFile(b *testing.B) (string, int64) {
+	b.Helper()
+	if p := os.Getenv("EVX_BENCH_FILE"); p != "" {
+		info, err := os.Stat(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p, info.Size()
+	}
+	mib := int64(256)
+	if s := os.Getenv("EVX_BENCH_SIZE_MIB"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			b.Fatalf("EVX_BENCH_SIZE_MIB=%q: want a positive number of MiB", s)
+		}
+		mib = n
+	}
+	p := filepath.Join(b.TempDir(), "data")
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.CopyN(f, rand.Reader, mib<<20); err != nil {
+		b.Fatal(err)
+	}
+	return p, mib << 20
+}
+
+// BenchmarkBaselineAgePutObject is what a user could script instead of
+// evx: encrypt a file with age to a post-quantum recipient (as evx seals)
+// and pipe the ciphertext into one minio-go PutObject of unknown size with
+// the part size evx uses, in one process. Throughput counts the file's
+// bytes, as scripts/bench.sh does for evx push.
+func BenchmarkBaselineAgePutObject(b *testing.B) {
+	cfg, c := benchS3(b)
+	path, size := benchFile(b)
+	id, err := age.GenerateHybridIdentity()
+	if err != nil {
+		b.Fatal(err)
+	}
+	recipient := id.Recipient()
+	ctx := context.Background()
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := range b.N {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			w, err := age.Encrypt(pw, recipient)
+			if err == nil {
+				_, err = io.Copy(w, f)
+			}
+			if err == nil {
+				err = w.Close()
+			}
+			pw.CloseWithError(err)
+		}()
+		_, err = c.PutObject(ctx, cfg.Bucket, fmt.Sprintf("baseline-%d.age", i), pr, -1,
+			minio.PutObjectOptions{PartSize: storage.DefaultPartSize})
+		pr.Close()
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkS3Create is evx's own upload path: S3.Create of a file with its
+// exact size, multipart with the default part size and concurrency. The
+// baseline is minio-go's PutObject of the same file and size.
+func BenchmarkS3Create(b *testing.B) {
+	cfg, c := benchS3(b)
+	path, size := benchFile(b)
+	st, err := storage.NewS3(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	// Keys are numbered across runs: -count runs sub-benchmarks again on
+	// the same bucket.
+	seq := 0
+	run := func(b *testing.B, put func(i int, f *os.File) error) {
+		b.SetBytes(size)
+		for range b.N {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			seq++
+			err = put(seq, f)
+			f.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("evx", func(b *testing.B) {
+		run(b, func(i int, f *os.File) error {
+			return st.Create(ctx, fmt.Sprintf("create-%d", i), f, size)
+		})
+	})
+	b.Run("PutObject", func(b *testing.B) {
+		run(b, func(i int, f *os.File) error {
+			_, err := c.PutObject(ctx, cfg.Bucket, fmt.Sprintf("put-%d", i), f, size,
+				minio.PutObjectOptions{PartSize: storage.DefaultPartSize})
+			return err
+		})
+	})
+}
+
+// BenchmarkS3Read reads one object through an S3 Object as the gateway
+// does: sequentially with Read, and through an io.SectionReader, whose
+// 32 KiB ReadAt calls are what io.Copy makes of delivery and download.
+func BenchmarkS3Read(b *testing.B) {
+	cfg, _ := benchS3(b)
+	path, size := benchFile(b)
+	st, err := storage.NewS3(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = st.Create(ctx, "object", f, size)
+	f.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		reader func(storage.Object) io.Reader
+	}{
+		{"Read", func(o storage.Object) io.Reader { return o }},
+		{"SectionReader", func(o storage.Object) io.Reader { return io.NewSectionReader(o, 0, o.Size()) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(size)
+			for range b.N {
+				obj, err := st.Open(ctx, "object")
+				if err != nil {
+					b.Fatal(err)
+				}
+				// 32 KiB reads, as io.Copy makes into a QUIC stream or
+				// an HTTP response (io.Discard would read 8 KiB at a time).
+				n, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, tc.reader(obj), make([]byte, 32<<10))
+				obj.Close()
+				if err != nil || n != size {
+					b.Fatalf("read %d of %d bytes: %v", n, size, err)
+				}
+			}
+		})
+	}
+}
