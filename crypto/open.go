@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -83,16 +84,26 @@ func (b *Bundle) Open(ctx context.Context, key *UnitKey, dir string, opts OpenOp
 		return nil, err
 	}
 
-	// The full payload hash runs on its own core while the files are
-	// decrypted and extracted; its verdict is awaited before anything is
-	// made visible in dir.
+	// The full payload hash is computed, on its own core, from the reads
+	// that decryption makes anyway, so the payload is read only once; its
+	// verdict is awaited before anything is made visible in dir.
+	var payload io.ReaderAt = b.Payload()
 	payloadVerdict := func() error { return nil }
 	if opts.Only == "" {
-		hashDone := make(chan error, 1)
-		go func() { hashDone <- b.verifyPayloadHash(ctx) }()
-		payloadVerdict = sync.OnceValue(func() error { return <-hashDone })
+		hasher := newPayloadHasher(b.Payload())
+		payload = hasher
+		payloadVerdict = sync.OnceValue(func() error {
+			sum, err := hasher.finish(ctx)
+			if err != nil {
+				return fmt.Errorf("reading payload.age: %w", err)
+			}
+			if sum != env.PayloadSHA256 {
+				return ErrPayloadHash
+			}
+			return nil
+		})
 	}
-	files, err := b.extract(ctx, key, dir, opts, payloadVerdict)
+	files, err := b.extract(ctx, key, dir, opts, payload, payloadVerdict)
 	if hashErr := payloadVerdict(); hashErr != nil {
 		// A forged or damaged payload explains any other failure too.
 		err = hashErr
@@ -141,12 +152,12 @@ const (
 // once all is well, including payloadVerdict, the check of the whole
 // payload. The directory keeps MkdirTemp's mode 0700: evidence is readable by
 // its recipient only until they decide otherwise.
-func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts OpenOptions, payloadVerdict func() error) ([]ManifestFile, error) {
+func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts OpenOptions, payload io.ReaderAt, payloadVerdict func() error) ([]ManifestFile, error) {
 	env := b.Envelope
 	if err := checkAgeHeader(b.payload, b.payload.Size()); err != nil {
 		return nil, err
 	}
-	plain, plainSize, err := age.DecryptReaderAt(b.Payload(), b.payload.Size(), key.Identity())
+	plain, plainSize, err := age.DecryptReaderAt(payload, b.payload.Size(), key.Identity())
 	if err != nil {
 		var noMatch *age.NoIdentityMatchError
 		if errors.As(err, &noMatch) {
@@ -356,6 +367,72 @@ func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile,
 	}
 	mtime, _ := time.Parse(time.RFC3339Nano, mf.Modified)
 	return os.Chtimes(target, mtime, mtime)
+}
+
+// payloadHasher is an io.ReaderAt of the payload that computes its SHA-256
+// from the reads made through it: each read that extends the hashed prefix
+// [0, next) is copied to a goroutine that hashes it. Extraction reads the
+// payload nearly in order, so finish has little left to read: the end of
+// the inner archive, read first, and whatever an archive in another order
+// made the reads skip.
+type payloadHasher struct {
+	src *io.SectionReader
+	h   hash.Hash
+
+	mu   sync.Mutex
+	next int64
+	w    *asyncWriter // nil once finished
+}
+
+func newPayloadHasher(src *io.SectionReader) *payloadHasher {
+	h := sha256.New()
+	return &payloadHasher{src: src, h: h, w: newAsyncWriter(h, extractBufSize, extractBufCount)}
+}
+
+func (p *payloadHasher) ReadAt(b []byte, off int64) (int, error) {
+	n, err := p.src.ReadAt(b, off)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.w != nil && off <= p.next && off+int64(n) > p.next {
+		// Writes to a hash cannot fail.
+		p.w.Write(b[p.next-off : n])
+		p.next = off + int64(n)
+	}
+	return n, err
+}
+
+// finish hashes the rest of the payload and returns the SHA-256 of all of
+// it. Later reads are passed through unhashed.
+func (p *payloadHasher) finish(ctx context.Context) ([32]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.w
+	p.w = nil
+	size := p.src.Size()
+	buf := make([]byte, min(extractBufSize, size-p.next))
+	var err error
+	for p.next < size && err == nil {
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		var n int
+		n, err = p.src.ReadAt(buf[:min(int64(len(buf)), size-p.next)], p.next)
+		w.Write(buf[:n])
+		p.next += int64(n)
+		switch {
+		case err == io.EOF && p.next == size:
+			err = nil
+		case err == nil && n == 0:
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	w.Close()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	var sum [32]byte
+	p.h.Sum(sum[:0])
+	return sum, nil
 }
 
 // ManifestSummary returns one line per file: its SHA-256, size and path.

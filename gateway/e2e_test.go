@@ -242,8 +242,7 @@ func forEachBackend(t *testing.T, f func(t *testing.T, newStore func(*testing.T,
 func evidence(t *testing.T, size int) []crypto.SourceFile {
 	t.Helper()
 	dir := t.TempDir()
-	data := bytes.Repeat([]byte{0xe5, 'v', 'x'}, size/3+1)[:size]
-	if err := os.WriteFile(filepath.Join(dir, "image.raw"), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "image.raw"), evidenceData(size), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	files, err := crypto.CollectFiles([]string{dir})
@@ -252,6 +251,9 @@ func evidence(t *testing.T, size int) []crypto.SourceFile {
 	}
 	return files
 }
+
+// evidenceData is the content of the file evidence writes.
+func evidenceData(size int) []byte { return bytes.Repeat([]byte{0xe5, 'v', 'x'}, size/3+1)[:size] }
 
 func sealOpts() crypto.SealOptions {
 	return crypto.SealOptions{Purpose: "mutual-legal-assistance", Handling: "H2", TLP: "TLP:RED",
@@ -273,6 +275,14 @@ func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	if res.Status.State != "delivered" || res.Status.Receipt == nil {
 		t.Fatalf("status %+v, want delivered with a receipt", res.Status)
 	}
+	// The receipt is FR's, signed with its gateway key, for this bundle.
+	r, err := crypto.VerifyReceipt(res.Status.Receipt, crypto.FormatSigningKey(tw.world.Country("FR").Signing.SigningPublicKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.BundleID != res.Envelope.BundleID || r.PayloadSHA256 != hex.EncodeToString(res.Envelope.PayloadSHA256[:]) || r.Sender != "DE" || r.Receiver != "FR" {
+		t.Errorf("receipt %+v does not match the bundle %s", r, res.Envelope.BundleID)
+	}
 	fr, frKey := tw.client(t, "FR", "prosecutor")
 	list, err := fr.Inbox(ctx)
 	if err != nil {
@@ -287,7 +297,14 @@ func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		t.Fatal(err)
 	}
 	if !pr.Open.PayloadVerified || len(pr.Open.Files) != 1 {
-		t.Errorf("open result %+v", pr.Open)
+		t.Fatalf("open result %+v", pr.Open)
+	}
+	got, err := os.ReadFile(filepath.Join(out, filepath.FromSlash(pr.Open.Files[0].Path)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := evidenceData(300_000); !bytes.Equal(got, want) {
+		t.Errorf("pulled file differs from the one pushed (%d bytes, want %d)", len(got), len(want))
 	}
 	if pr.Entry.SenderCheck == "" {
 		t.Error("no record of the sender check")

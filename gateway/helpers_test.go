@@ -144,19 +144,29 @@ func wantUnchanged(t *testing.T, what string, before, after []storage.Info) {
 }
 
 // wantLogged checks that an entry with message msg and the given code was
-// logged, and returns it.
+// logged, and returns it. It takes every entry logged so far out of logs,
+// so that the next check sees only what was logged after this one: an
+// earlier refusal with the same code cannot stand in for a missing one.
 func wantLogged(t *testing.T, logs *observer.ObservedLogs, msg, code string) observer.LoggedEntry {
 	t.Helper()
-	// Refusals are logged before the answer is sent, but the peer
-	// protocol's rejection frame can overtake the log call by a moment.
+	// Refusals are logged before the answer is sent, but a peer's log
+	// call and the rejection frame it sends race by a moment.
 	deadline := time.Now().Add(5 * time.Second)
+	var seen []observer.LoggedEntry
 	for {
-		entries := logs.FilterMessage(msg).FilterField(zap.String("code", code)).All()
-		if len(entries) > 0 {
-			return entries[len(entries)-1]
+		seen = append(seen, logs.TakeAll()...)
+		for i := len(seen) - 1; i >= 0; i-- {
+			e := seen[i]
+			if e.Message == msg && e.ContextMap()["code"] == code {
+				return e
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("no log entry %q with code %q; logged:\n%s", msg, code, dumpLogs(logs))
+			var b strings.Builder
+			for _, e := range seen {
+				fmt.Fprintf(&b, "  %s %s %v\n", e.LoggerName, e.Message, e.ContextMap())
+			}
+			t.Errorf("no log entry %q with code %q; logged since the previous check:\n%s", msg, code, b.String())
 			return observer.LoggedEntry{}
 		}
 		time.Sleep(10 * time.Millisecond)

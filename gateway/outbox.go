@@ -73,10 +73,11 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	verified := crypto.NewPayloadVerifier(body, env)
 	if err := storePayload(ctx, g.opts.Storage, key(outboxPrefix, id, payloadFile), verified, env.PayloadSize); err != nil {
 		switch {
+		// Fixed messages: err names internal storage keys.
 		case errors.Is(err, crypto.ErrPayloadSize):
-			return nil, apiErr(400, "size-mismatch", "%v", err)
+			return nil, apiErr(400, "size-mismatch", "the request body is shorter or longer than the %d bytes the envelope declares", env.PayloadSize)
 		case errors.Is(err, crypto.ErrPayloadHash):
-			return nil, apiErr(400, "hash-mismatch", "%v", err)
+			return nil, apiErr(400, "hash-mismatch", "%v", crypto.ErrPayloadHash)
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			// The body ended before its Content-Length: the client
 			// stopped sending, which is bad input, not a gateway fault.
@@ -147,12 +148,14 @@ func bundleIDOf(k string) string {
 // maxDeliveries bounds concurrent deliveries; each is one QUIC stream.
 const maxDeliveries = 4
 
-// deliverLoop delivers queued bundles, at most maxDeliveries at a time and
-// each bundle once at a time, retrying failures with exponential backoff,
-// until ctx is done.
+// deliverLoop delivers queued bundles, each bundle once at a time, at most
+// maxDeliveries attempts at a time, retrying failures with exponential
+// backoff, until ctx is done; it returns once every delivery has stopped.
 func (g *Gateway) deliverLoop(ctx context.Context) error {
 	slots := make(chan struct{}, maxDeliveries)
 	var mu sync.Mutex
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	inflight := map[string]bool{}
 	scan := time.NewTicker(g.opts.RetryMax)
 	defer scan.Stop()
@@ -178,27 +181,31 @@ func (g *Gateway) deliverLoop(ctx context.Context) error {
 		if busy {
 			continue
 		}
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			defer func() {
 				mu.Lock()
 				delete(inflight, id)
 				mu.Unlock()
-				<-slots
 			}()
-			g.deliverWithRetry(ctx, id)
+			g.deliverWithRetry(ctx, id, slots)
 		}()
 	}
 }
 
-func (g *Gateway) deliverWithRetry(ctx context.Context, id string) {
+// deliverWithRetry holds a slot only while an attempt runs, so that bundles
+// waiting to retry a peer that is down do not hold up other deliveries.
+func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan struct{}) {
 	wait := g.opts.RetryInterval
 	for attempt := 1; ; attempt++ {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		err := g.deliver(ctx, id)
+		<-slots
 		if err == nil || ctx.Err() != nil {
 			return
 		}

@@ -542,6 +542,11 @@ func (o *s3Object) readAhead(p []byte, off int64) (int, bool) {
 		return 0, false
 	}
 	o.raNext = off + int64(n)
+	if o.raNext == o.size {
+		// Reading on to the body's EOF lets the connection be reused.
+		io.CopyN(io.Discard, o.raBody, 1)
+		o.closeReadAhead()
+	}
 	return n, true
 }
 

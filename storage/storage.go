@@ -96,7 +96,8 @@ var (
 //     caller that must not over-read a shared stream wraps it in an
 //     [io.LimitedReader] first.
 //   - size must be between 0 and [MaxObjectSize]; a larger size fails with
-//     [ErrTooLarge] before r is read. Memory use does not grow with size.
+//     [ErrTooLarge] before r is read. Memory use is bounded whatever the
+//     size.
 //   - A failed Create can have stored the complete object only if the
 //     failure came after the backend committed it (say, the response of a
 //     remote server was lost). A caller that retries Create after an error
@@ -129,8 +130,8 @@ var (
 //
 // Every method honours ctx: once ctx is done, a running call fails with an
 // error wrapping ctx.Err() as soon as it notices, with the guarantees above
-// (a cancelled Create stores nothing). All methods are safe for concurrent
-// use.
+// (a cancelled Create leaves no partial object). All methods are safe for
+// concurrent use.
 type Backend interface {
 	Create(ctx context.Context, key string, r io.Reader, size int64) error
 	Open(ctx context.Context, key string) (Object, error)

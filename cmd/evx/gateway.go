@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"time"
 
 	"evx/config"
 	"evx/crypto"
@@ -100,7 +101,16 @@ func gatewayOptions(cmd *cobra.Command, cfg *config.Gateway, log *zap.Logger) (g
 
 func openStorage(cmd *cobra.Command, cfg *config.Gateway) (storage.Backend, error) {
 	if cfg.Storage.S3 == nil {
-		return storage.NewDisk(cfg.Storage.Dir)
+		d, err := storage.NewDisk(cfg.Storage.Dir)
+		if err != nil {
+			return nil, err
+		}
+		// Leftovers of uploads a crash interrupted; a day is longer than
+		// any upload may stall.
+		if _, err := d.RemoveStaleTemp(cmd.Context(), 24*time.Hour); err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
 	s := cfg.Storage.S3
 	access, secret, err := s.Credentials()

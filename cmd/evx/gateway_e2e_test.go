@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"evx/gateway"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// TestGatewayProcesses drives the built evx binary exactly as a user
+// would: dev-env writes a two-country set-up, two gateway processes run
+// it, DE's forensic unit pushes files, and FR's prosecutor lists, pulls
+// and opens them. It runs with local-disk storage and with MinIO.
+func TestGatewayProcesses(t *testing.T) {
+	bin := procBuild(t)
+	t.Run("Disk", func(t *testing.T) { testGatewayProcesses(t, bin, nil) })
+	t.Run("S3", func(t *testing.T) { testGatewayProcesses(t, bin, procS3Env(t)) })
+}
+
+// procS3 is the MinIO server of the S3 run.
+type procS3 struct{ endpoint, access, secret string }
+
+// procS3Env returns the test server named by the environment that
+// scripts/minio.sh start prints. Without one the test skips, except under
+// CI, which must run it.
+func procS3Env(t *testing.T) *procS3 {
+	s := &procS3{os.Getenv("EVX_TEST_S3_ENDPOINT"), os.Getenv("EVX_TEST_S3_ACCESS_KEY"), os.Getenv("EVX_TEST_S3_SECRET_KEY")}
+	if s.endpoint == "" || s.access == "" || s.secret == "" {
+		msg := "no S3 test server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return s
+}
+
+// procBuild builds the evx command into a temporary directory.
+func procBuild(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "evx")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// procRun runs evx with args and extra environment, and returns its
+// standard output and error.
+func procRun(t *testing.T, bin string, env []string, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// procMust runs evx and fails the test unless it succeeds.
+func procMust(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	stdout, stderr, err := procRun(t, bin, nil, args...)
+	if err != nil {
+		t.Fatalf("evx %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout, stderr)
+	}
+	return stdout
+}
+
+// procGateway runs `evx gateway --config cfg` until the test ends, and
+// waits until its API port accepts connections. At the end it stops the
+// gateway as an operator would, with SIGTERM, and expects a clean exit.
+// It returns the path of the gateway's log.
+func procGateway(t *testing.T, bin, cfg string) string {
+	t.Helper()
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s+api:\s*(\S+)\s*$`).FindSubmatch(data)
+	if m == nil {
+		t.Fatalf("no listen.api in %s", cfg)
+	}
+	api := string(m[1])
+	logPath := filepath.Join(filepath.Dir(cfg), "gateway.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "gateway", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logFile.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	showLog := func() {
+		data, _ := os.ReadFile(logPath)
+		t.Logf("log of %s:\n%s", cfg, data)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("gateway %s exited with %v after SIGTERM", cfg, err)
+				showLog()
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Errorf("gateway %s did not stop within 20 s of SIGTERM", cfg)
+			showLog()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", api, time.Second)
+		if err == nil {
+			c.Close()
+			return logPath
+		}
+		select {
+		case err := <-exited:
+			exited <- err // for the cleanup
+			showLog()
+			t.Fatalf("gateway %s exited at start: %v", cfg, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			showLog()
+			t.Fatalf("gateway %s: API at %s not reachable after 30 s: %v", cfg, api, err)
+		}
+	}
+}
+
+func testGatewayProcesses(t *testing.T, bin string, s3 *procS3) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	args := []string{"dev-env", "--dir", dir}
+	var env []string
+	if s3 != nil {
+		args = append(args, "--s3", "http://"+s3.endpoint)
+		env = []string{"AWS_ACCESS_KEY_ID=" + s3.access, "AWS_SECRET_ACCESS_KEY=" + s3.secret}
+		procRemoveBuckets(t, s3, "evx-de", "evx-fr")
+	}
+	stdout, stderr, err := procRun(t, bin, env, args...)
+	if err != nil {
+		t.Fatalf("evx dev-env: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stdout, "evx gateway --config "+filepath.Join(dir, "DE", "gateway.yaml")) {
+		t.Errorf("dev-env does not print how to start the gateways:\n%s", stdout)
+	}
+	deLog := procGateway(t, bin, filepath.Join(dir, "DE", "gateway.yaml"))
+	frLog := procGateway(t, bin, filepath.Join(dir, "FR", "gateway.yaml"))
+
+	// Evidence: a file over several age chunks and a small one.
+	evidence := t.TempDir()
+	files := map[string][]byte{"scene.raw": make([]byte, 1<<20+17), "notes.txt": []byte("seized 2026-11-27, 14:02\n")}
+	rng := rand.New(rand.NewChaCha8([32]byte{'e', 'v', 'x'}))
+	for i := range files["scene.raw"] {
+		files["scene.raw"][i] = byte(rng.Uint32())
+	}
+	var paths []string
+	for name, data := range files {
+		p := filepath.Join(evidence, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+
+	deForensics := filepath.Join(dir, "DE", "forensics", "profile.yaml")
+	frProsecutor := filepath.Join(dir, "FR", "prosecutor", "profile.yaml")
+	out := procMust(t, bin, append([]string{"push", "--profile", deForensics, "--to", "FR/prosecutor",
+		"--purpose", "mutual-legal-assistance", "--legal-basis", "EIO 2026/17", "--json"}, paths...)...)
+	var pushed struct {
+		BundleID string          `json:"bundle_id"`
+		State    string          `json:"state"`
+		Receipt  json.RawMessage `json:"receipt"`
+	}
+	if err := json.Unmarshal([]byte(out), &pushed); err != nil {
+		t.Fatalf("push --json printed %q: %v", out, err)
+	}
+	if pushed.BundleID == "" || pushed.State != "delivered" || len(pushed.Receipt) == 0 || string(pushed.Receipt) == "null" {
+		t.Fatalf("push: %s; want a delivered bundle with a receipt", out)
+	}
+
+	inbox := func() gateway.InboxEntry {
+		t.Helper()
+		var list []gateway.InboxEntry
+		out := procMust(t, bin, "inbox", "--profile", frProsecutor, "--json")
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatalf("inbox --json printed %q: %v", out, err)
+		}
+		for _, e := range list {
+			if e.BundleID == pushed.BundleID {
+				return e
+			}
+		}
+		t.Fatalf("bundle %s is not in FR/prosecutor's inbox: %s", pushed.BundleID, out)
+		return gateway.InboxEntry{}
+	}
+	e := inbox()
+	if e.From != "DE" || e.Sender != "DE/forensics" || e.Purpose != "mutual-legal-assistance" || e.LegalBasis != "EIO 2026/17" || e.Acknowledged {
+		t.Errorf("inbox entry %+v", e)
+	}
+
+	opened := filepath.Join(t.TempDir(), "evidence")
+	out = procMust(t, bin, "pull", "--profile", frProsecutor, pushed.BundleID, "-o", opened)
+	for _, want := range []string{pushed.BundleID, "sender check", "directory of DE", "retrieval acknowledged"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pull output lacks %q:\n%s", want, out)
+		}
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(opened, name))
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s pulled differs from the file pushed", name)
+		}
+	}
+	if !inbox().Acknowledged {
+		t.Error("the inbox does not show the retrieval acknowledged")
+	}
+
+	// A submitter cannot list an inbox: refused with its code, and logged.
+	_, stderr, err = procRun(t, bin, nil, "inbox", "--profile", deForensics)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr, "forbidden") {
+		t.Errorf("inbox as DE/forensics: %v, stderr %q; want exit 1 and forbidden", err, stderr)
+	}
+	procWantLog(t, deLog, `"code":"forbidden"`)
+	procWantLog(t, deLog, `"msg":"bundle delivered"`)
+	procWantLog(t, frLog, `"msg":"bundle stored"`)
+	procWantLog(t, frLog, `"msg":"retrieval acknowledged"`)
+}
+
+// procWantLog checks that a gateway's log holds s.
+func procWantLog(t *testing.T, path, s string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(s)) {
+		t.Errorf("%s lacks %s:\n%s", path, s, data)
+	}
+}
+
+// procRemoveBuckets removes, when the test ends, the buckets dev-env names
+// if they do not exist yet: whatever the gateways stored there is the
+// test's. Buckets that exist already are left alone.
+func procRemoveBuckets(t *testing.T, s3 *procS3, buckets ...string) {
+	t.Helper()
+	c, err := minio.New(s3.endpoint, &minio.Options{Creds: credentials.NewStaticV4(s3.access, s3.secret, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range buckets {
+		ok, err := c.BucketExists(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			t.Logf("bucket %s exists already: it is used and kept", b)
+			continue
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for o := range c.ListObjects(ctx, b, minio.ListObjectsOptions{Recursive: true}) {
+				if o.Err == nil {
+					c.RemoveObject(ctx, b, o.Key, minio.RemoveObjectOptions{})
+				}
+			}
+			if err := c.RemoveBucket(ctx, b); err != nil {
+				t.Logf("removing bucket %s: %v", b, err)
+			}
+		})
+	}
+}
