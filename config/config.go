@@ -119,8 +119,8 @@ type S3 struct {
 	// Required.
 	Endpoint string `yaml:"endpoint"`
 
-	// Bucket is the bucket that holds this gateway's bundles; it must
-	// exist. Required.
+	// Bucket is the bucket that holds this gateway's bundles; the gateway
+	// creates it at start if it does not exist. Required.
 	Bucket string `yaml:"bucket"`
 
 	// Region is the bucket's region. Optional; default us-east-1.
@@ -184,7 +184,8 @@ const (
 	// RoleRecipient is a prosecutor: it lists its inbox, downloads bundles
 	// addressed to it and acknowledges them.
 	RoleRecipient Role = "recipient"
-	// RoleAuditor is oversight: it reads the audit trail.
+	// RoleAuditor is oversight. The audit log it will read is not written
+	// yet: today it can only ask who it is.
 	RoleAuditor Role = "auditor"
 	// RoleOperator runs the gateway.
 	RoleOperator Role = "operator"

@@ -42,7 +42,9 @@ const (
 func (g *Gateway) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/whoami", g.handle(nil, g.whoami))
-	mux.HandleFunc("GET /v1/directory/{country}/{unit}", g.handle([]string{RoleSubmitter}, g.directoryLookup))
+	// Recipients look up senders too, to check a bundle's signing key
+	// against the sending country's directory themselves.
+	mux.HandleFunc("GET /v1/directory/{country}/{unit}", g.handle([]string{RoleSubmitter, RoleRecipient}, g.directoryLookup))
 	mux.HandleFunc("POST /v1/bundles", g.handle([]string{RoleSubmitter}, g.upload))
 	mux.HandleFunc("GET /v1/outbox/{id}", g.handle([]string{RoleSubmitter, RoleOperator}, g.outboxStatus))
 	mux.HandleFunc("GET /v1/inbox", g.handle([]string{RoleRecipient}, g.inbox))
@@ -71,6 +73,7 @@ func (g *Gateway) handle(roles []string, h func(http.ResponseWriter, *http.Reque
 				log.Error("request failed", zap.String("unit", u.Unit), zap.Error(err))
 				ae = apiErr(500, "internal", "the gateway failed to process the request; it has been logged there")
 			} else {
+				g.metrics.refusals.WithLabelValues("api", ae.Code).Inc()
 				log.Warn("request refused", zap.String("unit", u.Unit), zap.Int("status", ae.Status),
 					zap.String("code", ae.Code), zap.String("reason", ae.Message))
 			}
@@ -302,6 +305,7 @@ func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, erro
 	if err != nil && !errors.Is(err, storage.ErrExist) {
 		return nil, err
 	}
+	g.metrics.bundles.WithLabelValues("retrieved").Inc()
 	g.log.Info("retrieval acknowledged", zap.String("bundle", id), zap.String("unit", u.Unit))
 	return map[string]string{"bundle_id": id, "status": "acknowledged"}, nil
 }

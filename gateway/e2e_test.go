@@ -19,6 +19,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -321,6 +322,21 @@ func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	other, otherKey := tw.client(t, "FR", "auditor")
 	if _, err := Pull(ctx, other, otherKey, res.Envelope.BundleID, filepath.Join(t.TempDir(), "x"), "", nil); !isAPIError(err, 403, "forbidden") {
 		t.Errorf("auditor pulling: %v", err)
+	}
+	if !pr.SenderPinned {
+		t.Error("pull did not check the sender against the directory itself")
+	}
+
+	// Metrics count what happened, from fixed label values.
+	for _, m := range []struct {
+		gw, event string
+	}{{"DE", "submitted"}, {"DE", "delivered"}, {"FR", "received"}, {"FR", "retrieved"}} {
+		if got := testutil.ToFloat64(tw.gateways[m.gw].metrics.bundles.WithLabelValues(m.event)); got != 1 {
+			t.Errorf("%s evx_bundles_total{event=%q} = %v, want 1", m.gw, m.event, got)
+		}
+	}
+	if got := testutil.ToFloat64(tw.gateways["DE"].metrics.refusals.WithLabelValues("api", "forbidden")); got != 1 {
+		t.Errorf(`DE evx_refusals_total{where="api",code="forbidden"} = %v, want 1`, got)
 	}
 }
 

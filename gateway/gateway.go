@@ -76,6 +76,8 @@ type Gateway struct {
 	queue chan string // bundle ids to deliver
 
 	inboxLocks, outboxLocks bundleLocks
+
+	metrics *metrics
 }
 
 type peerDirectory struct {
@@ -109,6 +111,7 @@ func New(opts Options) (*Gateway, error) {
 		users:    map[string]User{},
 		peerDirs: map[string]*peerDirectory{},
 		queue:    make(chan string, 1024),
+		metrics:  newMetrics(),
 	}
 	peerCAs := map[string]*x509.CertPool{}
 	for _, p := range opts.Peers {
@@ -125,6 +128,7 @@ func New(opts Options) (*Gateway, error) {
 	g.server, err = transfer.Listen(opts.PeerAddr, transfer.ServerConfig{
 		ID: opts.ID, Certificate: opts.Certificate, PeerCAs: peerCAs,
 		Receiver: g, Logger: g.log,
+		OnRefuse: func(stage, code string) { g.metrics.refusals.WithLabelValues("peer-"+stage, code).Inc() },
 	})
 	if err != nil {
 		return nil, err

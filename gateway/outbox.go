@@ -92,6 +92,8 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 		}
 		return nil, err
 	}
+	g.metrics.bundles.WithLabelValues("submitted").Inc()
+	g.metrics.bytes.WithLabelValues("submitted").Add(float64(env.PayloadSize))
 	g.log.Info("bundle submitted", zap.String("bundle", id), zap.String("by", u.Unit),
 		zap.Strings("to", peers), zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize))
 	g.enqueue(id)
@@ -213,6 +215,7 @@ func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan st
 		if errors.As(err, &rej) && !rej.Temporary() {
 			g.log.Error("delivery refused by peer", zap.String("bundle", id),
 				zap.String("code", rej.Code), zap.String("reason", rej.Reason))
+			g.metrics.refusals.WithLabelValues("delivery", rej.Code).Inc()
 			g.recordRefusal(ctx, id, rej)
 			return
 		}
@@ -259,6 +262,7 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
 		return err
 	}
+	g.metrics.bundles.WithLabelValues("delivered").Inc()
 	g.log.Info("bundle delivered", zap.String("bundle", id), zap.String("peer", peer.ID),
 		zap.Bool("duplicate", d.Duplicate), zap.Duration("took", time.Since(start)))
 	return nil

@@ -74,6 +74,8 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 		g.log.Error("storing inbox record", zap.String("bundle", id), zap.Error(err))
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the bundle; retry later")
 	}
+	g.metrics.bundles.WithLabelValues("received").Inc()
+	g.metrics.bytes.WithLabelValues("received").Add(float64(env.PayloadSize))
 	g.log.Info("bundle stored", zap.String("bundle", id), zap.String("from", peer),
 		zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize))
 	return receipt, nil

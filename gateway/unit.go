@@ -138,6 +138,9 @@ type PullResult struct {
 	Open  *crypto.OpenResult
 	// BundlePath is where the rebuilt bundle was kept, if asked for.
 	BundlePath string
+	// SenderPinned reports that the signing key was checked, on this
+	// machine, against the sender's entry in its country's directory.
+	SenderPinned bool
 }
 
 // Pull downloads a received bundle, rebuilds it, opens and verifies it on
@@ -180,11 +183,20 @@ func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep str
 	if err != nil {
 		return nil, err
 	}
-	res, err := b.Open(ctx, key, dir, crypto.OpenOptions{})
+	// The gateway says it checked the sender; the recipient checks again
+	// rather than trust what the gateway stored, and pins the key for open.
+	sender, err := c.Lookup(ctx, b.Envelope.Sender.Unit)
+	if err != nil {
+		return nil, fmt.Errorf("looking up sender %s in its country's directory: %w", b.Envelope.Sender.Unit, err)
+	}
+	if sender.Role != RoleSubmitter || sender.SigningKey != b.Envelope.Sender.Key {
+		return nil, fmt.Errorf("bundle %s is signed with %s, which the directory does not list for submitter %s", id, b.Envelope.Sender.Key, b.Envelope.Sender.Unit)
+	}
+	res, err := b.Open(ctx, key, dir, crypto.OpenOptions{ExpectSender: sender.SigningKey})
 	if err != nil {
 		return nil, fmt.Errorf("opening bundle %s: %w", id, err)
 	}
-	out := &PullResult{Entry: e, Open: res}
+	out := &PullResult{Entry: e, Open: res, SenderPinned: true}
 	if keep != "" {
 		if err := os.Link(bundle.Name(), keep); err != nil {
 			return nil, fmt.Errorf("keeping the bundle: %w", err)

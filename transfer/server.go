@@ -57,6 +57,10 @@ type ServerConfig struct {
 	Logger   *zap.Logger
 	// Now defaults to time.Now; tests set it to check expiry.
 	Now func() time.Time
+	// OnRefuse, if set, is called with "handshake" and a HandshakeError
+	// reason, or "offer" and a rejection code, for every refusal: the
+	// gateway counts them in its metrics.
+	OnRefuse func(stage, code string)
 }
 
 // Server accepts connections from peer gateways.
@@ -77,8 +81,11 @@ func Listen(addr string, cfg ServerConfig) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	log := cfg.Logger.Named("transfer")
+	if cfg.OnRefuse == nil {
+		cfg.OnRefuse = func(string, string) {}
+	}
 	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(err error) {
-		logRefusal(log, err)
+		cfg.OnRefuse("handshake", logRefusal(log, err))
 	})
 	// The server owns its UDP socket and transport, so that Close
 	// releases the port at once for a restart on the same address.
@@ -99,13 +106,15 @@ func Listen(addr string, cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, conns: map[*quic.Conn]bool{}}, nil
 }
 
-func logRefusal(log *zap.Logger, err error) {
+// logRefusal logs a refused handshake and returns its reason category.
+func logRefusal(log *zap.Logger, err error) string {
 	var he *HandshakeError
 	reason := "other"
 	if errors.As(err, &he) {
 		reason = he.Reason
 	}
 	log.Warn("peer handshake refused", zap.String("reason", reason), zap.Error(err))
+	return reason
 }
 
 // Addr returns the listening address.
@@ -273,6 +282,7 @@ func asRejection(err error) *Rejection {
 }
 
 func (s *Server) reject(str *quic.Stream, log *zap.Logger, rej *Rejection) {
+	s.cfg.OnRefuse("offer", rej.Code)
 	log.Warn("refused", zap.String("code", rej.Code), zap.String("reason", rej.Reason))
 	if err := writeFrame(str, frameReject, rejectFrame{Code: rej.Code, Reason: rej.Reason}); err != nil {
 		log.Debug("sending rejection", zap.Error(err))

@@ -187,7 +187,7 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 			return "", err
 		}
 		var b bytes.Buffer
-		printOpenSummary(&b, res.Open, false, out)
+		printOpenSummary(&b, res.Open, res.SenderPinned, out)
 		return b.String(), compareTrees(evidence, filepath.Join(out, "case-4711"))
 	})
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -12,8 +16,12 @@ import (
 	"evx/storage"
 	"evx/transfer"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 )
 
 func newGatewayCmd() *cobra.Command {
@@ -43,7 +51,16 @@ func newGatewayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.Run(cmd.Context())
+			eg, ctx := errgroup.WithContext(cmd.Context())
+			if cfg.Listen.Metrics != "" {
+				serve, err := metricsServer(cfg.Listen.Metrics, g)
+				if err != nil {
+					return err
+				}
+				eg.Go(func() error { return serve(ctx) })
+			}
+			eg.Go(func() error { return g.Run(ctx) })
+			return eg.Wait()
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "configuration `FILE`")
@@ -144,4 +161,30 @@ func newConfigCmd() *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+// metricsServer listens on addr and returns the function that serves
+// /metrics until ctx is done, from a registry of the binary's own: the
+// gateway's collectors and the Go and process collectors.
+func metricsServer(addr string, g *gateway.Gateway) (func(context.Context) error, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(g.Collectors()...)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return func(ctx context.Context) error {
+		go func() {
+			<-ctx.Done()
+			srv.Close()
+		}()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}, nil
 }

@@ -194,7 +194,8 @@ retrieval to the gateway.`,
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "bundle        %s from gateway %s, received %s\n", e.BundleID, e.From, e.ReceivedAt.Format(time.RFC3339))
 			fmt.Fprintf(w, "sender check  %s\n", res.Entry.SenderCheck)
-			printOpenSummary(w, res.Open, false, out)
+			fmt.Fprintf(w, "              and here: the signing key is the one %s's directory lists for %s\n", e.From, e.Sender)
+			printOpenSummary(w, res.Open, res.SenderPinned, out)
 			if res.BundlePath != "" {
 				fmt.Fprintf(w, "bundle kept   %s\n", res.BundlePath)
 			}
