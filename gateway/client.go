@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,7 +41,7 @@ func NewClient(base string, cert tls.Certificate, roots *tls.Config) *Client {
 func (c *Client) do(req *http.Request, out any) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return c.unreachable(err)
 	}
 	defer resp.Body.Close()
 	return decodeAnswer(resp, out)
@@ -124,7 +125,7 @@ func (c *Client) Download(ctx context.Context, id string, w io.Writer) (int64, e
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, c.unreachable(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -147,4 +148,14 @@ func (c *Client) Ack(ctx context.Context, id string) error {
 		return err
 	}
 	return c.do(req, nil)
+}
+
+// unreachable says which gateway could not be reached, without repeating
+// the request URL that net/http puts in its errors.
+func (c *Client) unreachable(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("cannot reach the gateway at %s: %w", c.base, err)
 }

@@ -15,8 +15,9 @@ import (
 
 func newSealCmd() *cobra.Command {
 	var (
-		keyFile, out, purpose, legalBasis, caseRef, handling, tlp, retain string
-		to                                                                []string
+		keyFile, out string
+		to           []string
+		ef           envelopeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "seal --key SENDER.key --to RECIPIENT... --purpose P --legal-basis REF -o BUNDLE.evx FILES_OR_DIRS...",
@@ -25,9 +26,7 @@ func newSealCmd() *cobra.Command {
 recipient, or @FILE holding one or a public key from evx keygen -y), and
 writes a bundle whose envelope is signed with the sender's key.
 
-Purposes: ` + strings.Join(crypto.Purposes, ", ") + `
-Handling codes: ` + strings.Join(crypto.HandlingCodes, ", ") + ` (default ` + crypto.DefaultHandling + `)
-TLP labels: ` + strings.Join(crypto.TLPLabels, ", ") + ` (default ` + crypto.DefaultTLP + `)`,
+` + vocabularyHelp(),
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
@@ -35,16 +34,17 @@ TLP labels: ` + strings.Join(crypto.TLPLabels, ", ") + ` (default ` + crypto.Def
 				return errors.New("--key is required")
 			case len(to) == 0:
 				return errors.New("at least one --to recipient is required")
-			case purpose == "":
-				return fmt.Errorf("--purpose is required (accepted: %s)", strings.Join(crypto.Purposes, ", "))
-			case legalBasis == "":
-				return errors.New("--legal-basis is required")
+			}
+			if err := ef.required(); err != nil {
+				return err
+			}
+			switch {
 			case out == "":
 				return errors.New("-o is required")
 			case len(args) == 0:
 				return errors.New("no files to seal")
 			}
-			period, err := crypto.ParseRetention(retain)
+			opts, err := ef.options()
 			if err != nil {
 				return err
 			}
@@ -72,12 +72,7 @@ TLP labels: ` + strings.Join(crypto.TLPLabels, ", ") + ` (default ` + crypto.Def
 				total += f.Size
 			}
 			bar := newProgress(cmd.ErrOrStderr(), total, "sealing")
-			opts := crypto.SealOptions{
-				Sender: key, Recipients: recipients, Purpose: purpose,
-				Handling: handling, TLP: crypto.NormalizeTLP(tlp),
-				LegalBasis: legalBasis, Case: caseRef, Retain: period,
-				Progress: bar.set,
-			}
+			opts.Sender, opts.Recipients, opts.Progress = key, recipients, bar.set
 			env, err := sealToFile(cmd, out, files, opts)
 			bar.finish()
 			if err != nil {
@@ -91,12 +86,7 @@ TLP labels: ` + strings.Join(crypto.TLPLabels, ", ") + ` (default ` + crypto.Def
 	f := cmd.Flags()
 	f.StringVar(&keyFile, "key", "", "sender's unit key `FILE`")
 	f.StringArrayVar(&to, "to", nil, "recipient: an age1pq1… string or @FILE (repeatable)")
-	f.StringVar(&purpose, "purpose", "", "purpose of sharing (required)")
-	f.StringVar(&legalBasis, "legal-basis", "", "legal-basis reference (required)")
-	f.StringVar(&caseRef, "case", "", "case reference")
-	f.StringVar(&handling, "handling", crypto.DefaultHandling, "handling code")
-	f.StringVar(&tlp, "tlp", crypto.DefaultTLP, "TLP label")
-	f.StringVar(&retain, "retain", "90d", "retention period: days, weeks or hours (90d, 12w, 36h)")
+	ef.register(f)
 	f.StringVarP(&out, "output", "o", "", "write the bundle to `FILE` (never overwritten)")
 	return cmd
 }

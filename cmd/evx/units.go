@@ -49,29 +49,31 @@ func printJSON(w io.Writer, v any) error {
 
 func newPushCmd() *cobra.Command {
 	var (
-		profile, purpose, legalBasis, caseRef, handling, tlp, retain string
-		to                                                           []string
-		asJSON, noWait                                               bool
-		wait                                                         time.Duration
+		profile        string
+		to             []string
+		ef             envelopeFlags
+		asJSON, noWait bool
+		wait           time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "push --profile P --to COUNTRY/unit --purpose P --legal-basis REF FILES_OR_DIRS...",
 		Short: "Seal files on this machine and submit the bundle to your gateway",
 		Long: `push resolves each recipient through your gateway's directory, seals the
 files here (plaintext never leaves this machine), uploads the bundle, and
-waits until the peer gateway has receipted it. It prints the bundle id.`,
+waits until the peer gateway has receipted it. It prints the bundle id.
+
+` + vocabularyHelp(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch {
-			case len(to) == 0:
+			if len(to) == 0 {
 				return errors.New("at least one --to recipient is required")
-			case purpose == "":
-				return errors.New("--purpose is required")
-			case legalBasis == "":
-				return errors.New("--legal-basis is required")
-			case len(args) == 0:
+			}
+			if err := ef.required(); err != nil {
+				return err
+			}
+			if len(args) == 0 {
 				return errors.New("no files to push")
 			}
-			period, err := crypto.ParseRetention(retain)
+			opts, err := ef.options()
 			if err != nil {
 				return err
 			}
@@ -90,9 +92,7 @@ waits until the peer gateway has receipted it. It prints the bundle id.`,
 			bar := newProgress(cmd.ErrOrStderr(), total, "uploading")
 			req := gateway.PushRequest{
 				Key: key, To: to, Files: files,
-				Seal: crypto.SealOptions{Purpose: purpose, Handling: handling, TLP: crypto.NormalizeTLP(tlp),
-					LegalBasis: legalBasis, Case: caseRef, Retain: period},
-				Progress: bar.set,
+				Seal: opts, Progress: bar.set,
 			}
 			if !noWait {
 				req.Wait = wait
@@ -119,12 +119,7 @@ waits until the peer gateway has receipted it. It prints the bundle id.`,
 	f := cmd.Flags()
 	f.StringVar(&profile, "profile", "", "profile `FILE` (gateway URL, certificate, unit key)")
 	f.StringArrayVar(&to, "to", nil, "recipient unit, such as FR/prosecutor (repeatable)")
-	f.StringVar(&purpose, "purpose", "", "purpose of sharing (required)")
-	f.StringVar(&legalBasis, "legal-basis", "", "legal-basis reference (required)")
-	f.StringVar(&caseRef, "case", "", "case reference")
-	f.StringVar(&handling, "handling", crypto.DefaultHandling, "handling code")
-	f.StringVar(&tlp, "tlp", crypto.DefaultTLP, "TLP label")
-	f.StringVar(&retain, "retain", "90d", "retention period (90d, 12w, 36h)")
+	ef.register(f)
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&noWait, "no-wait", false, "return once the gateway has stored the bundle, before delivery")
 	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for delivery")
