@@ -322,13 +322,12 @@ func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile,
 		return fmt.Errorf("file %q: %w", mf.Path, err)
 	}
 	defer rc.Close()
-	// Decrypting and hashing run ahead on another core while this one
-	// writes: write(2) costs about as much as both. One byte past the
-	// manifest's size is enough to notice a longer file. h is read only
-	// after io.EOF, when the goroutine is done with it.
-	h := sha256.New()
-	ra := newReadAhead(io.TeeReader(io.LimitReader(rc, mf.Size+1), h), bufs)
+	// Decryption runs ahead on another core while this one hashes and
+	// writes. One byte past the manifest's size is enough to notice a
+	// longer file.
+	ra := newReadAhead(io.LimitReader(rc, mf.Size+1), bufs)
 	defer ra.Close()
+	h := sha256.New()
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -340,6 +339,7 @@ func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile,
 			if n > mf.Size {
 				return fmt.Errorf("file %q is longer than the manifest says", mf.Path)
 			}
+			h.Write(data)
 			if _, err := out.Write(data); err != nil {
 				return err
 			}

@@ -165,8 +165,54 @@ type OutboxStatus struct {
 	Refusal   *refusalRecord `json:"refusal,omitempty"`
 }
 
+// maxStatusWait bounds the wait of GET /v1/outbox/{id}?wait=, so that
+// clients and proxies with request timeouts get an answer.
+const maxStatusWait = time.Minute
+
+// outboxStatus answers at once, or with ?wait=DURATION, for a queued
+// bundle, once its delivery ends or the wait is over: a client waiting for
+// delivery learns of it at once, without polling storage.
 func (g *Gateway) outboxStatus(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
 	ctx, id := r.Context(), r.PathValue("id")
+	var wait time.Duration
+	if s := r.URL.Query().Get("wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > maxStatusWait {
+			return nil, apiErr(400, "bad-wait", "wait=%q: want a duration from 0s to %v, such as 30s", s, maxStatusWait)
+		}
+		wait = d
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		// Watching before reading: a delivery that ends in between is
+		// not missed.
+		changed := g.outboxWatch()
+		st, err := g.readOutboxStatus(ctx, id, u)
+		if err != nil {
+			return nil, err
+		}
+		left := time.Until(deadline)
+		if st.State != "queued" || left <= 0 {
+			return st, nil
+		}
+		timer := time.NewTimer(left)
+		select {
+		case <-changed:
+		case <-timer.C:
+		case <-g.stopping:
+			left = 0
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		}
+		timer.Stop()
+		if left == 0 {
+			return st, nil
+		}
+	}
+}
+
+func (g *Gateway) readOutboxStatus(ctx context.Context, id string, u User) (*OutboxStatus, error) {
 	var rec outboxRecord
 	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &rec); err != nil {
 		return nil, notFound(err, "no bundle %q in the outbox", id)
@@ -174,7 +220,7 @@ func (g *Gateway) outboxStatus(_ http.ResponseWriter, r *http.Request, u User) (
 	if u.Role == RoleSubmitter && rec.SubmittedBy != u.Unit {
 		return nil, apiErr(404, "not-found", "no bundle %q in the outbox", id)
 	}
-	st := OutboxStatus{BundleID: id, State: "queued", Peer: strings.Join(rec.Peers, ",")}
+	st := &OutboxStatus{BundleID: id, State: "queued", Peer: strings.Join(rec.Peers, ",")}
 	var out outboxReceipt
 	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), &out); err == nil {
 		st.State, st.Receipt, st.Delivered = "delivered", out.Receipt, &out.Delivered

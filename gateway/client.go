@@ -105,6 +105,14 @@ func (c *Client) OutboxStatus(ctx context.Context, id string) (*OutboxStatus, er
 	return &s, c.get(ctx, "/v1/outbox/"+url.PathEscape(id), &s)
 }
 
+// OutboxStatusWait is OutboxStatus, except that the gateway answers for a
+// queued bundle only once its delivery ends or after wait (at most a
+// minute).
+func (c *Client) OutboxStatusWait(ctx context.Context, id string, wait time.Duration) (*OutboxStatus, error) {
+	var s OutboxStatus
+	return &s, c.get(ctx, "/v1/outbox/"+url.PathEscape(id)+"?wait="+url.QueryEscape(wait.String()), &s)
+}
+
 // Inbox lists the bundles addressed to the client.
 func (c *Client) Inbox(ctx context.Context) ([]InboxEntry, error) {
 	var list []InboxEntry

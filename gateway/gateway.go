@@ -75,6 +75,15 @@ type Gateway struct {
 
 	queue chan string // bundle ids to deliver
 
+	// outboxMu guards outboxChanged, which is closed and replaced whenever
+	// a delivery ends, delivered or refused: it wakes the status requests
+	// that wait for a change (GET /v1/outbox/{id}?wait=).
+	outboxMu      sync.Mutex
+	outboxChanged chan struct{}
+	// stopping is closed when the API server shuts down, so that waiting
+	// status requests answer at once instead of holding up the shutdown.
+	stopping chan struct{}
+
 	inboxLocks, outboxLocks bundleLocks
 
 	metrics *metrics
@@ -111,6 +120,9 @@ func New(opts Options) (*Gateway, error) {
 		users:    map[string]User{},
 		peerDirs: map[string]*peerDirectory{},
 		queue:    make(chan string, 1024),
+
+		outboxChanged: make(chan struct{}),
+		stopping:      make(chan struct{}),
 		metrics:  newMetrics(),
 	}
 	peerCAs := map[string]*x509.CertPool{}
@@ -151,6 +163,8 @@ func New(opts Options) (*Gateway, error) {
 		},
 		ErrorLog: zap.NewStdLog(g.log.Named("api")),
 	}
+	var stopOnce sync.Once
+	g.api.RegisterOnShutdown(func() { stopOnce.Do(func() { close(g.stopping) }) })
 	return g, nil
 }
 

@@ -263,9 +263,28 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 		return err
 	}
 	g.metrics.bundles.WithLabelValues("delivered").Inc()
+	g.outboxNotify()
 	g.log.Info("bundle delivered", zap.String("bundle", id), zap.String("peer", peer.ID),
 		zap.Bool("duplicate", d.Duplicate), zap.Duration("took", time.Since(start)))
 	return nil
+}
+
+// outboxWatch returns a channel that is closed when the next delivery ends,
+// delivered or refused.
+func (g *Gateway) outboxWatch() <-chan struct{} {
+	g.outboxMu.Lock()
+	defer g.outboxMu.Unlock()
+	return g.outboxChanged
+}
+
+// outboxNotify wakes everyone waiting for a delivery to end. Waiters then
+// read their bundle's state again: one channel for all bundles is simpler
+// than one per bundle, and deliveries end at most a few times a second.
+func (g *Gateway) outboxNotify() {
+	g.outboxMu.Lock()
+	defer g.outboxMu.Unlock()
+	close(g.outboxChanged)
+	g.outboxChanged = make(chan struct{})
 }
 
 // refusalFile records a peer's final refusal of an outbox bundle, so that
@@ -282,5 +301,7 @@ func (g *Gateway) recordRefusal(ctx context.Context, id string, rej *transfer.Re
 	r := refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), r); err != nil && !errors.Is(err, storage.ErrExist) {
 		g.log.Error("recording refusal", zap.String("bundle", id), zap.Error(err))
+		return
 	}
+	g.outboxNotify()
 }

@@ -87,17 +87,18 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 	return res, err
 }
 
-// WaitDelivered polls the outbox until bundle id is delivered or refused,
-// or until timeout.
+// WaitDelivered waits until bundle id is delivered or refused, or until
+// timeout. The gateway holds each status request until the delivery ends
+// (or for statusWait), so the answer comes as soon as FR's receipt is
+// stored, without polling. A gateway that answers at once regardless is
+// asked again after growing pauses.
 func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Duration) (*OutboxStatus, error) {
 	deadline := time.Now().Add(timeout)
-	// The interval starts short and grows by a quarter up to 250 ms: a
-	// small bundle is delivered within tens of milliseconds, which
-	// doubling intervals would overshoot by as much again, and a large
-	// one is polled a few times a second at most.
-	wait := 2 * time.Millisecond
+	pause := 2 * time.Millisecond
 	for {
-		st, err := c.OutboxStatus(ctx, id)
+		wait := min(time.Until(deadline), statusWait)
+		asked := time.Now()
+		st, err := c.OutboxStatusWait(ctx, id, max(wait, 0))
 		if err != nil {
 			return nil, err
 		}
@@ -110,14 +111,24 @@ func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Durat
 		if time.Now().After(deadline) {
 			return st, fmt.Errorf("bundle %s not delivered after %v; it stays queued at the gateway", id, timeout)
 		}
+		if time.Since(asked) >= wait/2 {
+			pause = 2 * time.Millisecond
+			continue
+		}
+		// Answered early: a gateway shutting down, or one that does not
+		// wait.
 		select {
 		case <-ctx.Done():
 			return st, ctx.Err()
-		case <-time.After(wait):
+		case <-time.After(pause):
 		}
-		wait = min(wait+wait/4, 250*time.Millisecond)
+		pause = min(pause+pause/4, 250*time.Millisecond)
 	}
 }
+
+// statusWait is how long one status request waits for a delivery to end:
+// well under the gateway's limit of a minute and common proxy timeouts.
+const statusWait = 30 * time.Second
 
 type progressReader struct {
 	r io.Reader

@@ -133,40 +133,98 @@ stop_gateways() {
 	gateway_pids=()
 }
 
+# gateway_logs shows the end of the running gateways' logs, for failures.
+gateway_logs() {
+	local id pid i=0
+	for id in DE FR; do
+		pid=${gateway_pids[i]:-}
+		i=$((i + 1))
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			log "gateway $id (pid $pid) is no longer running"
+		fi
+		log "last lines of gateway $id's log:"
+		tail -n 5 "$work/$id-$starts.log" | cut -c1-400 >&2
+	done
+}
+
 # vmhwm PID prints the peak resident set size of a process in KiB.
 vmhwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
+# cpu_ticks PID... prints the CPU time (user and system) the processes have
+# used so far, in clock ticks.
+cpu_ticks() {
+	local pid total=0 t
+	for pid in "$@"; do
+		# Fields 14 and 15 after the command, which may hold spaces.
+		t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')
+		total=$((total + t))
+	done
+	echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
 # push FILE pushes FILE from DE/forensics to FR/prosecutor, waiting for
-# FR's receipt, and prints the wall time in nanoseconds.
+# FR's receipt, and prints the wall time in nanoseconds. It leaves in
+# $work/push.last: start and end (ns since the epoch), the bundle id, and
+# the CPU seconds of the evx push process, of both gateways and of MinIO.
 push() {
-	local start end out
+	local start end out gw0 gw1 m0 m1
+	gw0=$(cpu_ticks "${gateway_pids[@]}")
+	m0=$(cpu_ticks "$EVX_MINIO_PID")
 	start=$(date +%s%N)
-	out=$("$evx" push --profile "$profile" --to FR/prosecutor --purpose mutual-legal-assistance \
-		--legal-basis "EIO 2026/17" --wait 60m --json "$1" 2>"$work/push.err") || {
+	out=$(/usr/bin/time -f '%U %S' -o "$work/push.time" "$evx" push --profile "$profile" --to FR/prosecutor \
+		--purpose mutual-legal-assistance --legal-basis "EIO 2026/17" --wait 60m --json "$1" 2>"$work/push.err") || {
 		log "evx push failed:"
 		cat "$work/push.err" >&2
+		gateway_logs
 		exit 1
 	}
 	end=$(date +%s%N)
+	gw1=$(cpu_ticks "${gateway_pids[@]}")
+	m1=$(cpu_ticks "$EVX_MINIO_PID")
 	if ! grep -q '"state": "delivered"' <<<"$out"; then
 		log "evx push returned before delivery: $out"
 		exit 1
 	fi
+	echo "$start $end $(sed -n 's/.*"bundle_id": "\([0-9a-f]*\)".*/\1/p' <<<"$out")" \
+		"$(awk '{ print $1 + $2 }' "$work/push.time")" \
+		"$(awk -v t=$((gw1 - gw0)) -v hz="$hz" 'BEGIN { print t / hz }')" \
+		"$(awk -v t=$((m1 - m0)) -v hz="$hz" 'BEGIN { print t / hz }')" >"$work/push.last"
 	echo $((end - start))
 }
 
-# gobench BINARY PATTERN [ENV...] runs one benchmark once and prints the
-# value of its metric UNIT (default MB/s).
+# phases prints, for the bundle of $work/push.last, the seconds from the
+# start of evx push until DE has stored the upload (sealing and uploading),
+# from then until DE has stored FR's receipt (delivery), and from then until
+# evx push has exited, from the "bundle submitted" and "bundle delivered"
+# lines of DE's log.
+phases() {
+	local start end id submitted delivered
+	read -r start end id _ <"$work/push.last"
+	ts() { grep "\"$1\"" "$work/DE-$starts.log" | grep "\"bundle\":\"$id\"" | sed -n 's/.*"ts":\([0-9.]*\).*/\1/p' | head -n 1; }
+	submitted=$(ts "bundle submitted")
+	delivered=$(ts "bundle delivered")
+	awk -v s="$start" -v e="$end" -v a="$submitted" -v b="$delivered" \
+		'BEGIN { printf "%.2f %.2f %.2f", a - s / 1e9, b - a, e / 1e9 - b }'
+}
+
+# gobench BINARY PATTERN UNIT [ENV...] runs one benchmark once and prints
+# the value of its metric UNIT, then the CPU seconds of the benchmark
+# process and of MinIO while it ran.
 gobench() {
 	local bin=$1 pattern=$2 unit=$3
 	shift 3
-	local out
-	out=$(env "$@" "$work/$bin.test" -test.run '^$' -test.bench "$pattern" -test.benchtime 1x 2>&1) || {
+	local out m0 m1
+	m0=$(cpu_ticks "$EVX_MINIO_PID")
+	out=$(env "$@" /usr/bin/time -f 'time %U %S' "$work/$bin.test" -test.run '^$' -test.bench "$pattern" -test.benchtime 1x 2>&1) || {
 		log "$bin benchmark $pattern failed:"
 		echo "$out" >&2
 		exit 1
 	}
-	awk -v unit="$unit" '/^Benchmark/ { for (i = 2; i <= NF; i++) if ($i == unit) print $(i - 1) }' <<<"$out"
+	m1=$(cpu_ticks "$EVX_MINIO_PID")
+	awk -v unit="$unit" '/^Benchmark/ { for (i = 2; i <= NF; i++) if ($i == unit) printf "%s ", $(i - 1) }' <<<"$out"
+	awk '$1 == "time" { printf "%s ", $2 + $3 }' <<<"$out"
+	awk -v t=$((m1 - m0)) -v hz="$hz" 'BEGIN { print t / hz }'
 }
 
 # median prints the median of its arguments.
@@ -185,13 +243,21 @@ data=$work/image-$size_mib.raw
 make_data "$size_mib" "$data"
 bytes=$((size_mib * 1048576))
 start_gateways
-push_mbps=() base_mbps=() quic_mbps=()
+push_mbps=() base_mbps=() quic_mbps=() push_cpu=() base_cpu=() seal_s=() deliver_s=() tail_s=()
 for rep in $(seq "$reps"); do
 	ns=$(push "$data")
 	push_mbps+=("$(mbps "$bytes" "$ns")")
-	base_mbps+=("$(gobench storage '^BenchmarkBaselineAgePutObject$' MB/s EVX_BENCH_FILE="$data")")
-	quic_mbps+=("$(gobench transfer '^BenchmarkQUICStream$/^write=32KiB$' MB/s EVX_BENCH_SIZE_MIB="$size_mib")")
-	log "rep $rep: push ${push_mbps[-1]} MB/s, age|PutObject ${base_mbps[-1]} MB/s, quic ${quic_mbps[-1]} MB/s (load $(load))"
+	read -r _ _ _ c_push c_gw c_minio <"$work/push.last"
+	push_cpu+=("$(awk -v a="$c_push" -v b="$c_gw" -v c="$c_minio" 'BEGIN { printf "%.1f", a + b + c }')")
+	read -r a b c <<<"$(phases)"
+	seal_s+=("$a") deliver_s+=("$b") tail_s+=("$c")
+	read -r mb c_bench c_minio <<<"$(gobench storage '^BenchmarkBaselineAgePutObject$' MB/s EVX_BENCH_FILE="$data")"
+	base_mbps+=("$mb")
+	base_cpu+=("$(awk -v a="$c_bench" -v b="$c_minio" 'BEGIN { printf "%.1f", a + b }')")
+	read -r mb _ <<<"$(gobench transfer '^BenchmarkQUICStream$/^write=32KiB$' MB/s EVX_BENCH_SIZE_MIB="$size_mib")"
+	quic_mbps+=("$mb")
+	log "rep $rep: push ${push_mbps[-1]} MB/s (${push_cpu[-1]} CPU s; seal+upload $a s, delivery $b s, answer $c s)," \
+		"age|PutObject ${base_mbps[-1]} MB/s (${base_cpu[-1]} CPU s), quic ${quic_mbps[-1]} MB/s (load $(load))"
 done
 stop_gateways
 rm -f "$data"
@@ -224,6 +290,8 @@ for s in $rss_sizes; do
 	start_gateways
 	de=${gateway_pids[0]} fr=${gateway_pids[1]}
 	ns=$(push "$f")
+	read -r a b c <<<"$(phases)"
+	log "push of $s MiB: seal+upload $a s, delivery $b s, answer $c s"
 	rss_rows+=("$(printf '%-28s %10s %10s %10s' "push of $s MiB" "$(($(vmhwm "$de") / 1024))" "$(($(vmhwm "$fr") / 1024))" "$(mbps $((s * 1048576)) "$ns")")")
 	stop_gateways
 	rm -f "$f"
@@ -238,11 +306,13 @@ echo
 echo "evx scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(go env GOVERSION), $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "load average: $load_start at start, $load_end at end"
 echo
-echo "Throughput, $size_mib MiB, medians of $reps runs (MB/s = 10^6 bytes of the file per second)"
-printf '%-44s %10s %10s  %s\n' "" "MB/s" "ratio" "runs"
-printf '%-44s %10s %10s  %s\n' "evx push, until in FR's inbox (MinIO)" "$push_med" "$(ratio "$push_med" "$base_med")" "${push_mbps[*]}"
-printf '%-44s %10s %10s  %s\n' "baseline: age | one PutObject (MinIO)" "$base_med" "1.00" "${base_mbps[*]}"
-printf '%-44s %10s %10s  %s\n' "raw quic-go stream, evx settings" "$quic_med" "$(ratio "$quic_med" "$base_med")" "${quic_mbps[*]}"
+echo "Throughput, $size_mib MiB, medians of $reps runs (MB/s = 10^6 bytes of the file per second;"
+echo "CPU s = CPU seconds of every process involved, MinIO included)"
+printf '%-42s %8s %7s %7s  %s\n' "" "MB/s" "ratio" "CPU s" "runs (MB/s)"
+printf '%-42s %8s %7s %7s  %s\n' "evx push, until in FR's inbox (MinIO)" "$push_med" "$(ratio "$push_med" "$base_med")" "$(median "${push_cpu[@]}")" "${push_mbps[*]}"
+printf '%-42s %8s %7s %7s  %s\n' "baseline: age | one PutObject (MinIO)" "$base_med" "1.00" "$(median "${base_cpu[@]}")" "${base_mbps[*]}"
+printf '%-42s %8s %7s %7s  %s\n' "raw quic-go stream, evx settings" "$quic_med" "$(ratio "$quic_med" "$base_med")" "" "${quic_mbps[*]}"
+echo "evx push phases (medians, s): seal and upload $(median "${seal_s[@]}"), delivery DE to FR $(median "${deliver_s[@]}"), answer to evx push $(median "${tail_s[@]}")"
 echo
 echo "Latency of a 64 KiB push until in FR's inbox (ms)"
 printf '%-44s %10s %10s\n' "" "p50" "p90"

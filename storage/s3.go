@@ -191,17 +191,18 @@ func (s *S3) Create(ctx context.Context, key string, r io.Reader, size int64) er
 	if err := checkSize(key, size); err != nil {
 		return err
 	}
-	// The conditional write below decides; this only spares uploading data
-	// that would be thrown away.
-	if _, err := s.Stat(ctx, key); err == nil {
-		return fmt.Errorf("create %q: %w", key, ErrExist)
-	} else if !errors.Is(err, ErrNotExist) {
-		return err
-	}
 	er := newExactReader(ctx, key, r, size)
 	partSize := partSizeFor(s.partSize, size)
 	if size <= partSize {
 		return s.putSingle(ctx, key, er, size)
+	}
+	// The conditional commit decides; this only spares uploading parts
+	// that would be thrown away. A single PUT is not worth the round trip:
+	// records are small, and a gateway creates several per bundle.
+	if _, err := s.Stat(ctx, key); err == nil {
+		return fmt.Errorf("create %q: %w", key, ErrExist)
+	} else if !errors.Is(err, ErrNotExist) {
+		return err
 	}
 	return s.putMultipart(ctx, key, er, size, partSize)
 }

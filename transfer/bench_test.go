@@ -104,6 +104,19 @@ func BenchmarkQUICStream(b *testing.B) {
 			buf := make([]byte, bufSize)
 			rand.Read(buf)
 			b.SetBytes(size)
+			before := conn.ConnectionStats()
+			defer func() {
+				// Loss on loopback means the receiver's socket buffer
+				// overflowed: it costs retransmissions and a smaller
+				// congestion window.
+				after := conn.ConnectionStats()
+				// PacketsLost can go down again when a packet declared
+				// lost arrives after all.
+				lost := max(0, int64(after.PacketsLost)-int64(before.PacketsLost))
+				if sent := after.PacketsSent - before.PacketsSent; sent > 0 {
+					b.ReportMetric(100*float64(lost)/float64(sent), "%lost")
+				}
+			}()
 			for range b.N {
 				str, err := conn.OpenStreamSync(ctx)
 				if err != nil {

@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"evx/crypto"
+)
+
+// A status request with ?wait= for a queued bundle is answered when the
+// delivery ends, not before, or when the wait is over, or when the gateway
+// shuts down; a bad wait is refused.
+func TestOutboxStatusWait(t *testing.T) {
+	tw := newTestWorld(t, diskStore, nil)
+	tw.start(t, "DE")
+	tw.start(t, "FR")
+	ctx := context.Background()
+	de, deKey := tw.client(t, "DE", "forensics")
+	// DE keeps FR's directory, so that its units can submit while FR is down.
+	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
+	tw.stop(t, "FR")
+
+	type answer struct {
+		st  *OutboxStatus
+		err error
+	}
+	waitFor := func(id string, wait time.Duration) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			st, err := de.OutboxStatusWait(ctx, id, wait)
+			ch <- answer{st, err}
+		}()
+		return ch
+	}
+
+	b := seal(t, deKey, to, 10_000)
+	if _, err := b.upload(ctx, de); err != nil {
+		t.Fatal(err)
+	}
+	id := b.env.BundleID
+	if st, err := de.OutboxStatusWait(ctx, id, 20*time.Millisecond); err != nil || st.State != "queued" {
+		t.Fatalf("status after a short wait with FR down = %+v, %v; want queued", st, err)
+	}
+	for _, bad := range []string{"soon", "-1s", "2m"} {
+		var st OutboxStatus
+		if err := de.get(ctx, "/v1/outbox/"+id+"?wait="+bad, &st); !isAPIError(err, 400, "bad-wait") {
+			t.Errorf("wait=%s: %v, want 400 bad-wait", bad, err)
+		}
+	}
+
+	// Asked while FR is down, answered once FR is back and has the bundle.
+	got := waitFor(id, time.Minute)
+	time.Sleep(100 * time.Millisecond) // for the request to reach DE first
+	tw.start(t, "FR")
+	if a := <-got; a.err != nil || a.st.State != "delivered" || a.st.Receipt == nil {
+		t.Fatalf("waiting status = %+v, %v; want delivered with a receipt", a.st, a.err)
+	}
+
+	// A gateway shutting down answers waiting requests at once: its
+	// shutdown does not wait for them.
+	tw.stop(t, "FR")
+	b2 := seal(t, deKey, to, 10_000)
+	if _, err := b2.upload(ctx, de); err != nil {
+		t.Fatal(err)
+	}
+	got = waitFor(b2.env.BundleID, time.Minute)
+	time.Sleep(100 * time.Millisecond)
+	tw.stop(t, "DE") // reports an error if Run's shutdown timed out
+	if a := <-got; a.err != nil || a.st.State != "queued" {
+		t.Fatalf("status waiting while DE shut down = %+v, %v; want queued", a.st, a.err)
+	}
+}
