@@ -123,7 +123,7 @@ func New(opts Options) (*Gateway, error) {
 
 		outboxChanged: make(chan struct{}),
 		stopping:      make(chan struct{}),
-		metrics:  newMetrics(),
+		metrics:       newMetrics(),
 	}
 	peerCAs := map[string]*x509.CertPool{}
 	for _, p := range opts.Peers {
