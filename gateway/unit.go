@@ -89,8 +89,8 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 
 // WaitDelivered waits until bundle id is delivered or refused, or until
 // timeout. The gateway holds each status request until the delivery ends
-// (or for statusWait), so the answer comes as soon as FR's receipt is
-// stored, without polling. A gateway that answers at once regardless is
+// (or for statusWait), so the answer comes as soon as the peer's receipt
+// is stored, without polling. A gateway that answers at once regardless is
 // asked again after growing pauses.
 func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Duration) (*OutboxStatus, error) {
 	deadline := time.Now().Add(timeout)

@@ -29,8 +29,9 @@
 #                        empty skips them)
 #   BENCH_LATENCY_N      64 KiB pushes in process per backend (default 200)
 #   BENCH_LATENCY_PROCS  64 KiB `evx push` processes (default 20)
-#   BENCH_DIR            where the work directory goes (default $TMPDIR or
-#                        /tmp); it holds the data and MinIO's is beside it
+#   BENCH_DIR            where the work directory with the data goes
+#                        (default $TMPDIR or /tmp); MinIO keeps its data in
+#                        $TMPDIR or /tmp (scripts/minio.sh)
 #
 # MinIO comes from scripts/minio.sh (built once, cached). Everything this
 # script starts is stopped and removed when it exits.
@@ -303,7 +304,7 @@ base_med=$(median "${base_mbps[@]}")
 quic_med=$(median "${quic_mbps[@]}")
 
 echo
-echo "evx scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(go env GOVERSION), $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "evx scripts/bench.sh, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(go env GOVERSION), $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
 echo "load average: $load_start at start, $load_end at end"
 echo
 echo "Throughput, $size_mib MiB, medians of $reps runs (MB/s = 10^6 bytes of the file per second;"
