@@ -147,6 +147,13 @@ const (
 	extractBufCount = 4
 )
 
+// bufSizeFor returns the size of the buffers for opening a payload of n
+// bytes. Fresh memory is expensive (each page is faulted in), so a small
+// payload gets small buffers; extractBufSize is reached from 64 MiB up.
+func bufSizeFor(n int64) int {
+	return int(min(extractBufSize, max(64<<10, n/64)))
+}
+
 // extract decrypts the payload with random access, checks the inner archive
 // and extracts the selected files into a temporary directory, renamed to dir
 // once all is well, including payloadVerdict, the check of the whole
@@ -220,7 +227,7 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 	}()
 	bufs := make([][]byte, extractBufCount)
 	for i := range bufs {
-		bufs[i] = make([]byte, extractBufSize)
+		bufs[i] = make([]byte, bufSizeFor(plainSize))
 	}
 	var done int64
 	for _, mf := range selected {
@@ -386,7 +393,7 @@ type payloadHasher struct {
 
 func newPayloadHasher(src *io.SectionReader) *payloadHasher {
 	h := sha256.New()
-	return &payloadHasher{src: src, h: h, w: newAsyncWriter(h, extractBufSize, extractBufCount)}
+	return &payloadHasher{src: src, h: h, w: newAsyncWriter(h, bufSizeFor(src.Size()), extractBufCount)}
 }
 
 func (p *payloadHasher) ReadAt(b []byte, off int64) (int, error) {
@@ -407,6 +414,9 @@ func (p *payloadHasher) finish(ctx context.Context) ([32]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w := p.w
+	if w == nil {
+		return [32]byte{}, errors.New("payload hash already finished")
+	}
 	p.w = nil
 	size := p.src.Size()
 	buf := make([]byte, min(extractBufSize, size-p.next))

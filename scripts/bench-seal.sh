@@ -9,26 +9,31 @@
 #   BENCH_DIR       where the temporary work directory goes (default $TMPDIR
 #                   or /tmp); inputs and outputs live there, on that file
 #                   system, and are removed at the end
+#   BENCH_AGE_SYNC  1 (default) times age encryption with a sync of its
+#                   output, as evx seal fsyncs the bundle; 0 times age alone
 #
 # The evidence set is one large random file plus 16 random files of 64 KiB.
 # age is given the same bytes as one tar file, made once and not timed: the
 # baseline is encryption alone, with no archiving or hashing.
 #
 # evx seal fsyncs the bundle before linking it into place, and age does not,
-# so the age encryption is timed together with `sync FILE` on its output:
-# both then end with their output on disk. Neither open nor age -d syncs.
+# so by default the age encryption is timed together with `sync FILE` on its
+# output: both then end with their output on disk. Neither open nor age -d
+# syncs.
 # Before every timed command the script runs a plain `sync`, untimed, so no
 # command pays for writing back another's output.
 set -euo pipefail
 
 size_mib=${BENCH_SIZE_MIB:-1024}
 reps=${BENCH_REPS:-5}
+age_sync=${BENCH_AGE_SYNC:-1}
 age_version=v1.3.2
 small_files=16
 small_kib=64
 
 case $size_mib in '' | *[!0-9]*) echo "BENCH_SIZE_MIB must be a whole number of MiB" >&2; exit 2 ;; esac
 case $reps in '' | *[!0-9]* | 0) echo "BENCH_REPS must be a positive whole number" >&2; exit 2 ;; esac
+case $age_sync in 0 | 1) ;; *) echo "BENCH_AGE_SYNC must be 0 or 1" >&2; exit 2 ;; esac
 if (( size_mib * 1024 <= small_files * small_kib )); then
 	echo "BENCH_SIZE_MIB must be over $(( small_files * small_kib / 1024 ))" >&2
 	exit 2
@@ -39,7 +44,7 @@ if [[ ! -x /usr/bin/time ]]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cache_bin=${XDG_CACHE_HOME:-$HOME/.cache}/evx/bin
+cache_bin=$HOME/.cache/evx/bin
 age=$cache_bin/age
 if [[ ! -x $age ]] || [[ $("$age" --version) != "$age_version" ]]; then
 	echo "installing age $age_version into $cache_bin" >&2
@@ -101,8 +106,12 @@ seal() {
 }
 encrypt() {
 	rm -f "$work/evidence.tar.age"
-	run age-encrypt sh -c '"$1" -r "$2" -o "$3" "$4" && sync "$3"' sh \
-		"$age" "$recipient" "$work/evidence.tar.age" "$work/evidence.tar"
+	if (( age_sync )); then
+		run age-encrypt sh -c '"$1" -r "$2" -o "$3" "$4" && sync "$3"' sh \
+			"$age" "$recipient" "$work/evidence.tar.age" "$work/evidence.tar"
+	else
+		run age-encrypt "$age" -r "$recipient" -o "$work/evidence.tar.age" "$work/evidence.tar"
+	fi
 }
 open_bundle() {
 	rm -rf "$work/opened"
@@ -148,9 +157,14 @@ max_rss() { cut -d' ' -f2 "$1" | sort -n | tail -1; }
 median_cpu() { awk '{ print $3 + $4 }' "$1" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo
-echo "evx bench-seal: $size_mib MiB (1 file of $(( large_bytes / 1048576 )) MiB + $small_files of $small_kib KiB), $reps repetitions"
+echo "evx bench-seal: $size_mib MiB (1 file of $(( large_bytes / 1048576 )) MiB + $small_files of $small_kib KiB), repetitions: $reps"
 echo "$(go env GOVERSION), $(nproc) CPUs, $(uname -m); work dir on $(df -PT "$work" | awk 'NR == 2 { print $2 }')"
 echo "load average before: $load_start, after: $load_end"
+if (( age_sync )); then
+	echo "age-encrypt includes sync of its output (evx seal fsyncs the bundle)"
+else
+	echo "age-encrypt without sync (evx seal still fsyncs the bundle)"
+fi
 echo
 printf '%-12s %10s %10s %12s %10s   %s\n' command "median s" "MB/s" "peak RSS" "CPU s" "all runs (s)"
 for name in evx-seal age-encrypt evx-open age-decrypt; do
