@@ -30,6 +30,10 @@ func GenerateSigningKey() (*SigningKey, error) {
 	return &SigningKey{sk}, nil
 }
 
+// Signer returns the signing half of a unit key as a [SigningKey]: a
+// gateway's key file may be a unit key file written by evx keygen.
+func (k *UnitKey) Signer() *SigningKey { return &SigningKey{k.signing} }
+
 // Public returns the text form of the public key (see [FormatSigningKey]).
 func (k *SigningKey) Public() string { return FormatSigningKey(k.key.Public().(ed25519.PublicKey)) }
 
@@ -53,7 +57,7 @@ func ParseSigningKeyFile(data []byte) (*SigningKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &SigningKey{uk.signing}, nil
+		return uk.Signer(), nil
 	}
 	var k *SigningKey
 	sc := bufio.NewScanner(bytes.NewReader(data))

@@ -113,12 +113,6 @@ func pool(cert *x509.Certificate) *x509.CertPool {
 	return p
 }
 
-func signingKeyOf(k *crypto.UnitKey) *crypto.SigningKey {
-	text, _ := k.MarshalText()
-	s, _ := crypto.ParseSigningKeyFile(text)
-	return s
-}
-
 // Options returns gateway options for country id, listening on loopback
 // ports given by peerAddrs (country → UDP address; the own entry is the
 // listening address) and apiAddr.
@@ -126,7 +120,7 @@ func (w *DevWorld) Options(id string, peerAddrs map[string]string, apiAddr strin
 	c := w.Country(id)
 	o := Options{
 		ID: id, PeerAddr: peerAddrs[id], APIAddr: apiAddr,
-		Certificate: c.Cert, LocalCA: pool(c.CA.Cert), SigningKey: signingKeyOf(c.Signing),
+		Certificate: c.Cert, LocalCA: pool(c.CA.Cert), SigningKey: c.Signing.Signer(),
 		Storage: st, Logger: log,
 	}
 	for _, p := range w.Countries {
