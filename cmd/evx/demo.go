@@ -69,7 +69,7 @@ func (s *demoStep) run(title string, f func() (string, error)) error {
 		return fmt.Errorf("step %d (%s): %w", s.n, title, err)
 	}
 	w := s.cmd.OutOrStdout()
-	fmt.Fprintf(w, "%d. %-58s %8s\n", s.n, title, time.Since(start).Round(100*time.Microsecond))
+	fmt.Fprintf(w, "%d. %-66s %8s\n", s.n, title, time.Since(start).Round(100*time.Microsecond))
 	for _, line := range bytes.SplitAfter([]byte(detail), []byte("\n")) {
 		if len(line) > 0 {
 			fmt.Fprintf(w, "     %s", line)
