@@ -12,9 +12,6 @@ import (
 )
 
 var (
-	gatewayIDPattern = regexp.MustCompile(`^[A-Z][A-Z0-9]{1,15}$`)
-	// unitIDPattern is crypto's unit id: "<gateway id>/<name>".
-	unitIDPattern  = regexp.MustCompile(`^[A-Z][A-Z0-9]{1,15}/[a-z0-9][a-z0-9._-]{0,62}$`)
 	dnsNamePattern = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$`)
 	// bucketPattern follows S3's bucket naming rules.
 	bucketPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
@@ -101,7 +98,7 @@ func (g *Gateway) validate() Errors {
 	switch {
 	case g.ID == "":
 		add(g.missing("id"))
-	case !gatewayIDPattern.MatchString(g.ID):
+	case !crypto.ValidGatewayID(g.ID):
 		add(g.badValue("id", g.ID, idHint))
 	default:
 		idOK = true
@@ -145,7 +142,7 @@ func (g *Gateway) validate() Errors {
 		switch {
 		case p.ID == "":
 			add(g.missing(f + ".id"))
-		case !gatewayIDPattern.MatchString(p.ID):
+		case !crypto.ValidGatewayID(p.ID):
 			add(g.badValue(f+".id", p.ID, idHint))
 		case p.ID == g.ID:
 			add(g.badValue(f+".id", p.ID, "that is this gateway's own id"))
@@ -176,7 +173,7 @@ func (g *Gateway) validate() Errors {
 		switch {
 		case u.Identity == "":
 			add(g.missing(f + ".identity"))
-		case !unitIDPattern.MatchString(u.Identity):
+		case !crypto.ValidUnitID(u.Identity):
 			add(g.badValue(f+".identity", u.Identity, unitHint))
 		case idOK && !strings.HasPrefix(u.Identity, g.ID+"/"):
 			add(g.badValue(f+".identity", u.Identity, "a local user's identity starts with this gateway's id, %s/", g.ID))

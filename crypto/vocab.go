@@ -63,9 +63,20 @@ func checkVocab(what, v string, accepted []string) error {
 	return fmt.Errorf("unknown %s %q (accepted: %s)", what, v, strings.Join(accepted, ", "))
 }
 
-// A unit id names a unit within its country: "<COUNTRY>/<unit>", such as
-// "DE/forensics". The country part is the gateway id.
-var unitIDPattern = regexp.MustCompile(`^[A-Z][A-Z0-9]{1,15}/[a-z0-9][a-z0-9._-]{0,62}$`)
+// A gateway id names a country's gateway, such as "DE"; a unit id names a
+// unit within its country: "<gateway id>/<unit>", such as "DE/forensics".
+const gatewayIDSyntax = `[A-Z][A-Z0-9]{1,15}`
+
+var (
+	gatewayIDPattern = regexp.MustCompile(`^` + gatewayIDSyntax + `$`)
+	unitIDPattern    = regexp.MustCompile(`^` + gatewayIDSyntax + `/[a-z0-9][a-z0-9._-]{0,62}$`)
+)
+
+// ValidGatewayID reports whether id is a well-formed gateway id.
+func ValidGatewayID(id string) bool { return gatewayIDPattern.MatchString(id) }
+
+// ValidUnitID reports whether u is a well-formed unit id.
+func ValidUnitID(u string) bool { return unitIDPattern.MatchString(u) }
 
 func checkUnitID(u string) error {
 	if !unitIDPattern.MatchString(u) {

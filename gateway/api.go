@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,7 +61,7 @@ func (g *Gateway) handle(roles []string, h func(http.ResponseWriter, *http.Reque
 	return func(w http.ResponseWriter, r *http.Request) {
 		log := g.log.Named("api").With(zap.String("method", r.Method), zap.String("path", r.URL.Path))
 		u, err := g.authenticate(r)
-		if err == nil && roles != nil && !contains(roles, u.Role) {
+		if err == nil && roles != nil && !slices.Contains(roles, u.Role) {
 			err = apiErr(403, "forbidden", "%s has role %s; this needs %s", u.Unit, u.Role, strings.Join(roles, " or "))
 		}
 		var out any

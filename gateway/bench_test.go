@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -16,9 +15,8 @@ import (
 
 	"evx/crypto"
 	"evx/storage"
+	"evx/storage/storagetest"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.uber.org/zap"
 )
 
@@ -83,38 +81,12 @@ func benchDiskStore(b *testing.B, _ string) storage.Backend {
 // scripts/minio.sh start describes, emptied and removed when b ends; the
 // benchmark is skipped without one.
 func benchS3Store(b *testing.B, _ string) storage.Backend {
-	cfg := storage.S3Config{
-		Endpoint:  os.Getenv("EVX_TEST_S3_ENDPOINT"),
-		AccessKey: os.Getenv("EVX_TEST_S3_ACCESS_KEY"),
-		SecretKey: os.Getenv("EVX_TEST_S3_SECRET_KEY"),
-	}
-	if cfg.Endpoint == "" || cfg.AccessKey == "" || cfg.SecretKey == "" {
-		b.Skip("no S3 server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")")
-	}
-	var r [8]byte
-	rand.Read(r[:])
-	cfg.Bucket = "evx-bench-" + hex.EncodeToString(r[:])
+	cfg := storagetest.S3Env(b)
+	cfg.Bucket = storagetest.NewBucket(b, cfg, "evx-bench-")
 	st, err := storage.NewS3(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := st.EnsureBucket(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		c, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")})
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		for o := range c.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}) {
-			if o.Err == nil {
-				c.RemoveObject(ctx, cfg.Bucket, o.Key, minio.RemoveObjectOptions{})
-			}
-		}
-		c.RemoveBucket(ctx, cfg.Bucket)
-	})
 	return st
 }
 

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -16,9 +15,8 @@ import (
 
 	"evx/crypto"
 	"evx/storage"
+	"evx/storage/storagetest"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -175,53 +173,13 @@ func diskStore(t *testing.T, _ string) storage.Backend {
 // test skips, except under CI, which must run it.
 func s3Store(t *testing.T, _ string) storage.Backend {
 	t.Helper()
-	cfg := storage.S3Config{
-		Endpoint:  os.Getenv("EVX_TEST_S3_ENDPOINT"),
-		AccessKey: os.Getenv("EVX_TEST_S3_ACCESS_KEY"),
-		SecretKey: os.Getenv("EVX_TEST_S3_SECRET_KEY"),
-	}
-	if cfg.Endpoint == "" || cfg.AccessKey == "" || cfg.SecretKey == "" {
-		msg := "no S3 test server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	admin, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b [8]byte
-	rand.Read(b[:])
-	cfg.Bucket = "evx-test-" + hex.EncodeToString(b[:])
-	if err := admin.MakeBucket(t.Context(), cfg.Bucket, minio.MakeBucketOptions{}); err != nil {
-		t.Fatalf("creating bucket %s: %v", cfg.Bucket, err)
-	}
-	t.Cleanup(func() { removeBucket(t, admin, cfg.Bucket) })
+	cfg := storagetest.S3Env(t)
+	cfg.Bucket = storagetest.NewBucket(t, cfg, "evx-test-")
 	s, err := storage.NewS3(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// removeBucket removes a test bucket and everything in it.
-func removeBucket(t *testing.T, c *minio.Client, bucket string) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for u := range c.ListIncompleteUploads(ctx, bucket, "", true) {
-		if u.Err == nil {
-			c.RemoveIncompleteUpload(ctx, bucket, u.Key)
-		}
-	}
-	for o := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
-		if o.Err == nil {
-			c.RemoveObject(ctx, bucket, o.Key, minio.RemoveObjectOptions{})
-		}
-	}
-	if err := c.RemoveBucket(ctx, bucket); err != nil {
-		t.Logf("removing bucket %s: %v", bucket, err)
-	}
 }
 
 // backends are the storage backends every end-to-end test runs on.

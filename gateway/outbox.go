@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,7 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 		if country == g.opts.ID {
 			return nil, apiErr(400, "unknown-recipient", "%s is a local unit: evx carries bundles between countries", r.Unit)
 		}
-		if !contains(peers, country) {
+		if !slices.Contains(peers, country) {
 			peers = append(peers, country)
 		}
 	}
@@ -98,15 +99,6 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 		zap.Strings("to", peers), zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize))
 	g.enqueue(id)
 	return env, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (g *Gateway) enqueue(id string) {

@@ -3,20 +3,18 @@ package storage_test
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"filippo.io/age"
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"evx/storage"
+	"evx/storage/storagetest"
 )
 
 // benchS3 returns the configuration of the server that scripts/minio.sh
@@ -24,40 +22,9 @@ import (
 // ends; the benchmark is skipped without a server.
 func benchS3(b *testing.B) (storage.S3Config, *minio.Client) {
 	b.Helper()
-	cfg := storage.S3Config{
-		Endpoint:  os.Getenv("EVX_TEST_S3_ENDPOINT"),
-		AccessKey: os.Getenv("EVX_TEST_S3_ACCESS_KEY"),
-		SecretKey: os.Getenv("EVX_TEST_S3_SECRET_KEY"),
-	}
-	if cfg.Endpoint == "" || cfg.AccessKey == "" || cfg.SecretKey == "" {
-		b.Skip("no S3 server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")")
-	}
-	c, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var r [8]byte
-	rand.Read(r[:])
-	cfg.Bucket = "evx-bench-" + hex.EncodeToString(r[:])
-	if err := c.MakeBucket(context.Background(), cfg.Bucket, minio.MakeBucketOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		for u := range c.ListIncompleteUploads(ctx, cfg.Bucket, "", true) {
-			if u.Err == nil {
-				c.RemoveIncompleteUpload(ctx, cfg.Bucket, u.Key)
-			}
-		}
-		for o := range c.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}) {
-			if o.Err == nil {
-				c.RemoveObject(ctx, cfg.Bucket, o.Key, minio.RemoveObjectOptions{})
-			}
-		}
-		c.RemoveBucket(ctx, cfg.Bucket)
-	})
-	return cfg, c
+	cfg := storagetest.S3Env(b)
+	cfg.Bucket = storagetest.NewBucket(b, cfg, "evx-bench-")
+	return cfg, storagetest.AdminClient(b, cfg)
 }
 
 // benchFile returns the file named by EVX_BENCH_FILE, or else a temporary

@@ -13,7 +13,7 @@ import (
 // (see s3Object); these check that what they return is still exactly what
 // ReadAt promises, whatever the pattern of calls around them.
 func TestS3SequentialReadAt(t *testing.T) {
-	s := newS3(t, s3Env(t))
+	s := newS3(t, storagetest.S3Env(t))
 	const n = 2<<20 + 12345
 	data := storagetest.Data(4, n)
 	if err := s.Create(t.Context(), "obj", bytes.NewReader(data), n); err != nil {

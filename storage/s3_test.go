@@ -2,87 +2,21 @@ package storage_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"evx/storage"
 	"evx/storage/storagetest"
 )
 
-// s3Env returns the test server's configuration from the environment
-// that scripts/minio.sh start prints. Without it the S3 tests skip, except
-// under CI, which must run them.
-func s3Env(t *testing.T) storage.S3Config {
-	t.Helper()
-	cfg := storage.S3Config{
-		Endpoint:  os.Getenv("EVX_TEST_S3_ENDPOINT"),
-		AccessKey: os.Getenv("EVX_TEST_S3_ACCESS_KEY"),
-		SecretKey: os.Getenv("EVX_TEST_S3_SECRET_KEY"),
-	}
-	if cfg.Endpoint == "" || cfg.AccessKey == "" || cfg.SecretKey == "" {
-		msg := "no S3 test server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return cfg
-}
-
-// newBucket creates a fresh bucket on the test server, removed with its
-// contents when t ends.
-func newBucket(t *testing.T, cfg storage.S3Config) string {
-	t.Helper()
-	var b [8]byte
-	rand.Read(b[:])
-	bucket := "evx-test-" + hex.EncodeToString(b[:])
-	c := adminClient(t, cfg)
-	if err := c.MakeBucket(t.Context(), bucket, minio.MakeBucketOptions{}); err != nil {
-		t.Fatalf("creating bucket %s: %v", bucket, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for u := range c.ListIncompleteUploads(ctx, bucket, "", true) {
-			if u.Err == nil {
-				c.RemoveIncompleteUpload(ctx, bucket, u.Key)
-			}
-		}
-		for o := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
-			if o.Err == nil {
-				c.RemoveObject(ctx, bucket, o.Key, minio.RemoveObjectOptions{})
-			}
-		}
-		if err := c.RemoveBucket(ctx, bucket); err != nil {
-			t.Logf("removing bucket %s: %v", bucket, err)
-		}
-	})
-	return bucket
-}
-
-func adminClient(t *testing.T, cfg storage.S3Config) *minio.Client {
-	t.Helper()
-	c, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func newS3(t *testing.T, cfg storage.S3Config) *storage.S3 {
 	t.Helper()
-	cfg.Bucket = newBucket(t, cfg)
+	cfg.Bucket = storagetest.NewBucket(t, cfg, "evx-test-")
 	s, err := storage.NewS3(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -93,14 +27,14 @@ func newS3(t *testing.T, cfg storage.S3Config) *storage.S3 {
 // The suite runs with the smallest part size, so that its objects cross
 // many part boundaries.
 func TestS3Conformance(t *testing.T) {
-	cfg := s3Env(t)
+	cfg := storagetest.S3Env(t)
 	cfg.PartSize = storage.MinPartSize
 	storagetest.Run(t, func(t *testing.T) storage.Backend { return newS3(t, cfg) })
 }
 
 // An object just over the default part size is a two-part upload.
 func TestS3DefaultPartSize(t *testing.T) {
-	s := newS3(t, s3Env(t))
+	s := newS3(t, storagetest.S3Env(t))
 	const n = storage.DefaultPartSize + 1
 	if err := s.Create(t.Context(), "obj", storagetest.DataReader(1, n), n); err != nil {
 		t.Fatal(err)
@@ -123,9 +57,9 @@ func TestS3DefaultPartSize(t *testing.T) {
 // Failed multipart Creates abort their uploads, so that no parts are left
 // costing storage.
 func TestS3AbortsFailedUploads(t *testing.T) {
-	cfg := s3Env(t)
+	cfg := storagetest.S3Env(t)
 	cfg.PartSize = storage.MinPartSize
-	cfg.Bucket = newBucket(t, cfg)
+	cfg.Bucket = storagetest.NewBucket(t, cfg, "evx-test-")
 	s, err := storage.NewS3(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +75,7 @@ func TestS3AbortsFailedUploads(t *testing.T) {
 	if err := s.Create(ctx, "exists", storagetest.DataReader(2, 1), 1); err != nil {
 		t.Fatal(err)
 	}
-	c := adminClient(t, cfg)
+	c := storagetest.AdminClient(t, cfg)
 	// Create's early existence check would refuse before uploading; put
 	// the object in place only once Create has read a part, so the
 	// conditional commit is what refuses it.

@@ -1,9 +1,6 @@
 package transfer
 
-import (
-	"bytes"
-	"fmt"
-)
+import "fmt"
 
 // Rejection codes of protocol v1: a fixed set, so that they can be counted
 // in metrics and acted on by the sender.
@@ -40,5 +37,3 @@ func Reject(code, format string, args ...any) *Rejection {
 func (r *Rejection) Temporary() bool {
 	return r.Code == CodeUnavailable || r.Code == CodeInternal
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -4,9 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"evx/crypto"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -14,8 +14,6 @@ import (
 // ALPN is the application protocol negotiated in the TLS handshake; its
 // suffix is the protocol version.
 const ALPN = "evx/1"
-
-var gatewayIDPattern = regexp.MustCompile(`^[A-Z][A-Z0-9]{1,15}$`)
 
 // GatewayURI returns the URI SAN that identifies gateway id in certificates.
 func GatewayURI(id string) string { return "evx://gateway/" + id }
@@ -32,7 +30,7 @@ func gatewayID(cert *x509.Certificate) (string, error) {
 	if len(ids) != 1 {
 		return "", fmt.Errorf("certificate %q carries %d evx://gateway/ identities, want exactly 1", cert.Subject, len(ids))
 	}
-	if !gatewayIDPattern.MatchString(ids[0]) {
+	if !crypto.ValidGatewayID(ids[0]) {
 		return "", fmt.Errorf("certificate %q names malformed gateway id %q", cert.Subject, ids[0])
 	}
 	return ids[0], nil
@@ -44,7 +42,7 @@ func GatewayIDFromURI(u *url.URL) (string, bool) {
 		return "", false
 	}
 	id := strings.TrimPrefix(u.Path, "/")
-	return id, gatewayIDPattern.MatchString(id)
+	return id, crypto.ValidGatewayID(id)
 }
 
 // HandshakeError is a refused TLS handshake: the peer's certificate did not

@@ -17,9 +17,8 @@ import (
 	"time"
 
 	"evx/gateway"
-
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
+	"evx/storage"
+	"evx/storage/storagetest"
 )
 
 // TestGatewayProcesses drives the built evx binary exactly as a user
@@ -29,25 +28,10 @@ import (
 func TestGatewayProcesses(t *testing.T) {
 	bin := procBuild(t)
 	t.Run("Disk", func(t *testing.T) { testGatewayProcesses(t, bin, nil) })
-	t.Run("S3", func(t *testing.T) { testGatewayProcesses(t, bin, procS3Env(t)) })
-}
-
-// procS3 is the MinIO server of the S3 run.
-type procS3 struct{ endpoint, access, secret string }
-
-// procS3Env returns the test server named by the environment that
-// scripts/minio.sh start prints. Without one the test skips, except under
-// CI, which must run it.
-func procS3Env(t *testing.T) *procS3 {
-	s := &procS3{os.Getenv("EVX_TEST_S3_ENDPOINT"), os.Getenv("EVX_TEST_S3_ACCESS_KEY"), os.Getenv("EVX_TEST_S3_SECRET_KEY")}
-	if s.endpoint == "" || s.access == "" || s.secret == "" {
-		msg := "no S3 test server: set EVX_TEST_S3_ENDPOINT, EVX_TEST_S3_ACCESS_KEY and EVX_TEST_S3_SECRET_KEY (eval \"$(scripts/minio.sh start)\")"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return s
+	t.Run("S3", func(t *testing.T) {
+		s3 := storagetest.S3Env(t)
+		testGatewayProcesses(t, bin, &s3)
+	})
 }
 
 // procBuild builds the evx command into a temporary directory.
@@ -153,14 +137,14 @@ func procGateway(t *testing.T, bin, cfg string) string {
 	}
 }
 
-func testGatewayProcesses(t *testing.T, bin string, s3 *procS3) {
+func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	args := []string{"dev-env", "--dir", dir}
 	var env []string
 	if s3 != nil {
-		args = append(args, "--s3", "http://"+s3.endpoint)
-		env = []string{"AWS_ACCESS_KEY_ID=" + s3.access, "AWS_SECRET_ACCESS_KEY=" + s3.secret}
-		procRemoveBuckets(t, s3, "evx-de", "evx-fr")
+		args = append(args, "--s3", "http://"+s3.Endpoint)
+		env = []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey}
+		procRemoveBuckets(t, *s3, "evx-de", "evx-fr")
 	}
 	stdout, stderr, err := procRun(t, bin, env, args...)
 	if err != nil {
@@ -272,12 +256,9 @@ func procWantLog(t *testing.T, path, s string) {
 // procRemoveBuckets removes, when the test ends, the buckets dev-env names
 // if they do not exist yet: whatever the gateways stored there is the
 // test's. Buckets that exist already are left alone.
-func procRemoveBuckets(t *testing.T, s3 *procS3, buckets ...string) {
+func procRemoveBuckets(t *testing.T, s3 storage.S3Config, buckets ...string) {
 	t.Helper()
-	c, err := minio.New(s3.endpoint, &minio.Options{Creds: credentials.NewStaticV4(s3.access, s3.secret, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := storagetest.AdminClient(t, s3)
 	for _, b := range buckets {
 		ok, err := c.BucketExists(t.Context(), b)
 		if err != nil {
@@ -287,17 +268,6 @@ func procRemoveBuckets(t *testing.T, s3 *procS3, buckets ...string) {
 			t.Logf("bucket %s exists already: it is used and kept", b)
 			continue
 		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			for o := range c.ListObjects(ctx, b, minio.ListObjectsOptions{Recursive: true}) {
-				if o.Err == nil {
-					c.RemoveObject(ctx, b, o.Key, minio.RemoveObjectOptions{})
-				}
-			}
-			if err := c.RemoveBucket(ctx, b); err != nil {
-				t.Logf("removing bucket %s: %v", b, err)
-			}
-		})
+		t.Cleanup(func() { storagetest.RemoveBucket(t, c, b) })
 	}
 }
