@@ -131,12 +131,6 @@ func (g *Gateway) directoryLookup(_ http.ResponseWriter, r *http.Request, u User
 	return e, nil
 }
 
-// Submitted is the answer to an upload.
-type Submitted struct {
-	BundleID string `json:"bundle_id"`
-	Status   string `json:"status"`
-}
-
 func (g *Gateway) upload(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
 	envJSON, err := base64.StdEncoding.DecodeString(r.Header.Get(headerEnvelope))
 	if err != nil || len(envJSON) == 0 {
@@ -149,11 +143,15 @@ func (g *Gateway) upload(_ http.ResponseWriter, r *http.Request, u User) (any, e
 	if r.ContentLength < 0 {
 		return nil, apiErr(411, "length-required", "uploads need a Content-Length")
 	}
-	env, err := g.submit(r.Context(), u, envJSON, sig, r.Body, r.ContentLength)
-	if err != nil {
-		return nil, err
+	var direct bool
+	switch d := r.URL.Query().Get("deliver"); d {
+	case "", "queue":
+	case "direct":
+		direct = true
+	default:
+		return nil, apiErr(400, "bad-deliver", "deliver=%q: want queue or direct", d)
 	}
-	return Submitted{BundleID: env.BundleID, Status: "queued"}, nil
+	return g.submit(r.Context(), u, envJSON, sig, r.Body, r.ContentLength, direct)
 }
 
 // OutboxStatus is the delivery state of a submitted bundle.

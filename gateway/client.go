@@ -85,9 +85,21 @@ func (c *Client) Lookup(ctx context.Context, unit string) (*crypto.DirectoryEntr
 	return &e, c.get(ctx, "/v1/directory/"+unit, &e)
 }
 
+// How the gateway delivers an upload (POST /v1/bundles?deliver=).
+type DeliveryMode string
+
+const (
+	// Queue stores the bundle and answers; delivery follows.
+	Queue DeliveryMode = "queue"
+	// Direct forwards the upload to the peer while it arrives and answers
+	// with the peer's receipt or refusal, or stores the bundle as Queue
+	// does if the peer cannot take it at once.
+	Direct DeliveryMode = "direct"
+)
+
 // Upload submits a sealed bundle: its envelope, signature and payload.
-func (c *Client) Upload(ctx context.Context, envJSON, sig []byte, payload io.Reader, size int64) (*Submitted, error) {
-	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/bundles", payload)
+func (c *Client) Upload(ctx context.Context, envJSON, sig []byte, payload io.Reader, size int64, mode DeliveryMode) (*OutboxStatus, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/bundles?deliver="+url.QueryEscape(string(mode)), payload)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +107,7 @@ func (c *Client) Upload(ctx context.Context, envJSON, sig []byte, payload io.Rea
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set(headerEnvelope, base64.StdEncoding.EncodeToString(envJSON))
 	req.Header.Set(headerSignature, base64.StdEncoding.EncodeToString(sig))
-	var s Submitted
+	var s OutboxStatus
 	return &s, c.do(req, &s)
 }
 

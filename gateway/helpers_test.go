@@ -93,9 +93,13 @@ func signingSecret(t *testing.T, k *crypto.UnitKey) ed25519.PrivateKey {
 	return nil
 }
 
-// upload submits b to a gateway's API as its own client does.
-func (b *sealedBundle) upload(ctx context.Context, c *Client) (*Submitted, error) {
-	return c.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), int64(len(b.payload)))
+// upload submits b to a gateway's API for store-and-forward delivery.
+func (b *sealedBundle) upload(ctx context.Context, c *Client) (*OutboxStatus, error) {
+	return b.uploadMode(ctx, c, Queue)
+}
+
+func (b *sealedBundle) uploadMode(ctx context.Context, c *Client, mode DeliveryMode) (*OutboxStatus, error) {
+	return c.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), int64(len(b.payload)), mode)
 }
 
 // peerClient returns a transfer client presenting from's gateway

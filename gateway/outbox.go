@@ -18,8 +18,10 @@ import (
 )
 
 // submit checks a bundle uploaded by a local submitter and stores it in the
-// outbox. It returns once the bundle is durably stored; delivery follows.
-func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body io.Reader, length int64) (*crypto.Envelope, error) {
+// outbox, returning once it is durably stored; delivery follows. With
+// direct set it first tries to deliver the upload as it arrives (see
+// deliverDirect), and stores it only if the peer cannot take it at once.
+func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body io.Reader, length int64, direct bool) (*OutboxStatus, error) {
 	env, err := crypto.ParseEnvelope(envJSON)
 	if err != nil {
 		return nil, apiErr(400, "malformed-envelope", "%v", err)
@@ -71,6 +73,13 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	case !errors.Is(err, storage.ErrNotExist):
 		return nil, err
 	}
+	if direct {
+		st, err := g.deliverDirect(ctx, u, env, envJSON, sig, peers, body)
+		if !errors.Is(err, errNotOffered) {
+			return st, err
+		}
+		g.log.Info("direct delivery not possible; storing for delivery", zap.String("bundle", id), zap.Error(err))
+	}
 	verified := crypto.NewPayloadVerifier(body, env)
 	if err := storePayload(ctx, g.opts.Storage, key(outboxPrefix, id, payloadFile), verified, env.PayloadSize); err != nil {
 		switch {
@@ -86,19 +95,48 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 		}
 		return nil, err
 	}
-	rec := outboxRecord{Envelope: envJSON, Signature: sig, SubmittedBy: u.Unit, SubmittedAt: time.Now().UTC(), Peers: peers}
-	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), rec); err != nil {
-		if errors.Is(err, storage.ErrExist) {
-			return nil, apiErr(409, "duplicate", "bundle %s was already submitted", id)
-		}
+	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
 		return nil, err
 	}
+	g.submitted(u, env, peers, "stored")
+	g.enqueue(id)
+	return &OutboxStatus{BundleID: id, State: "queued", Peer: peers[0]}, nil
+}
+
+// putOutboxRecord stores the record of a submitted bundle: the commit
+// point of its outbox entry.
+func (g *Gateway) putOutboxRecord(ctx context.Context, u User, id string, envJSON, sig []byte, peers []string) error {
+	rec := outboxRecord{Envelope: envJSON, Signature: sig, SubmittedBy: u.Unit, SubmittedAt: time.Now().UTC(), Peers: peers}
+	err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), rec)
+	if errors.Is(err, storage.ErrExist) {
+		return apiErr(409, "duplicate", "bundle %s was already submitted", id)
+	}
+	return err
+}
+
+// submitted counts and logs a submission; how is "stored" for
+// store-and-forward or "direct".
+func (g *Gateway) submitted(u User, env *crypto.Envelope, peers []string, how string) {
 	g.metrics.bundles.WithLabelValues("submitted").Inc()
 	g.metrics.bytes.WithLabelValues("submitted").Add(float64(env.PayloadSize))
-	g.log.Info("bundle submitted", zap.String("bundle", id), zap.String("by", u.Unit),
-		zap.Strings("to", peers), zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize))
-	g.enqueue(id)
-	return env, nil
+	g.log.Info("bundle submitted", zap.String("bundle", env.BundleID), zap.String("by", u.Unit),
+		zap.Strings("to", peers), zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize),
+		zap.String("delivery", how))
+}
+
+// delivered counts and logs a delivery and wakes those waiting for it.
+func (g *Gateway) delivered(id, peer string, duplicate bool, start time.Time) {
+	g.metrics.bundles.WithLabelValues("delivered").Inc()
+	g.outboxNotify()
+	g.log.Info("bundle delivered", zap.String("bundle", id), zap.String("peer", peer),
+		zap.Bool("duplicate", duplicate), zap.Duration("took", time.Since(start)))
+}
+
+// refused counts and logs a peer's final refusal.
+func (g *Gateway) refused(id string, rej *transfer.Rejection) {
+	g.log.Error("delivery refused by peer", zap.String("bundle", id),
+		zap.String("code", rej.Code), zap.String("reason", rej.Reason))
+	g.metrics.refusals.WithLabelValues("delivery", rej.Code).Inc()
 }
 
 func (g *Gateway) enqueue(id string) {
@@ -205,9 +243,7 @@ func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan st
 		}
 		var rej *transfer.Rejection
 		if errors.As(err, &rej) && !rej.Temporary() {
-			g.log.Error("delivery refused by peer", zap.String("bundle", id),
-				zap.String("code", rej.Code), zap.String("reason", rej.Reason))
-			g.metrics.refusals.WithLabelValues("delivery", rej.Code).Inc()
+			g.refused(id, rej)
 			g.recordRefusal(ctx, id, rej)
 			return
 		}
@@ -254,10 +290,7 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
 		return err
 	}
-	g.metrics.bundles.WithLabelValues("delivered").Inc()
-	g.outboxNotify()
-	g.log.Info("bundle delivered", zap.String("bundle", id), zap.String("peer", peer.ID),
-		zap.Bool("duplicate", d.Duplicate), zap.Duration("took", time.Since(start)))
+	g.delivered(id, peer.ID, d.Duplicate, start)
 	return nil
 }
 

@@ -60,6 +60,9 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 		if errors.As(err, &rej) {
 			return nil, rej
 		}
+		if errors.Is(err, transfer.ErrCanceled) {
+			return nil, transfer.ErrCanceled
+		}
 		g.log.Error("storing payload", zap.String("bundle", id), zap.Error(err))
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the payload; retry later")
 	}

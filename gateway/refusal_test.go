@@ -165,38 +165,44 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		apiRefused(t, err, 404, "not-found", "FR/prosecutor", frLogs)
 	})
 
-	t.Run("payload size differs from the declared size", func(t *testing.T) {
-		before := objects(t, deStore)
-		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
-		n := int64(len(b.payload))
-		_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(append(bytes.Clone(b.payload), 0)), n+1)
-		apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
-		_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload[:n-1]), n-1)
-		apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
-		_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), -1)
-		apiRefused(t, err, 411, "length-required", "DE/forensics", deLogs)
-		// A body that ends before its Content-Length: the connection
-		// is cut mid-upload.
-		status, code := tw.rawUpload(t, "DE", tw.world.Country("DE").User("forensics").Cert, b, n, b.payload[:n/2])
-		if status != 400 || code != "size-mismatch" {
-			t.Errorf("truncated body: %d %s, want 400 size-mismatch", status, code)
-		}
-		wantLogged(t, deLogs, "request refused", "size-mismatch")
-		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
-	})
+	// Direct delivery forwards the upload before it is checked: the
+	// peer's check must refuse it as this gateway's own would.
+	for _, mode := range []DeliveryMode{Queue, Direct} {
+		t.Run("payload size differs from the declared size, deliver="+string(mode), func(t *testing.T) {
+			before, frBefore := objects(t, deStore), objects(t, frStore)
+			b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
+			n := int64(len(b.payload))
+			_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(append(bytes.Clone(b.payload), 0)), n+1, mode)
+			apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
+			_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload[:n-1]), n-1, mode)
+			apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
+			_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), -1, mode)
+			apiRefused(t, err, 411, "length-required", "DE/forensics", deLogs)
+			// A body that ends before its Content-Length: the connection
+			// is cut mid-upload.
+			status, code := tw.rawUpload(t, "DE", tw.world.Country("DE").User("forensics").Cert, b, n, b.payload[:n/2], mode)
+			if status != 400 || code != "size-mismatch" {
+				t.Errorf("truncated body: %d %s, want 400 size-mismatch", status, code)
+			}
+			wantLogged(t, deLogs, "request refused", "size-mismatch")
+			wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+			wantUnchanged(t, "FR's storage", frBefore, objects(t, frStore))
+		})
 
-	t.Run("payload hash mismatch", func(t *testing.T) {
-		before := objects(t, deStore)
-		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
-		flipped := bytes.Clone(b.payload)
-		flipped[len(flipped)-1] ^= 1
-		_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(flipped), int64(len(flipped)))
-		apiRefused(t, err, 400, "hash-mismatch", "DE/forensics", deLogs)
-		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
-		if _, err := de.OutboxStatus(ctx, b.env.BundleID); !isAPIError(err, 404, "not-found") {
-			t.Errorf("outbox status of the refused bundle: %v, want 404 not-found", err)
-		}
-	})
+		t.Run("payload hash mismatch, deliver="+string(mode), func(t *testing.T) {
+			before, frBefore := objects(t, deStore), objects(t, frStore)
+			b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
+			flipped := bytes.Clone(b.payload)
+			flipped[len(flipped)-1] ^= 1
+			_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(flipped), int64(len(flipped)), mode)
+			apiRefused(t, err, 400, "hash-mismatch", "DE/forensics", deLogs)
+			wantUnchanged(t, "DE's storage", before, objects(t, deStore))
+			wantUnchanged(t, "FR's storage", frBefore, objects(t, frStore))
+			if _, err := de.OutboxStatus(ctx, b.env.BundleID); !isAPIError(err, 404, "not-found") {
+				t.Errorf("outbox status of the refused bundle: %v, want 404 not-found", err)
+			}
+		})
+	}
 
 	t.Run("sender is not the authenticated user", func(t *testing.T) {
 		before := objects(t, deStore)
@@ -383,7 +389,7 @@ func waitLogged(t *testing.T, logs *observer.ObservedLogs, what string, match fu
 // rawUpload sends an upload whose Content-Length is declared but whose body
 // is body, then ends the connection for writing, as a client that fails
 // mid-upload does. It returns the answer's status and error code.
-func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificate, b *sealedBundle, declared int64, body []byte) (int, string) {
+func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificate, b *sealedBundle, declared int64, body []byte, mode DeliveryMode) (int, string) {
 	t.Helper()
 	conn, err := tls.Dial("tcp", tw.gateways[country].APIAddr(), &tls.Config{
 		MinVersion: tls.VersionTLS13, RootCAs: pool(tw.world.Country(country).CA.Cert), Certificates: []tls.Certificate{cert},
@@ -393,8 +399,8 @@ func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificat
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(conn, "POST /v1/bundles HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n%s: %s\r\n%s: %s\r\n\r\n",
-		tw.gateways[country].APIAddr(), declared,
+	fmt.Fprintf(conn, "POST /v1/bundles?deliver=%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n%s: %s\r\n%s: %s\r\n\r\n",
+		mode, tw.gateways[country].APIAddr(), declared,
 		headerEnvelope, base64.StdEncoding.EncodeToString(b.envJSON),
 		headerSignature, base64.StdEncoding.EncodeToString(b.sig))
 	conn.Write(body)

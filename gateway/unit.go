@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"context"
-
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,8 +38,10 @@ type PushResult struct {
 }
 
 // Push seals the files on this machine and uploads the bundle to the
-// gateway; plaintext never leaves the machine. With Wait set it then polls
-// until the peer gateway has receipted the bundle or refused it.
+// gateway; plaintext never leaves the machine. With Wait set it asks the
+// gateway to deliver the upload directly and, if the gateway stored it for
+// later delivery instead, waits until the peer gateway has receipted the
+// bundle or refused it.
 func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) {
 	opts := req.Seal
 	opts.Sender = req.Key
@@ -72,20 +74,41 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	var body io.Reader = b.Payload()
-	if req.Progress != nil {
-		body = &progressReader{r: body, f: req.Progress}
+	mode := Queue
+	if req.Wait > 0 {
+		// Waiting anyway: the gateway may forward the upload as it
+		// arrives instead of storing it first.
+		mode = Direct
 	}
-	if _, err := c.Upload(ctx, b.EnvelopeJSON, b.Signature, body, env.PayloadSize); err != nil {
-		return nil, fmt.Errorf("uploading bundle %s: %w", env.BundleID, err)
+	res := &PushResult{Envelope: env}
+	for attempt := 1; ; attempt++ {
+		var body io.Reader = b.Payload()
+		if req.Progress != nil {
+			req.Progress(0)
+			body = &progressReader{r: body, f: req.Progress}
+		}
+		res.Status, err = c.Upload(ctx, b.EnvelopeJSON, b.Signature, body, env.PayloadSize, mode)
+		var apiErr *APIError
+		if errors.As(err, &apiErr) && apiErr.Code == "delivery-interrupted" && attempt < maxUploadAttempts {
+			// Nothing was stored: the bundle is still only here.
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("uploading bundle %s: %w", env.BundleID, err)
+		}
+		break
 	}
-	res := &PushResult{Envelope: env, Status: &OutboxStatus{BundleID: env.BundleID, State: "queued"}}
-	if req.Wait <= 0 {
+	if req.Wait <= 0 || res.Status.State != "queued" {
 		return res, nil
 	}
 	res.Status, err = WaitDelivered(ctx, c, env.BundleID, req.Wait)
 	return res, err
 }
+
+// maxUploadAttempts bounds the uploads of one push whose direct delivery
+// was interrupted; each attempt falls back to storing the bundle if the
+// peer has become unreachable.
+const maxUploadAttempts = 3
 
 // WaitDelivered waits until bundle id is delivered or refused, or until
 // timeout. The gateway holds each status request until the delivery ends

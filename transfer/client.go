@@ -89,6 +89,40 @@ type Delivery struct {
 // the envelope's declared size) from payload. It returns the peer's receipt,
 // verified against the peer's signing key, or a *Rejection.
 func (c *Client) Send(ctx context.Context, p Peer, envJSON, sig []byte, payload io.ReaderAt) (*Delivery, error) {
+	o, err := c.Offer(ctx, p, envJSON, sig)
+	if err != nil {
+		return nil, err
+	}
+	if o.Delivery != nil {
+		return o.Delivery, nil
+	}
+	return o.Send(io.NewSectionReader(payload, o.Offset, o.env.PayloadSize-o.Offset))
+}
+
+// Outgoing is a delivery whose offer the peer has answered: either it
+// already holds the bundle (Delivery is set and nothing is to be sent), or
+// it accepted the offer and waits for the payload from Offset on, which
+// Send streams. Abort ends a delivery that will not be sent.
+type Outgoing struct {
+	// Offset is where the peer asked the payload to start: 0, or the
+	// bytes it already holds of an interrupted earlier transfer.
+	Offset int64
+	// Delivery is the peer's original receipt when it already holds the
+	// bundle.
+	Delivery *Delivery
+
+	c    *Client
+	peer Peer
+	env  *crypto.Envelope
+	str  *quic.Stream
+	stop func() bool
+}
+
+// Offer sends a bundle's offer to peer and reads the answer. An error means
+// that no byte of the payload was sent, so the caller may still choose
+// another way to deliver the bundle; a refusal is a *Rejection. Unless the
+// returned Outgoing holds a Delivery, the caller must call Send or Abort.
+func (c *Client) Offer(ctx context.Context, p Peer, envJSON, sig []byte) (*Outgoing, error) {
 	env, err := crypto.ParseEnvelope(envJSON)
 	if err != nil {
 		return nil, err
@@ -101,67 +135,177 @@ func (c *Client) Send(ctx context.Context, p Peer, envJSON, sig []byte, payload 
 	if err != nil {
 		return nil, fmt.Errorf("opening a stream to %s: %w", p.ID, err)
 	}
-	defer str.CancelRead(0)
-	stop := context.AfterFunc(ctx, func() { str.CancelWrite(0); str.CancelRead(0) })
-	defer stop()
+	o := &Outgoing{c: c, peer: p, env: env, str: str}
+	o.stop = context.AfterFunc(ctx, func() { str.CancelWrite(0); str.CancelRead(0) })
+	if err := o.offer(envJSON, sig); err != nil {
+		o.Abort()
+		return nil, err
+	}
+	return o, nil
+}
 
+func (o *Outgoing) offer(envJSON, sig []byte) error {
+	p, str := o.peer, o.str
 	if err := writeFrame(str, frameOffer, offerFrame{Envelope: envJSON, Signature: sig}); err != nil {
-		return nil, fmt.Errorf("sending offer to %s: %w", p.ID, err)
+		return fmt.Errorf("sending offer to %s: %w", p.ID, err)
 	}
 	str.SetReadDeadline(time.Now().Add(stallTimeout))
 	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s's answer to the offer: %w", p.ID, err)
+		return fmt.Errorf("reading %s's answer to the offer: %w", p.ID, err)
 	}
-	duplicate := false
 	switch typ {
 	case frameAccept:
 		var a acceptFrame
 		if err := unmarshalStrict(body, &a); err != nil {
-			return nil, err
+			return err
 		}
-		if a.Offset < 0 || a.Offset > env.PayloadSize {
-			return nil, fmt.Errorf("%s asked to resume at offset %d of %d", p.ID, a.Offset, env.PayloadSize)
+		if a.Offset < 0 || a.Offset > o.env.PayloadSize {
+			return fmt.Errorf("%s asked to resume at offset %d of %d", p.ID, a.Offset, o.env.PayloadSize)
 		}
-		sent, err := io.Copy(stallWriter{str}, io.NewSectionReader(payload, a.Offset, env.PayloadSize-a.Offset))
-		if err != nil {
-			// The receiver may have stopped reading to reject: its
-			// reason is worth more than the write error.
-			if rej := c.readRejection(str); rej != nil {
-				return nil, rej
-			}
-			return nil, fmt.Errorf("sending payload to %s after %d bytes: %w", p.ID, sent, err)
-		}
-		if err := str.Close(); err != nil {
-			return nil, err
-		}
+		o.Offset = a.Offset
+		return nil
 	case frameReceipt:
-		duplicate = true
+		var rf receiptFrame
+		if err := unmarshalStrict(body, &rf); err != nil {
+			return err
+		}
+		if err := o.checkReceipt(rf.Receipt); err != nil {
+			return err
+		}
+		o.Delivery = &Delivery{Receipt: rf.Receipt, Duplicate: true}
+		o.Abort()
+		return nil
 	case frameReject:
-		return nil, decodeRejection(body)
+		return decodeRejection(body)
 	default:
-		return nil, fmt.Errorf("%w: unexpected frame type %d in answer to offer", errMalformedFrame, typ)
+		return fmt.Errorf("%w: unexpected frame type %d in answer to offer", errMalformedFrame, typ)
 	}
-	var rf receiptFrame
-	if duplicate {
-		err = unmarshalStrict(body, &rf)
-	} else {
-		// Storing a large payload may take a while after the last byte.
-		str.SetReadDeadline(time.Now().Add(10 * stallTimeout))
-		err = decodeFrame(str, frameReceipt, &rf)
-	}
-	if err != nil {
+}
+
+// Send streams the payload from Offset to its end, read from payload, and
+// returns the peer's receipt, verified against the peer's signing key, or a
+// *Rejection. payload must yield exactly the bytes from Offset on: the peer
+// checks them against the envelope's size and hash before it stores
+// anything.
+func (o *Outgoing) Send(payload io.Reader) (d *Delivery, err error) {
+	defer func() {
+		if err != nil {
+			o.Abort()
+			return
+		}
+		// Everything was sent and receipted: only the reading half is
+		// left to release.
+		o.stop()
+		o.str.CancelRead(0)
+	}()
+	str := o.str
+	if err = o.copyPayload(payload); err != nil {
 		return nil, err
 	}
-	r, err := crypto.VerifyReceipt(rf.Receipt, p.SigningKey)
+	if err = str.Close(); err != nil {
+		return nil, err
+	}
+	// Storing a large payload may take a while after the last byte.
+	str.SetReadDeadline(time.Now().Add(10 * stallTimeout))
+	var rf receiptFrame
+	if err = decodeFrame(str, frameReceipt, &rf); err != nil {
+		return nil, err
+	}
+	if err = o.checkReceipt(rf.Receipt); err != nil {
+		return nil, err
+	}
+	return &Delivery{Receipt: rf.Receipt}, nil
+}
+
+// copyPayload writes the payload from Offset on into the stream, in writes
+// of up to sendBufferSize. A payload that ends early is sent as it is, for
+// the peer to refuse; one whose reading fails is abandoned.
+func (o *Outgoing) copyPayload(payload io.Reader) error {
+	want := o.env.PayloadSize - o.Offset
+	buf := make([]byte, min(int64(sendBufferSize), max(want, 1)))
+	var sent int64
+	for sent < want {
+		n, rerr := fill(payload, buf[:min(int64(len(buf)), want-sent)])
+		if n > 0 {
+			if _, err := (stallWriter{o.str}).Write(buf[:n]); err != nil {
+				// The receiver may have stopped reading to reject:
+				// its reason is worth more than the write error.
+				if rej := o.c.readRejection(o.str); rej != nil {
+					return rej
+				}
+				return &SendError{Peer: o.peer.ID, Sent: sent, Err: err}
+			}
+			sent += int64(n)
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return &SendError{Peer: o.peer.ID, Sent: sent, Err: fmt.Errorf("reading the payload: %w", rerr), Source: true}
+		}
+	}
+	return nil
+}
+
+// fill reads into b until it is full or reading fails, returning the
+// reader's error as it is (io.ReadFull would turn io.EOF into
+// io.ErrUnexpectedEOF, which sources such as request bodies return for a
+// cut connection).
+func fill(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// SendError is a payload transfer that failed part-way, by the source or
+// the connection: the peer has stored nothing.
+type SendError struct {
+	Peer string
+	Sent int64 // bytes written to the stream
+	Err  error
+	// Source reports that reading the payload failed, rather than the
+	// connection.
+	Source bool
+}
+
+func (e *SendError) Error() string {
+	return fmt.Sprintf("sending payload to %s after %d bytes: %v", e.Peer, e.Sent, e.Err)
+}
+
+func (e *SendError) Unwrap() error { return e.Err }
+
+// sendBufferSize is the size of payload writes into a QUIC stream: each
+// write wakes the connection's goroutine, so fewer, larger writes cost less
+// CPU than io.Copy's 32 KiB, and reads from a TLS connection (16 KiB
+// records) are gathered into one write.
+const sendBufferSize = 256 << 10
+
+// Abort ends the delivery without sending (more of) the payload; the peer
+// discards what it received. It is safe to call more than once.
+func (o *Outgoing) Abort() {
+	o.stop()
+	o.str.CancelWrite(0)
+	o.str.CancelRead(0)
+}
+
+func (o *Outgoing) checkReceipt(receipt *crypto.Signed) error {
+	p := o.peer
+	r, err := crypto.VerifyReceipt(receipt, p.SigningKey)
 	if err != nil {
-		return nil, fmt.Errorf("receipt from %s: %w", p.ID, err)
+		return fmt.Errorf("receipt from %s: %w", p.ID, err)
 	}
-	want := crypto.NewReceipt(env, c.id, p.ID, time.Time{})
-	if r.BundleID != want.BundleID || r.PayloadSHA256 != want.PayloadSHA256 || r.Sender != c.id || r.Receiver != p.ID {
-		return nil, fmt.Errorf("receipt from %s does not match the bundle sent", p.ID)
+	want := crypto.NewReceipt(o.env, o.c.id, p.ID, time.Time{})
+	if r.BundleID != want.BundleID || r.PayloadSHA256 != want.PayloadSHA256 || r.Sender != o.c.id || r.Receiver != p.ID {
+		return fmt.Errorf("receipt from %s does not match the bundle sent", p.ID)
 	}
-	return &Delivery{Receipt: rf.Receipt, Duplicate: duplicate}, nil
+	return nil
 }
 
 func (c *Client) readRejection(str *quic.Stream) *Rejection {

@@ -1,6 +1,14 @@
 package transfer
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrCanceled is what a payload read returns when the sender abandons the
+// transfer: a Receiver returns it (wrapped or not) having stored nothing,
+// and no rejection is sent.
+var ErrCanceled = errors.New("the sender canceled the transfer")
 
 // Rejection codes of protocol v1: a fixed set, so that they can be counted
 // in metrics and acted on by the sender.

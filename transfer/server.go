@@ -240,6 +240,12 @@ func (s *Server) serveOffer(ctx context.Context, peer string, str *quic.Stream, 
 		return newPayloadReader(str, o.Envelope), nil
 	}
 	receipt, err := s.cfg.Receiver.Receive(ctx, peer, o, accept)
+	if errors.Is(err, ErrCanceled) {
+		// Nobody is left to tell: the sender gave up on the stream.
+		log.Info("transfer canceled by the sender")
+		str.CancelWrite(0)
+		return
+	}
 	if err != nil {
 		rej := asRejection(err)
 		if accepted {
@@ -309,6 +315,10 @@ func (p *payloadReader) Read(b []byte) (int, error) {
 		return n, Reject(CodeSizeMismatch, "%v", err)
 	case errors.Is(err, crypto.ErrPayloadHash):
 		return n, Reject(CodeHashMismatch, "%v", err)
+	}
+	var serr *quic.StreamError
+	if errors.As(err, &serr) && serr.Remote {
+		return n, fmt.Errorf("%w: %w", ErrCanceled, err)
 	}
 	return n, err
 }

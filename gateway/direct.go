@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"evx/crypto"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap"
+)
+
+// Direct delivery forwards an upload to the peer gateway while it arrives,
+// for a submitter that waits for delivery anyway: the payload crosses this
+// gateway once, is never stored here, and the peer's receipt answers the
+// upload. Store-and-forward remains the way whenever the peer cannot take
+// the bundle at once.
+
+// errNotOffered means that direct delivery did not start (the peer could
+// not be reached, or asked to be tried later) and no byte of the upload was
+// read: the caller stores the bundle for delivery instead.
+var errNotOffered = errors.New("not offered to the peer")
+
+// deliverDirect offers a checked upload to its peer and streams the body to
+// it. The caller holds the bundle's outbox lock and has found no record. On
+// success or a final refusal it stores the record with the receipt or the
+// refusal, but never the payload.
+func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, body io.Reader) (*OutboxStatus, error) {
+	id := env.BundleID
+	peer, ok := g.peers[peers[0]]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s is not a peer", errNotOffered, peers[0])
+	}
+	start := time.Now()
+	o, err := g.client.Offer(ctx, peer, envJSON, sig)
+	var rej *transfer.Rejection
+	switch {
+	case errors.As(err, &rej) && !rej.Temporary():
+		return g.refusedDirect(ctx, u, env, envJSON, sig, peers, rej)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", errNotOffered, err)
+	}
+	d := o.Delivery
+	if d == nil {
+		src := &sourceReader{r: body}
+		// The peer asks for the bytes it lacks; the body holds them all.
+		if _, err := io.CopyN(io.Discard, src, o.Offset); err != nil {
+			o.Abort()
+			return nil, uploadEnded(env)
+		}
+		d, err = o.Send(src)
+		switch {
+		case errors.As(err, &rej) && (rej.Code == transfer.CodeHashMismatch || rej.Code == transfer.CodeSizeMismatch):
+			// The upload itself was wrong, as this gateway's own check
+			// would have found when storing: nothing is recorded.
+			g.log.Info("upload refused by peer as corrupt", zap.String("bundle", id), zap.String("code", rej.Code))
+			return nil, apiErr(400, rej.Code, "%s", rej.Reason)
+		case errors.As(err, &rej) && !rej.Temporary():
+			return g.refusedDirect(ctx, u, env, envJSON, sig, peers, rej)
+		case src.err != nil || errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, uploadEnded(env)
+		case err != nil:
+			g.log.Warn("direct delivery interrupted", zap.String("bundle", id), zap.String("peer", peer.ID), zap.Error(err))
+			return nil, apiErr(503, "delivery-interrupted", "the delivery to %s was interrupted; nothing was stored, upload the bundle again", peer.ID)
+		}
+	}
+	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
+	// The receipt goes first: the record is the commit point, and a record
+	// without a payload must never be left waiting for delivery.
+	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
+		return nil, err
+	}
+	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
+		return nil, err
+	}
+	g.submitted(u, env, peers, "direct")
+	g.delivered(id, peer.ID, d.Duplicate, start)
+	return &OutboxStatus{BundleID: id, State: "delivered", Peer: peer.ID, Receipt: d.Receipt, Delivered: &out.Delivered}, nil
+}
+
+// refusedDirect records a peer's final refusal of a bundle offered
+// directly, as deliverWithRetry does for stored bundles.
+func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, rej *transfer.Rejection) (*OutboxStatus, error) {
+	id := env.BundleID
+	ref := refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
+	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), ref); err != nil && !errors.Is(err, storage.ErrExist) {
+		return nil, err
+	}
+	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
+		return nil, err
+	}
+	g.submitted(u, env, peers, "direct")
+	g.refused(id, rej)
+	g.outboxNotify()
+	return &OutboxStatus{BundleID: id, State: "refused", Peer: peers[0], Refusal: &ref}, nil
+}
+
+func uploadEnded(env *crypto.Envelope) error {
+	return apiErr(400, "size-mismatch", "the request body ended before the %d bytes the envelope declares", env.PayloadSize)
+}
+
+// sourceReader remembers a read error, telling a failed upload from a
+// failed delivery.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
