@@ -36,6 +36,12 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 		return nil, fmt.Errorf("%w: %s is not a peer", errNotOffered, peers[0])
 	}
 	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, g.opts.DirectConnectTimeout)
+	err := g.client.Connect(cctx, peer)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotOffered, err)
+	}
 	o, err := g.client.Offer(ctx, peer, envJSON, sig)
 	var rej *transfer.Rejection
 	switch {
@@ -46,6 +52,7 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	}
 	d := o.Delivery
 	if d == nil {
+		g.log.Info("forwarding bundle", zap.String("bundle", id), zap.String("peer", peer.ID), zap.Int64("size", env.PayloadSize))
 		src := &sourceReader{r: body}
 		// The peer asks for the bytes it lacks; the body holds them all.
 		if _, err := io.CopyN(io.Discard, src, o.Offset); err != nil {

@@ -94,6 +94,7 @@ func (tw *testWorld) start(t *testing.T, id string) {
 	opts := tw.world.Options(id, tw.addrs, "127.0.0.1:0", tw.stores[id], zap.New(tw.cores[id]).Named(id))
 	opts.RetryInterval = 50 * time.Millisecond
 	opts.RetryMax = 500 * time.Millisecond
+	opts.DirectConnectTimeout = time.Second
 	if tw.modify != nil {
 		tw.modify(id, &opts)
 	}

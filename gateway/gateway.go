@@ -57,6 +57,10 @@ type Options struct {
 	// RetryInterval is the first wait before retrying a failed delivery;
 	// it doubles up to RetryMax. Zero means 1 s and 5 min.
 	RetryInterval, RetryMax time.Duration
+	// DirectConnectTimeout bounds how long a direct delivery (see
+	// deliverDirect) tries to reach the peer before the bundle is stored
+	// for delivery instead. Zero means 5 s.
+	DirectConnectTimeout time.Duration
 }
 
 // Gateway is a running gateway.
@@ -109,6 +113,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = time.Second
+	}
+	if opts.DirectConnectTimeout <= 0 {
+		opts.DirectConnectTimeout = 5 * time.Second
 	}
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = 5 * time.Minute

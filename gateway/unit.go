@@ -98,11 +98,18 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 		}
 		break
 	}
-	if req.Wait <= 0 || res.Status.State != "queued" {
+	switch {
+	case res.Status.State == "refused":
+		return res, refusedErr(res.Status)
+	case req.Wait <= 0 || res.Status.State != "queued":
 		return res, nil
 	}
 	res.Status, err = WaitDelivered(ctx, c, env.BundleID, req.Wait)
 	return res, err
+}
+
+func refusedErr(st *OutboxStatus) error {
+	return fmt.Errorf("the peer gateway refused bundle %s (%s): %s", st.BundleID, st.Refusal.Code, st.Refusal.Reason)
 }
 
 // maxUploadAttempts bounds the uploads of one push whose direct delivery
@@ -129,7 +136,7 @@ func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Durat
 		case "delivered":
 			return st, nil
 		case "refused":
-			return st, fmt.Errorf("the peer gateway refused bundle %s (%s): %s", id, st.Refusal.Code, st.Refusal.Reason)
+			return st, refusedErr(st)
 		}
 		if time.Now().After(deadline) {
 			return st, fmt.Errorf("bundle %s not delivered after %v; it stays queued at the gateway", id, timeout)

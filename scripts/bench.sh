@@ -5,8 +5,9 @@
 #
 #   push      `evx push` of one random file of BENCH_SIZE_MIB MiB from DE's
 #             forensic unit to FR's prosecutor, timed from start to exit:
-#             push seals, uploads to DE and waits until FR has receipted
-#             the bundle, that is, until it is in FR's inbox. Both gateways
+#             push seals, uploads to DE, which forwards the upload to FR
+#             as it arrives, and ends with FR's receipt, that is, once the
+#             bundle is in FR's inbox. Both gateways
 #             are `evx gateway` processes storing in MinIO.
 #   baseline  the same file encrypted with age to a post-quantum recipient
 #             (as evx seals) and piped into one minio-go PutObject of
@@ -195,17 +196,21 @@ push() {
 }
 
 # phases prints, for the bundle of $work/push.last, the seconds from the
-# start of evx push until DE has stored the upload (sealing and uploading),
-# from then until DE has stored FR's receipt (delivery), and from then until
-# evx push has exited, from the "bundle submitted" and "bundle delivered"
-# lines of DE's log.
+# start of evx push until FR has accepted DE's offer (resolving the
+# recipient, sealing, and the offer), from then until DE has stored FR's
+# receipt (upload and delivery, which overlap: DE forwards the upload as it
+# arrives), and from then until evx push has exited, from the "forwarding
+# bundle" and "bundle delivered" lines of DE's log. A push that DE stored
+# before delivering (the peer could not take it at once) has no
+# "forwarding bundle" line; its first phase ends at "bundle submitted".
 phases() {
-	local start end id submitted delivered
+	local start end id offered delivered
 	read -r start end id _ <"$work/push.last"
 	ts() { grep "\"$1\"" "$work/DE-$starts.log" | grep "\"bundle\":\"$id\"" | sed -n 's/.*"ts":\([0-9.]*\).*/\1/p' | head -n 1; }
-	submitted=$(ts "bundle submitted")
+	offered=$(ts "forwarding bundle")
+	[[ -n $offered ]] || offered=$(ts "bundle submitted")
 	delivered=$(ts "bundle delivered")
-	awk -v s="$start" -v e="$end" -v a="$submitted" -v b="$delivered" \
+	awk -v s="$start" -v e="$end" -v a="$offered" -v b="$delivered" \
 		'BEGIN { printf "%.2f %.2f %.2f", a - s / 1e9, b - a, e / 1e9 - b }'
 }
 
@@ -257,7 +262,7 @@ for rep in $(seq "$reps"); do
 	base_cpu+=("$(awk -v a="$c_bench" -v b="$c_minio" 'BEGIN { printf "%.1f", a + b }')")
 	read -r mb _ <<<"$(gobench transfer '^BenchmarkQUICStream$/^write=32KiB$' MB/s EVX_BENCH_SIZE_MIB="$size_mib")"
 	quic_mbps+=("$mb")
-	log "rep $rep: push ${push_mbps[-1]} MB/s (${push_cpu[-1]} CPU s; seal+upload $a s, delivery $b s, answer $c s)," \
+	log "rep $rep: push ${push_mbps[-1]} MB/s (${push_cpu[-1]} CPU s; seal and offer $a s, upload and delivery $b s, answer $c s)," \
 		"age|PutObject ${base_mbps[-1]} MB/s (${base_cpu[-1]} CPU s), quic ${quic_mbps[-1]} MB/s (load $(load))"
 done
 stop_gateways
@@ -292,7 +297,7 @@ for s in $rss_sizes; do
 	de=${gateway_pids[0]} fr=${gateway_pids[1]}
 	ns=$(push "$f")
 	read -r a b c <<<"$(phases)"
-	log "push of $s MiB: seal+upload $a s, delivery $b s, answer $c s"
+	log "push of $s MiB: seal and offer $a s, upload and delivery $b s, answer $c s"
 	rss_rows+=("$(printf '%-28s %10s %10s %10s' "push of $s MiB" "$(($(vmhwm "$de") / 1024))" "$(($(vmhwm "$fr") / 1024))" "$(mbps $((s * 1048576)) "$ns")")")
 	stop_gateways
 	rm -f "$f"
@@ -313,7 +318,7 @@ printf '%-42s %8s %7s %7s  %s\n' "" "MB/s" "ratio" "CPU s" "runs (MB/s)"
 printf '%-42s %8s %7s %7s  %s\n' "evx push, until in FR's inbox (MinIO)" "$push_med" "$(ratio "$push_med" "$base_med")" "$(median "${push_cpu[@]}")" "${push_mbps[*]}"
 printf '%-42s %8s %7s %7s  %s\n' "baseline: age | one PutObject (MinIO)" "$base_med" "1.00" "$(median "${base_cpu[@]}")" "${base_mbps[*]}"
 printf '%-42s %8s %7s %7s  %s\n' "raw quic-go stream, evx settings" "$quic_med" "$(ratio "$quic_med" "$base_med")" "" "${quic_mbps[*]}"
-echo "evx push phases (medians, s): seal and upload $(median "${seal_s[@]}"), delivery DE to FR $(median "${deliver_s[@]}"), answer to evx push $(median "${tail_s[@]}")"
+echo "evx push phases (medians, s): seal and offer $(median "${seal_s[@]}"), upload and delivery $(median "${deliver_s[@]}"), answer to evx push $(median "${tail_s[@]}")"
 echo
 echo "Latency of a 64 KiB push until in FR's inbox (ms)"
 printf '%-44s %10s %10s\n' "" "p50" "p90"

@@ -66,6 +66,14 @@ func (c *Client) conn(ctx context.Context, p Peer) (*quic.Conn, error) {
 	return conn, nil
 }
 
+// Connect makes sure that a connection to peer is open, dialling if
+// needed, so that a caller can give reaching the peer a shorter deadline
+// than the transfer that follows.
+func (c *Client) Connect(ctx context.Context, p Peer) error {
+	_, err := c.conn(ctx, p)
+	return err
+}
+
 // Close closes every peer connection.
 func (c *Client) Close() error {
 	c.mu.Lock()

@@ -62,6 +62,13 @@ func newPushCmd() *cobra.Command {
 files here (plaintext never leaves this machine), uploads the bundle, and
 waits until the peer gateway has receipted it. It prints the bundle id.
 
+While push waits, your gateway forwards the upload to the peer gateway as
+it arrives, without keeping a copy, and the upload ends with the peer's
+receipt. If the peer cannot be reached, your gateway stores the bundle and
+delivers it later; push then waits up to --wait for that delivery, and the
+bundle stays queued at your gateway if it is not over by then. With
+--no-wait push returns once your gateway has stored the bundle.
+
 ` + vocabularyHelp(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(to) == 0 {
@@ -122,7 +129,7 @@ waits until the peer gateway has receipted it. It prints the bundle id.
 	ef.register(f)
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&noWait, "no-wait", false, "return once the gateway has stored the bundle, before delivery")
-	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for delivery")
+	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for a delivery your gateway queued")
 	return cmd
 }
 
