@@ -68,13 +68,16 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 			return nil, apiErr(400, rej.Code, "%s", rej.Reason)
 		case errors.As(err, &rej) && !rej.Temporary():
 			return g.refusedDirect(ctx, u, env, envJSON, sig, peers, rej)
-		case src.err != nil || errors.Is(err, io.ErrUnexpectedEOF):
+		case src.err != nil:
 			return nil, uploadEnded(env)
 		case err != nil:
 			g.log.Warn("direct delivery interrupted", zap.String("bundle", id), zap.String("peer", peer.ID), zap.Error(err))
 			return nil, apiErr(503, "delivery-interrupted", "the delivery to %s was interrupted; nothing was stored, upload the bundle again", peer.ID)
 		}
 	}
+	// The bundle has crossed the border: record it even if the submitter
+	// has gone meanwhile.
+	ctx = context.WithoutCancel(ctx)
 	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
 	// The receipt goes first: the record is the commit point, and a record
 	// without a payload must never be left waiting for delivery.
@@ -93,6 +96,7 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 // directly, as deliverWithRetry does for stored bundles.
 func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, rej *transfer.Rejection) (*OutboxStatus, error) {
 	id := env.BundleID
+	ctx = context.WithoutCancel(ctx)
 	ref := refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), ref); err != nil && !errors.Is(err, storage.ErrExist) {
 		return nil, err

@@ -228,15 +228,18 @@ func (o *Outgoing) Send(payload io.Reader) (d *Delivery, err error) {
 
 // copyPayload writes the payload from Offset on into the stream, in writes
 // of up to sendBufferSize. A payload that ends early is sent as it is, for
-// the peer to refuse; one whose reading fails is abandoned.
+// the peer to refuse; one whose reading fails is abandoned. Reading runs
+// ahead in its own goroutine, so that reading the source (a unit's upload
+// over TLS, or storage) and sending (QUIC packing and encryption) use two
+// cores.
 func (o *Outgoing) copyPayload(payload io.Reader) error {
 	want := o.env.PayloadSize - o.Offset
-	buf := make([]byte, min(int64(sendBufferSize), max(want, 1)))
+	chunks, stop := readChunks(io.LimitReader(payload, want), min(int64(sendBufferSize), max(want, 1)), sendBuffers)
+	defer stop()
 	var sent int64
-	for sent < want {
-		n, rerr := fill(payload, buf[:min(int64(len(buf)), want-sent)])
-		if n > 0 {
-			if _, err := (stallWriter{o.str}).Write(buf[:n]); err != nil {
+	for c := range chunks {
+		if len(c.data) > 0 {
+			if _, err := (stallWriter{o.str}).Write(c.data); err != nil {
 				// The receiver may have stopped reading to reject:
 				// its reason is worth more than the write error.
 				if rej := o.c.readRejection(o.str); rej != nil {
@@ -244,16 +247,64 @@ func (o *Outgoing) copyPayload(payload io.Reader) error {
 				}
 				return &SendError{Peer: o.peer.ID, Sent: sent, Err: err}
 			}
-			sent += int64(n)
+			sent += int64(len(c.data))
 		}
-		if rerr == io.EOF {
+		switch {
+		case c.err == io.EOF:
 			return nil
-		}
-		if rerr != nil {
-			return &SendError{Peer: o.peer.ID, Sent: sent, Err: fmt.Errorf("reading the payload: %w", rerr), Source: true}
+		case c.err != nil:
+			return &SendError{Peer: o.peer.ID, Sent: sent, Err: fmt.Errorf("reading the payload: %w", c.err), Source: true}
 		}
 	}
 	return nil
+}
+
+// sendBuffers is how many buffers of sendBufferSize a payload being sent
+// holds: one being written, the others being filled.
+const sendBuffers = 3
+
+type chunk struct {
+	data []byte
+	err  error // the source's error after data; io.EOF at its end
+}
+
+// readChunks reads src into n (at least 3) buffers of size bytes in a
+// goroutine and hands them over in order; the last chunk carries src's
+// error (io.EOF at its end). A buffer is filled again only after the chunk
+// following it has been taken, that is, once its reader is done with it.
+// stop ends the goroutine and waits for it, so that src is no longer read
+// when it returns.
+func readChunks(src io.Reader, size int64, n int) (chunks <-chan chunk, stop func()) {
+	out := make(chan chunk, n-2)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		bufs := make([][]byte, n)
+		for i := 0; ; i = (i + 1) % n {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			if bufs[i] == nil {
+				bufs[i] = make([]byte, size)
+			}
+			k, err := fill(src, bufs[i])
+			select {
+			case out <- chunk{bufs[i][:k], err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return out, func() {
+		close(quit)
+		<-done
+	}
 }
 
 // fill reads into b until it is full or reading fails, returning the
