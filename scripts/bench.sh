@@ -14,7 +14,7 @@
 #             unknown size with evx's part size, to the same MinIO, in one
 #             process (BenchmarkBaselineAgePutObject in storage).
 #   quic      one quic-go stream over loopback UDP with the peer
-#             transport's TLS and QUIC settings, 32 KiB writes as delivery
+#             transport's TLS and QUIC settings, 256 KiB writes as delivery
 #             makes (BenchmarkQUICStream in transfer): the ceiling for the
 #             gateway-to-gateway leg.
 # The three alternate, BENCH_REPS times. Then, with fresh gateway processes
@@ -260,7 +260,7 @@ for rep in $(seq "$reps"); do
 	read -r mb c_bench c_minio <<<"$(gobench storage '^BenchmarkBaselineAgePutObject$' MB/s EVX_BENCH_FILE="$data")"
 	base_mbps+=("$mb")
 	base_cpu+=("$(awk -v a="$c_bench" -v b="$c_minio" 'BEGIN { printf "%.1f", a + b }')")
-	read -r mb _ <<<"$(gobench transfer '^BenchmarkQUICStream$/^write=32KiB$' MB/s EVX_BENCH_SIZE_MIB="$size_mib")"
+	read -r mb _ <<<"$(gobench transfer '^BenchmarkQUICStream$/^write=256KiB$' MB/s EVX_BENCH_SIZE_MIB="$size_mib")"
 	quic_mbps+=("$mb")
 	log "rep $rep: push ${push_mbps[-1]} MB/s (${push_cpu[-1]} CPU s; seal and offer $a s, upload and delivery $b s, answer $c s)," \
 		"age|PutObject ${base_mbps[-1]} MB/s (${base_cpu[-1]} CPU s), quic ${quic_mbps[-1]} MB/s (load $(load))"

@@ -61,8 +61,8 @@ func benchPeers(b *testing.B) (certDE, certFR tls.Certificate, poolDE, poolFR *x
 // one quic-go stream over real loopback UDP with exactly the TLS and QUIC
 // settings of the peer transport (serverTLS, clientTLS, quicConfig), the
 // sender writing as fast as the receiver drains. No framing, hashing or
-// storage. Sub-benchmarks vary the size of each Write; 32 KiB is what
-// io.Copy uses.
+// storage. Sub-benchmarks vary the size of each Write: 32 KiB is what
+// io.Copy uses, 256 KiB what Outgoing.Send writes (sendBufferSize).
 func BenchmarkQUICStream(b *testing.B) {
 	size := benchSize(b)
 	certDE, certFR, poolDE, poolFR := benchPeers(b)
