@@ -45,6 +45,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { echo "bench-ab.sh: $*" >&2; }
+# shellcheck source=scripts/benchlib.sh
+. "$root/scripts/benchlib.sh"
 
 # build REV OUT builds evx at git revision REV ("" for the working tree).
 build() {
@@ -68,28 +70,16 @@ AWS_ACCESS_KEY_ID=$EVX_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$EVX_TEST_S3_SEC
 	"$work/evx-B" dev-env --dir "$work/env" --s3 "http://$EVX_TEST_S3_ENDPOINT" >/dev/null
 head -c $((size_mib * 1048576)) /dev/urandom >"$work/data"
 hz=$(getconf CLK_TCK)
-ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 secs() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'; }
 
-# push V starts version V's gateways, pushes the file and prints
-# "V wall-ms push-cpu DE-cpu FR-cpu MinIO-cpu".
+# push V starts version V's gateways, pushes the file, stops the gateways
+# and writes "V wall-ms push-cpu DE-cpu FR-cpu MinIO-cpu" to $work/result.
+# It runs in this shell, not a subshell, so that a failure's exit stops
+# the gateways it started.
 push() {
-	local v=$1 id de0 fr0 m0 start end
-	gateway_pids=()
-	for id in DE FR; do
-		"$work/evx-$v" gateway --config "$work/env/$id/gateway.yaml" 2>"$work/$id.log" &
-		gateway_pids+=($!)
-	done
-	for id in DE FR; do
-		for _ in $(seq 300); do
-			grep -q '"gateway running"' "$work/$id.log" && continue 2
-			sleep 0.1
-		done
-		log "gateway $id of $v did not start:"
-		tail -n 5 "$work/$id.log" >&2
-		exit 1
-	done
-	de0=$(ticks "${gateway_pids[0]}") fr0=$(ticks "${gateway_pids[1]}") m0=$(ticks "$EVX_MINIO_PID")
+	local v=$1 de0 fr0 m0 start end
+	start_gateway_pair "$work/evx-$v" "$work/env" "$work" ""
+	de0=$(cpu_ticks "${gateway_pids[0]}") fr0=$(cpu_ticks "${gateway_pids[1]}") m0=$(cpu_ticks "$EVX_MINIO_PID")
 	start=$(date +%s%N)
 	if ! /usr/bin/time -f '%U %S' -o "$work/push.time" "$work/evx-$v" push --profile "$work/env/DE/forensics/profile.yaml" \
 		--to FR/prosecutor --purpose mutual-legal-assistance --legal-basis "EIO 2026/17" --wait 60m \
@@ -100,20 +90,19 @@ push() {
 	fi
 	end=$(date +%s%N)
 	echo "$v $(((end - start) / 1000000)) $(awk '{ printf "%.2f", $1 + $2 }' "$work/push.time")" \
-		"$(secs $(($(ticks "${gateway_pids[0]}") - de0))) $(secs $(($(ticks "${gateway_pids[1]}") - fr0)))" \
-		"$(secs $(($(ticks "$EVX_MINIO_PID") - m0)))"
+		"$(secs $(($(cpu_ticks "${gateway_pids[0]}") - de0))) $(secs $(($(cpu_ticks "${gateway_pids[1]}") - fr0)))" \
+		"$(secs $(($(cpu_ticks "$EVX_MINIO_PID") - m0)))" >"$work/result"
 	kill "${gateway_pids[@]}"
 	wait "${gateway_pids[@]}" 2>/dev/null || true
 	gateway_pids=()
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 printf '%-9s %9s %9s %7s %7s %7s\n' "" "wall ms" "push CPU" "DE CPU" "FR CPU" "MinIO"
 a_ms=() b_ms=() base_ms=()
 for round in $(seq "$n"); do
 	for v in A B; do
-		read -r _ ms p de fr m <<<"$(push "$v")"
+		push "$v"
+		read -r _ ms p de fr m <"$work/result"
 		printf '%-9s %9s %9s %7s %7s %7s\n' "$v $round" "$ms" "$p" "$de" "$fr" "$m"
 		if [[ $v == A ]]; then a_ms+=("$ms"); else b_ms+=("$ms"); fi
 	done

@@ -82,6 +82,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "bench.sh: $*" >&2; }
+# shellcheck source=scripts/benchlib.sh
+. "$root/scripts/benchlib.sh"
 load() { uptime | sed 's/.*load average: //'; }
 
 log "building evx and the benchmark binaries"
@@ -106,22 +108,8 @@ profile=$work/env/DE/forensics/profile.yaml
 # and waits until both serve.
 starts=0
 start_gateways() {
-	local id
 	starts=$((starts + 1))
-	gateway_pids=()
-	for id in DE FR; do
-		"$evx" gateway --config "$work/env/$id/gateway.yaml" 2>"$work/$id-$starts.log" &
-		gateway_pids+=($!)
-	done
-	for id in DE FR; do
-		for _ in $(seq 300); do
-			grep -q '"gateway running"' "$work/$id-$starts.log" && continue 2
-			sleep 0.1
-		done
-		log "gateway $id did not start; its log:"
-		tail -n 20 "$work/$id-$starts.log" >&2
-		exit 1
-	done
+	start_gateway_pair "$evx" "$work/env" "$work" "-$starts"
 }
 
 stop_gateways() {
@@ -152,17 +140,6 @@ gateway_logs() {
 # vmhwm PID prints the peak resident set size of a process in KiB.
 vmhwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
-# cpu_ticks PID... prints the CPU time (user and system) the processes have
-# used so far, in clock ticks.
-cpu_ticks() {
-	local pid total=0 t
-	for pid in "$@"; do
-		# Fields 14 and 15 after the command, which may hold spaces.
-		t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')
-		total=$((total + t))
-	done
-	echo "$total"
-}
 hz=$(getconf CLK_TCK)
 
 # push FILE pushes FILE from DE/forensics to FR/prosecutor, waiting for
@@ -232,9 +209,6 @@ gobench() {
 	awk '$1 == "time" { printf "%s ", $2 + $3 }' <<<"$out"
 	awk -v t=$((m1 - m0)) -v hz="$hz" 'BEGIN { print t / hz }'
 }
-
-# median prints the median of its arguments.
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 mbps() { awk -v b="$1" -v ns="$2" 'BEGIN { printf "%.1f", b / 1e6 / (ns / 1e9) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
