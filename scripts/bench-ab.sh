@@ -29,24 +29,19 @@ for v in n size_mib; do
 done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/benchlib.sh
+. "$root/scripts/benchlib.sh"
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/evx-ab.XXXXXX")
 gateway_pids=()
 minio_dir=
 cleanup() {
-	local pid
-	for pid in "${gateway_pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	[[ -z $minio_dir ]] || "$root/scripts/minio.sh" stop "$minio_dir" || true
+	stop_bench_processes
 	git -C "$root" worktree remove --force "$work/tree" 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { echo "bench-ab.sh: $*" >&2; }
-# shellcheck source=scripts/benchlib.sh
-. "$root/scripts/benchlib.sh"
 
 # build REV OUT builds evx at git revision REV ("" for the working tree).
 build() {

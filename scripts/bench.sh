@@ -52,6 +52,8 @@ for s in $rss_sizes; do
 done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/benchlib.sh
+. "$root/scripts/benchlib.sh"
 parent=${BENCH_DIR:-${TMPDIR:-/tmp}}
 # The largest file, its sealed copy and two stored copies in MinIO, plus
 # the baselines' objects and slack.
@@ -68,22 +70,13 @@ work=$(mktemp -d "$parent/evx-bench.XXXXXX")
 gateway_pids=()
 minio_dir=
 cleanup() {
-	local pid
-	for pid in "${gateway_pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	if [[ -n $minio_dir ]]; then
-		"$root/scripts/minio.sh" stop "$minio_dir" || true
-	fi
+	stop_bench_processes
 	rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "bench.sh: $*" >&2; }
-# shellcheck source=scripts/benchlib.sh
-. "$root/scripts/benchlib.sh"
 load() { uptime | sed 's/.*load average: //'; }
 
 log "building evx and the benchmark binaries"

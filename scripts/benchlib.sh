@@ -1,5 +1,6 @@
 # benchlib.sh holds the helpers that bench.sh and bench-ab.sh share; they
-# source it. It expects a function log (message to stderr).
+# source it. The functions use the scripts' own log (a message to stderr),
+# root (the repository), gateway_pids and minio_dir.
 
 # start_gateway_pair EVX ENV_DIR LOG_DIR TAG starts the DE and FR gateways
 # of the dev-env set-up in ENV_DIR with the binary EVX, each logging to
@@ -21,6 +22,21 @@ start_gateway_pair() {
 		tail -n 20 "$log_dir/$id$tag.log" >&2
 		exit 1
 	done
+}
+
+# stop_bench_processes stops the gateways in gateway_pids and the MinIO
+# server of minio_dir, if any: for the scripts' exit traps.
+stop_bench_processes() {
+	local pid
+	for pid in "${gateway_pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	gateway_pids=()
+	if [[ -n $minio_dir ]]; then
+		"$root/scripts/minio.sh" stop "$minio_dir" || true
+		minio_dir=
+	fi
 }
 
 # cpu_ticks PID... prints the CPU time (user and system) the processes have
