@@ -26,8 +26,11 @@ type PushRequest struct {
 	TempDir string
 	// Wait, if positive, is how long to wait for delivery to the peer.
 	Wait time.Duration
-	// Progress, if set, is called with the bytes uploaded so far.
-	Progress func(int64)
+	// Progress, if set, is called as the push goes on: in stage
+	// "sealing" with the file bytes sealed so far out of total, then in
+	// stage "uploading" with the payload bytes sent so far out of total
+	// (with direct delivery, as fast as the peer gateway takes them).
+	Progress func(stage string, done, total int64)
 }
 
 // PushResult reports a push.
@@ -46,6 +49,13 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 	opts := req.Seal
 	opts.Sender = req.Key
 	opts.Recipients = nil
+	if req.Progress != nil {
+		var total int64
+		for _, f := range req.Files {
+			total += f.Size
+		}
+		opts.Progress = func(done int64) { req.Progress("sealing", done, total) }
+	}
 	for _, unit := range req.To {
 		e, err := c.Lookup(ctx, unit)
 		if err != nil {
@@ -84,8 +94,8 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 	for attempt := 1; ; attempt++ {
 		var body io.Reader = b.Payload()
 		if req.Progress != nil {
-			req.Progress(0)
-			body = &progressReader{r: body, f: req.Progress}
+			req.Progress("uploading", 0, env.PayloadSize)
+			body = &progressReader{r: body, f: func(n int64) { req.Progress("uploading", n, env.PayloadSize) }}
 		}
 		res.Status, err = c.Upload(ctx, b.EnvelopeJSON, b.Signature, body, env.PayloadSize, mode)
 		var apiErr *APIError

@@ -38,3 +38,25 @@ func (p *progress) finish() {
 		p.bar.Finish()
 	}
 }
+
+// stagedProgress shows one bar per stage of a longer job, such as sealing
+// and then uploading.
+type stagedProgress struct {
+	stderr io.Writer
+	stage  string
+	bar    *progress
+}
+
+func (s *stagedProgress) set(stage string, done, total int64) {
+	if stage != s.stage || s.bar == nil {
+		s.finish()
+		s.stage, s.bar = stage, newProgress(s.stderr, total, stage)
+	}
+	s.bar.set(done)
+}
+
+func (s *stagedProgress) finish() {
+	if s.bar != nil {
+		s.bar.finish()
+	}
+}

@@ -92,11 +92,7 @@ bundle stays queued at your gateway if it is not over by then. With
 			if err != nil {
 				return err
 			}
-			var total int64
-			for _, f := range files {
-				total += f.Size
-			}
-			bar := newProgress(cmd.ErrOrStderr(), total, "uploading")
+			bar := &stagedProgress{stderr: cmd.ErrOrStderr()}
 			req := gateway.PushRequest{
 				Key: key, To: to, Files: files,
 				Seal: opts, Progress: bar.set,
