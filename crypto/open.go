@@ -332,7 +332,7 @@ func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile,
 	// Decryption runs ahead on another core while this one hashes and
 	// writes. One byte past the manifest's size is enough to notice a
 	// longer file.
-	ra := newReadAhead(io.LimitReader(rc, mf.Size+1), bufs)
+	ra := NewReadAhead(io.LimitReader(rc, mf.Size+1), bufs)
 	defer ra.Close()
 	h := sha256.New()
 	var n int64

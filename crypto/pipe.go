@@ -89,11 +89,14 @@ func (w *asyncWriter) Close() error {
 	return w.failed()
 }
 
-// readAhead reads src in a goroutine, so that producing data (decrypting the
-// payload, when opening) and consuming it (hashing and writing the files)
-// run on different cores. It uses the buffers it is given, which the caller
-// may reuse once Close has returned.
-type readAhead struct {
+// ReadAhead reads a stream in its own goroutine, so that producing data
+// and consuming it run on different cores: decrypting a payload and
+// hashing and writing its files when opening, reading a payload and
+// sending it when a gateway delivers one. It fills whole buffers, of those
+// it is given, and hands a buffer's bytes over only once the previous ones
+// are no longer in use; the caller may reuse the buffers once Close has
+// returned.
+type ReadAhead struct {
 	full chan readChunk
 	free chan []byte
 	stop chan struct{}
@@ -107,8 +110,9 @@ type readChunk struct {
 	err  error
 }
 
-func newReadAhead(src io.Reader, bufs [][]byte) *readAhead {
-	r := &readAhead{
+// NewReadAhead starts reading src into bufs (at least one).
+func NewReadAhead(src io.Reader, bufs [][]byte) *ReadAhead {
+	r := &ReadAhead{
 		full: make(chan readChunk, len(bufs)),
 		free: make(chan []byte, len(bufs)),
 		stop: make(chan struct{}),
@@ -121,7 +125,7 @@ func newReadAhead(src io.Reader, bufs [][]byte) *readAhead {
 	return r
 }
 
-func (r *readAhead) run(src io.Reader) {
+func (r *ReadAhead) run(src io.Reader) {
 	defer close(r.done)
 	for {
 		var b []byte
@@ -151,7 +155,7 @@ func (r *readAhead) run(src io.Reader) {
 
 // Next returns the next bytes of src, valid until the following call to Next
 // or Close, and once they are exhausted src's error: io.EOF at its end.
-func (r *readAhead) Next() ([]byte, error) {
+func (r *ReadAhead) Next() ([]byte, error) {
 	if r.held != nil {
 		r.free <- r.held
 		r.held = nil
@@ -170,8 +174,9 @@ func (r *readAhead) Next() ([]byte, error) {
 }
 
 // Close stops the goroutine and waits for it, so that src and the buffers
-// are no longer in use.
-func (r *readAhead) Close() {
+// are no longer in use: if a read of src is under way, Close returns when
+// it does.
+func (r *ReadAhead) Close() {
 	close(r.stop)
 	<-r.done
 }

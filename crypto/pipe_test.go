@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // The payload hash of Open is computed from the reads decryption makes, in
@@ -125,12 +126,19 @@ func TestReadAhead(t *testing.T) {
 		for _, srcErr := range []error{io.EOF, errBroken} {
 			data := make([]byte, size)
 			rand.Read(data)
-			ra := newReadAhead(&failingReader{data: data, err: srcErr}, testBufs(3, bufSize))
+			ra := NewReadAhead(&failingReader{data: data, err: srcErr}, testBufs(3, bufSize))
 			var got []byte
 			var err error
 			for {
 				var b []byte
 				b, err = ra.Next()
+				// The bytes must stay intact while held, however far
+				// the goroutine reads ahead.
+				held := bytes.Clone(b)
+				time.Sleep(100 * time.Microsecond)
+				if !bytes.Equal(held, b) {
+					t.Fatalf("size %d: held bytes were overwritten", size)
+				}
 				got = append(got, b...)
 				if err != nil {
 					break
@@ -157,7 +165,7 @@ func TestReadAhead(t *testing.T) {
 // read afterwards.
 func TestReadAheadCloseEarly(t *testing.T) {
 	src := &failingReader{data: make([]byte, 1<<20), err: io.EOF}
-	ra := newReadAhead(src, testBufs(2, 4096))
+	ra := NewReadAhead(src, testBufs(2, 4096))
 	if _, err := ra.Next(); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +176,39 @@ func TestReadAheadCloseEarly(t *testing.T) {
 	}
 	if reads != src.reads.Load() {
 		t.Fatal("source read after Close returned")
+	}
+}
+
+// blockingReader blocks in Read until release is closed.
+type blockingReader struct {
+	reading chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	close(b.reading)
+	<-b.release
+	return 0, io.EOF
+}
+
+// Close waits for a read under way, so that the source is not in use when
+// it returns.
+func TestReadAheadCloseWaitsForRead(t *testing.T) {
+	src := &blockingReader{reading: make(chan struct{}), release: make(chan struct{})}
+	ra := NewReadAhead(src, testBufs(3, 10))
+	<-src.reading
+	closed := make(chan struct{})
+	go func() { ra.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while the source was still being read")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(src.release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return after the read ended")
 	}
 }
 

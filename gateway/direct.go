@@ -69,6 +69,9 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 		case errors.As(err, &rej) && !rej.Temporary():
 			return g.refusedDirect(ctx, u, env, envJSON, sig, peers, rej)
 		case src.err != nil:
+			// Checked before the stream's error: a submitter whose
+			// connection breaks also ends the request's context, which
+			// may stop the stream first.
 			return nil, uploadEnded(env)
 		case err != nil:
 			g.log.Warn("direct delivery interrupted", zap.String("bundle", id), zap.String("peer", peer.ID), zap.Error(err))
@@ -97,8 +100,8 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, rej *transfer.Rejection) (*OutboxStatus, error) {
 	id := env.BundleID
 	ctx = context.WithoutCancel(ctx)
-	ref := refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
-	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), ref); err != nil && !errors.Is(err, storage.ErrExist) {
+	ref, err := g.putRefusal(ctx, id, rej)
+	if err != nil {
 		return nil, err
 	}
 	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
@@ -107,7 +110,7 @@ func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelop
 	g.submitted(u, env, peers, "direct")
 	g.refused(id, rej)
 	g.outboxNotify()
-	return &OutboxStatus{BundleID: id, State: "refused", Peer: peers[0], Refusal: &ref}, nil
+	return &OutboxStatus{BundleID: id, State: "refused", Peer: peers[0], Refusal: ref}, nil
 }
 
 func uploadEnded(env *crypto.Envelope) error {

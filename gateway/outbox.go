@@ -323,10 +323,19 @@ type refusalRecord struct {
 }
 
 func (g *Gateway) recordRefusal(ctx context.Context, id string, rej *transfer.Rejection) {
-	r := refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
-	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), r); err != nil && !errors.Is(err, storage.ErrExist) {
+	if _, err := g.putRefusal(ctx, id, rej); err != nil {
 		g.log.Error("recording refusal", zap.String("bundle", id), zap.Error(err))
 		return
 	}
 	g.outboxNotify()
+}
+
+// putRefusal stores a peer's final refusal of an outbox bundle; one stored
+// already stands.
+func (g *Gateway) putRefusal(ctx context.Context, id string, rej *transfer.Rejection) (*refusalRecord, error) {
+	r := &refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
+	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), r); err != nil && !errors.Is(err, storage.ErrExist) {
+		return nil, err
+	}
+	return r, nil
 }

@@ -234,12 +234,17 @@ func (o *Outgoing) Send(payload io.Reader) (d *Delivery, err error) {
 // cores.
 func (o *Outgoing) copyPayload(payload io.Reader) error {
 	want := o.env.PayloadSize - o.Offset
-	chunks, stop := readChunks(io.LimitReader(payload, want), min(int64(sendBufferSize), max(want, 1)), sendBuffers)
-	defer stop()
+	bufs := make([][]byte, sendBuffers)
+	for i := range bufs {
+		bufs[i] = make([]byte, min(int64(sendBufferSize), max(want, 1)))
+	}
+	ra := crypto.NewReadAhead(io.LimitReader(payload, want), bufs)
+	defer ra.Close()
 	var sent int64
-	for c := range chunks {
-		if len(c.data) > 0 {
-			if _, err := (stallWriter{o.str}).Write(c.data); err != nil {
+	for {
+		data, rerr := ra.Next()
+		if len(data) > 0 {
+			if _, err := (stallWriter{o.str}).Write(data); err != nil {
 				// The receiver may have stopped reading to reject:
 				// its reason is worth more than the write error.
 				if rej := o.c.readRejection(o.str); rej != nil {
@@ -247,81 +252,20 @@ func (o *Outgoing) copyPayload(payload io.Reader) error {
 				}
 				return &SendError{Peer: o.peer.ID, Sent: sent, Err: err}
 			}
-			sent += int64(len(c.data))
+			sent += int64(len(data))
 		}
 		switch {
-		case c.err == io.EOF:
+		case rerr == io.EOF:
 			return nil
-		case c.err != nil:
-			return &SendError{Peer: o.peer.ID, Sent: sent, Err: fmt.Errorf("reading the payload: %w", c.err), Source: true}
+		case rerr != nil:
+			return &SendError{Peer: o.peer.ID, Sent: sent, Err: fmt.Errorf("reading the payload: %w", rerr)}
 		}
 	}
-	return nil
 }
 
 // sendBuffers is how many buffers of sendBufferSize a payload being sent
 // holds: one being written, the others being filled.
 const sendBuffers = 3
-
-type chunk struct {
-	data []byte
-	err  error // the source's error after data; io.EOF at its end
-}
-
-// readChunks reads src into n (at least 3) buffers of size bytes in a
-// goroutine and hands them over in order; the last chunk carries src's
-// error (io.EOF at its end). A buffer is filled again only after the chunk
-// following it has been taken, that is, once its reader is done with it.
-// stop ends the goroutine and waits for it, so that src is no longer read
-// when it returns.
-func readChunks(src io.Reader, size int64, n int) (chunks <-chan chunk, stop func()) {
-	out := make(chan chunk, n-2)
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(out)
-		bufs := make([][]byte, n)
-		for i := 0; ; i = (i + 1) % n {
-			select {
-			case <-quit:
-				return
-			default:
-			}
-			if bufs[i] == nil {
-				bufs[i] = make([]byte, size)
-			}
-			k, err := fill(src, bufs[i])
-			select {
-			case out <- chunk{bufs[i][:k], err}:
-			case <-quit:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return out, func() {
-		close(quit)
-		<-done
-	}
-}
-
-// fill reads into b until it is full or reading fails, returning the
-// reader's error as it is (io.ReadFull would turn io.EOF into
-// io.ErrUnexpectedEOF, which sources such as request bodies return for a
-// cut connection).
-func fill(r io.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := r.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
 
 // SendError is a payload transfer that failed part-way, by the source or
 // the connection: the peer has stored nothing.
@@ -329,9 +273,6 @@ type SendError struct {
 	Peer string
 	Sent int64 // bytes written to the stream
 	Err  error
-	// Source reports that reading the payload failed, rather than the
-	// connection.
-	Source bool
 }
 
 func (e *SendError) Error() string {
