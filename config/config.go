@@ -18,6 +18,7 @@ package config
 import (
 	_ "embed"
 	"errors"
+	"evx/api"
 	"fmt"
 	"io"
 	"io/fs"
@@ -173,27 +174,6 @@ type Peer struct {
 	SigningKey string `yaml:"signing_key"`
 }
 
-// Role is what a local user may do through the API.
-type Role string
-
-// The roles of local users.
-const (
-	// RoleSubmitter is a forensic unit: it looks up recipients and uploads
-	// bundles.
-	RoleSubmitter Role = "submitter"
-	// RoleRecipient is a prosecutor: it lists its inbox, downloads bundles
-	// addressed to it and acknowledges them.
-	RoleRecipient Role = "recipient"
-	// RoleAuditor is oversight. The audit log it will read is not written
-	// yet: today it can only ask who it is.
-	RoleAuditor Role = "auditor"
-	// RoleOperator runs the gateway.
-	RoleOperator Role = "operator"
-)
-
-// Roles lists the valid roles.
-func Roles() []Role { return []Role{RoleSubmitter, RoleRecipient, RoleAuditor, RoleOperator} }
-
 // User is a local user of the gateway's API.
 type User struct {
 	// Identity is the user's unit id, <gateway id>/<name>, such as
@@ -203,7 +183,7 @@ type User struct {
 	Identity string `yaml:"identity"`
 
 	// Role is one of submitter, recipient, auditor and operator. Required.
-	Role Role `yaml:"role"`
+	Role api.Role `yaml:"role"`
 
 	// PublicKey is the path of the unit's public key file, as written by
 	// evx keygen -y. The gateway publishes it in its signed directory:

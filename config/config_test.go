@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"evx/api"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -300,7 +301,7 @@ func TestParseDefaultsAndPaths(t *testing.T) {
 		}},
 		{"public keys optional for auditors and operators", head + "users:\n  - {identity: DE/audit, role: auditor}\n  - {identity: DE/ops, role: operator, public_key: ops.pub}\n", func(t *testing.T, g *Gateway) {
 			u, ok := g.User("DE/ops")
-			if !ok || u.Role != RoleOperator || u.PublicKey != "/etc/evx/ops.pub" {
+			if !ok || u.Role != api.RoleOperator || u.PublicKey != "/etc/evx/ops.pub" {
 				t.Errorf("User(DE/ops) = %+v, %v", u, ok)
 			}
 			if _, ok := g.User("DE/nobody"); ok {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"unicode"
 
+	"evx/api"
 	"evx/crypto"
 )
 
@@ -154,7 +155,7 @@ func checkPublicKey(p string, u *User) error {
 	if pk.Unit != "" && u.Identity != "" && pk.Unit != u.Identity {
 		return fmt.Errorf("is the key of unit %q, not of %q", pk.Unit, u.Identity)
 	}
-	if u.Role == RoleSubmitter && pk.SigningKey == "" {
+	if u.Role == api.RoleSubmitter && pk.SigningKey == "" {
 		return errors.New("has no signing key, which a submitter needs (write it with evx keygen -y)")
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"evx/api"
 	"evx/crypto"
 )
 
@@ -185,9 +186,9 @@ func (g *Gateway) validate() Errors {
 		switch {
 		case u.Role == "":
 			add(g.missing(f + ".role"))
-		case !slices.Contains(Roles(), u.Role):
+		case !slices.Contains(api.Roles(), u.Role):
 			add(g.badValue(f+".role", string(u.Role), "want one of submitter, recipient, auditor, operator"))
-		case u.PublicKey == "" && (u.Role == RoleSubmitter || u.Role == RoleRecipient):
+		case u.PublicKey == "" && (u.Role == api.RoleSubmitter || u.Role == api.RoleRecipient):
 			add(g.errorf(f+".public_key", "missing required field (a %s needs a public key)", u.Role))
 		}
 	}

@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"evx/client"
 	"evx/crypto"
+	"evx/internal/devenv"
 	"evx/storage"
 	"evx/storage/storagetest"
 
@@ -23,14 +25,14 @@ import (
 // benchWorld is DE and FR gateways running in this process on loopback,
 // and the API client of DE's forensic unit.
 type benchWorld struct {
-	client *Client
+	client *client.Client
 	key    *crypto.UnitKey
 }
 
 // startBenchWorld runs DE and FR with storage from newStore until b ends.
 func startBenchWorld(b *testing.B, newStore func(b *testing.B, country string) storage.Backend) *benchWorld {
 	b.Helper()
-	w, err := NewDevWorld("DE", "FR")
+	w, err := devenv.New("DE", "FR")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -50,7 +52,7 @@ func startBenchWorld(b *testing.B, newStore func(b *testing.B, country string) s
 	})
 	var de *Gateway
 	for _, id := range []string{"DE", "FR"} {
-		g, err := New(w.Options(id, peerAddrs, "127.0.0.1:0", newStore(b, id), zap.NewNop()))
+		g, err := New(devOptions(w, id, peerAddrs, "127.0.0.1:0", newStore(b, id), zap.NewNop()))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -64,7 +66,7 @@ func startBenchWorld(b *testing.B, newStore func(b *testing.B, country string) s
 	c := w.Country("DE")
 	u := c.User("forensics")
 	return &benchWorld{
-		client: NewClient("https://"+de.APIAddr(), u.Cert, &tls.Config{RootCAs: pool(c.CA.Cert)}),
+		client: client.New("https://"+de.APIAddr(), u.Cert, &tls.Config{RootCAs: c.CAPool()}),
 		key:    u.Key,
 	}
 }
@@ -117,7 +119,7 @@ func benchFiles(b *testing.B, size int64) []crypto.SourceFile {
 func (bw *benchWorld) push(b *testing.B, files []crypto.SourceFile, tmp string) {
 	opts := crypto.SealOptions{Purpose: "mutual-legal-assistance", Handling: "H2", TLP: "TLP:RED",
 		LegalBasis: "EIO 2026/17", Retain: 24 * time.Hour}
-	res, err := Push(context.Background(), bw.client, PushRequest{Key: bw.key, To: []string{"FR/prosecutor"},
+	res, err := client.Push(context.Background(), bw.client, client.PushRequest{Key: bw.key, To: []string{"FR/prosecutor"},
 		Files: files, Seal: opts, TempDir: tmp, Wait: 10 * time.Minute})
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"evx/api"
+	"evx/client"
 	"evx/crypto"
 	"evx/storage"
 	"evx/storage/storagetest"
@@ -100,7 +102,7 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 					if err != nil {
 						t.Errorf("listing the inbox at the crash: %v", err)
 					}
-					v.listed = slices.ContainsFunc(list, func(e InboxEntry) bool { return e.BundleID == id })
+					v.listed = slices.ContainsFunc(list, func(e api.InboxEntry) bool { return e.BundleID == id })
 					_, v.entryErr = fr.InboxEntry(ctx, id)
 					var buf bytes.Buffer
 					_, v.loadErr = fr.Download(ctx, id, &buf)
@@ -146,7 +148,7 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 				}
 
 				// The sender retries, and the bundle arrives whole.
-				st, err := WaitDelivered(ctx, de, id, 30*time.Second)
+				st, err := client.WaitDelivered(ctx, de, id, 30*time.Second)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -198,7 +200,7 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 				if _, err := b.upload(ctx, de); err != nil && !isAPIError(err, 409, "duplicate") {
 					t.Fatalf("upload again = %v", err)
 				}
-				if _, err := WaitDelivered(ctx, de, id, 30*time.Second); err != nil {
+				if _, err := client.WaitDelivered(ctx, de, id, 30*time.Second); err != nil {
 					t.Fatal(err)
 				}
 				pulled(t, fr, frKey, b)
@@ -208,10 +210,10 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 }
 
 // pulled checks that the recipient pulls b whole.
-func pulled(t *testing.T, c *Client, k *crypto.UnitKey, b *sealedBundle) {
+func pulled(t *testing.T, c *client.Client, k *crypto.UnitKey, b *sealedBundle) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "out")
-	res, err := Pull(context.Background(), c, k, b.env.BundleID, out, "", nil)
+	res, err := client.Pull(context.Background(), c, k, b.env.BundleID, out, "", nil)
 	if err != nil {
 		t.Fatalf("pulling %s: %v", b.env.BundleID, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"evx/api"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -29,7 +30,7 @@ var errNotOffered = errors.New("not offered to the peer")
 // it. The caller holds the bundle's outbox lock and has found no record. On
 // success or a final refusal it stores the record with the receipt or the
 // refusal, but never the payload.
-func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, body io.Reader) (*OutboxStatus, error) {
+func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, body io.Reader) (*api.OutboxStatus, error) {
 	id := env.BundleID
 	peer, ok := g.peers[peers[0]]
 	if !ok {
@@ -61,11 +62,14 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 		}
 		d, err = o.Send(src)
 		switch {
-		case errors.As(err, &rej) && (rej.Code == transfer.CodeHashMismatch || rej.Code == transfer.CodeSizeMismatch):
+		case errors.As(err, &rej) && rej.Code == transfer.CodeHashMismatch:
 			// The upload itself was wrong, as this gateway's own check
 			// would have found when storing: nothing is recorded.
 			g.log.Info("upload refused by peer as corrupt", zap.String("bundle", id), zap.String("code", rej.Code))
-			return nil, apiErr(400, rej.Code, "%s", rej.Reason)
+			return nil, api.Errorf(api.CodeHashMismatch, "%s", rej.Reason)
+		case errors.As(err, &rej) && rej.Code == transfer.CodeSizeMismatch:
+			g.log.Info("upload refused by peer as corrupt", zap.String("bundle", id), zap.String("code", rej.Code))
+			return nil, api.Errorf(api.CodeSizeMismatch, "%s", rej.Reason)
 		case errors.As(err, &rej) && !rej.Temporary():
 			return g.refusedDirect(ctx, u, env, envJSON, sig, peers, rej)
 		case src.err != nil:
@@ -75,7 +79,7 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 			return nil, uploadEnded(env)
 		case err != nil:
 			g.log.Warn("direct delivery interrupted", zap.String("bundle", id), zap.String("peer", peer.ID), zap.Error(err))
-			return nil, apiErr(503, "delivery-interrupted", "the delivery to %s was interrupted; nothing was stored, upload the bundle again", peer.ID)
+			return nil, api.Errorf(api.CodeDeliveryInterrupted, "the delivery to %s was interrupted; nothing was stored, upload the bundle again", peer.ID)
 		}
 	}
 	// The bundle has crossed the border: record it even if the submitter
@@ -92,12 +96,12 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	}
 	g.submitted(u, env, peers, "direct")
 	g.delivered(id, peer.ID, d.Duplicate, start)
-	return &OutboxStatus{BundleID: id, State: "delivered", Peer: peer.ID, Receipt: d.Receipt, Delivered: &out.Delivered}, nil
+	return &api.OutboxStatus{BundleID: id, State: api.StateDelivered, Peer: peer.ID, Receipt: d.Receipt, Delivered: &out.Delivered}, nil
 }
 
 // refusedDirect records a peer's final refusal of a bundle offered
 // directly, as deliverWithRetry does for stored bundles.
-func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, rej *transfer.Rejection) (*OutboxStatus, error) {
+func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, rej *transfer.Rejection) (*api.OutboxStatus, error) {
 	id := env.BundleID
 	ctx = context.WithoutCancel(ctx)
 	ref, err := g.putRefusal(ctx, id, rej)
@@ -110,11 +114,11 @@ func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelop
 	g.submitted(u, env, peers, "direct")
 	g.refused(id, rej)
 	g.outboxNotify()
-	return &OutboxStatus{BundleID: id, State: "refused", Peer: peers[0], Refusal: ref}, nil
+	return &api.OutboxStatus{BundleID: id, State: api.StateRefused, Peer: peers[0], Refusal: ref}, nil
 }
 
 func uploadEnded(env *crypto.Envelope) error {
-	return apiErr(400, "size-mismatch", "the request body ended before the %d bytes the envelope declares", env.PayloadSize)
+	return api.Errorf(api.CodeSizeMismatch, "the request body ended before the %d bytes the envelope declares", env.PayloadSize)
 }
 
 // sourceReader remembers a read error, telling a failed upload from a

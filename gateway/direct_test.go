@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"evx/api"
+	"evx/client"
 	"evx/crypto"
 	"evx/storage"
 	"evx/storage/storagetest"
@@ -34,7 +36,7 @@ func testDirectDelivery(t *testing.T, newStore func(*testing.T, string) storage.
 
 	t.Run("delivered without a copy at the sending gateway", func(t *testing.T) {
 		b := seal(t, deKey, prosecutor, 100_000)
-		st, err := b.uploadMode(ctx, de, Direct)
+		st, err := b.uploadMode(ctx, de, api.Direct)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +53,7 @@ func testDirectDelivery(t *testing.T, newStore func(*testing.T, string) storage.
 		if st, err := de.OutboxStatus(ctx, id); err != nil || st.State != "delivered" {
 			t.Errorf("outbox status %+v, %v: want delivered", st, err)
 		}
-		if _, err := b.uploadMode(ctx, de, Direct); !isAPIError(err, 409, "duplicate") {
+		if _, err := b.uploadMode(ctx, de, api.Direct); !isAPIError(err, 409, "duplicate") {
 			t.Errorf("the same bundle again: %v, want 409 duplicate", err)
 		}
 		if _, err := b.uploadMode(ctx, de, "later"); !isAPIError(err, 400, "bad-deliver") {
@@ -66,7 +68,7 @@ func testDirectDelivery(t *testing.T, newStore func(*testing.T, string) storage.
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := b.uploadMode(ctx, de, Direct)
+		st, err := b.uploadMode(ctx, de, api.Direct)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +82,7 @@ func testDirectDelivery(t *testing.T, newStore func(*testing.T, string) storage.
 		// DE takes up to its own limit; FR's is lower.
 		before := objects(t, tw.stores["FR"])
 		b := seal(t, deKey, prosecutor, 300_000)
-		st, err := b.uploadMode(ctx, de, Direct)
+		st, err := b.uploadMode(ctx, de, api.Direct)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +102,7 @@ func testDirectDelivery(t *testing.T, newStore func(*testing.T, string) storage.
 		// later; Push uploads again and the second attempt is delivered.
 		deBefore := len(objects(t, tw.stores["DE"]))
 		faulty["FR"].Inject(storagetest.OpCreate, "", storagetest.BeforePersist)
-		res, err := Push(ctx, de, PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 50_000),
+		res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 50_000),
 			Seal: sealOpts(), TempDir: t.TempDir(), Wait: 20 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -120,7 +122,7 @@ func testDirectDelivery(t *testing.T, newStore func(*testing.T, string) storage.
 	t.Run("peer down: stored and delivered later", func(t *testing.T) {
 		tw.stop(t, "FR")
 		b := seal(t, deKey, prosecutor, 20_000)
-		st, err := b.uploadMode(ctx, de, Direct)
+		st, err := b.uploadMode(ctx, de, api.Direct)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +131,7 @@ func testDirectDelivery(t *testing.T, newStore func(*testing.T, string) storage.
 		}
 		wantKeys(t, tw.stores["DE"], outboxPrefix+b.env.BundleID+"/", payloadFile, recordFile)
 		tw.start(t, "FR")
-		st, err = WaitDelivered(ctx, de, b.env.BundleID, 20*time.Second)
+		st, err = client.WaitDelivered(ctx, de, b.env.BundleID, 20*time.Second)
 		if err != nil || st.State != "delivered" {
 			t.Fatalf("after FR is back: %+v, %v", st, err)
 		}

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"evx/api"
+	"evx/client"
 	"evx/crypto"
+	"evx/internal/devenv"
 	"evx/storage"
 	"evx/storage/storagetest"
 
@@ -26,7 +29,7 @@ import (
 // testWorld is DE and FR gateways on loopback, which tests can stop and
 // start again on the same storage and peer addresses.
 type testWorld struct {
-	world    *DevWorld
+	world    *devenv.World
 	addrs    map[string]string // peer (UDP) addresses, fixed across restarts
 	gateways map[string]*Gateway
 	stores   map[string]storage.Backend
@@ -51,7 +54,7 @@ func startWorld(t *testing.T, newStore func(t *testing.T, country string) storag
 // adjusts a gateway's options each time it starts.
 func newTestWorld(t *testing.T, newStore func(t *testing.T, country string) storage.Backend, modify func(id string, o *Options)) *testWorld {
 	t.Helper()
-	w, err := NewDevWorld("DE", "FR")
+	w, err := devenv.New("DE", "FR")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +94,7 @@ func (tw *testWorld) start(t *testing.T, id string) {
 	if tw.stops[id] != nil {
 		t.Fatalf("gateway %s is already running", id)
 	}
-	opts := tw.world.Options(id, tw.addrs, "127.0.0.1:0", tw.stores[id], zap.New(tw.cores[id]).Named(id))
+	opts := devOptions(tw.world, id, tw.addrs, "127.0.0.1:0", tw.stores[id], zap.New(tw.cores[id]).Named(id))
 	opts.RetryInterval = 50 * time.Millisecond
 	opts.RetryMax = 500 * time.Millisecond
 	opts.DirectConnectTimeout = time.Second
@@ -149,16 +152,16 @@ func (l *testLog) close() {
 	l.done = true
 }
 
-func (tw *testWorld) client(t *testing.T, country, user string) (*Client, *crypto.UnitKey) {
+func (tw *testWorld) client(t *testing.T, country, user string) (*client.Client, *crypto.UnitKey) {
 	c := tw.world.Country(country)
 	u := c.User(user)
 	return tw.clientWithCert(country, u.Cert), u.Key
 }
 
 // clientWithCert returns a client of country's API presenting cert.
-func (tw *testWorld) clientWithCert(country string, cert tls.Certificate) *Client {
+func (tw *testWorld) clientWithCert(country string, cert tls.Certificate) *client.Client {
 	c := tw.world.Country(country)
-	return NewClient("https://"+tw.gateways[country].APIAddr(), cert, &tls.Config{RootCAs: pool(c.CA.Cert)})
+	return client.New("https://"+tw.gateways[country].APIAddr(), cert, &tls.Config{RootCAs: c.CAPool()})
 }
 
 func diskStore(t *testing.T, _ string) storage.Backend {
@@ -227,7 +230,7 @@ func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	tw := startWorld(t, newStore)
 	ctx := context.Background()
 	de, deKey := tw.client(t, "DE", "forensics")
-	res, err := Push(ctx, de, PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 300_000),
+	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 300_000),
 		Seal: sealOpts(), TempDir: t.TempDir(), Wait: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +255,7 @@ func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		t.Fatalf("inbox %+v", list)
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	pr, err := Pull(ctx, fr, frKey, res.Envelope.BundleID, out, "", nil)
+	pr, err := client.Pull(ctx, fr, frKey, res.Envelope.BundleID, out, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +282,7 @@ func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		t.Errorf("submitter listing an inbox: %v", err)
 	}
 	other, otherKey := tw.client(t, "FR", "auditor")
-	if _, err := Pull(ctx, other, otherKey, res.Envelope.BundleID, filepath.Join(t.TempDir(), "x"), "", nil); !isAPIError(err, 403, "forbidden") {
+	if _, err := client.Pull(ctx, other, otherKey, res.Envelope.BundleID, filepath.Join(t.TempDir(), "x"), "", nil); !isAPIError(err, 403, "forbidden") {
 		t.Errorf("auditor pulling: %v", err)
 	}
 	if !pr.SenderPinned {
@@ -300,6 +303,6 @@ func testPushPull(t *testing.T, newStore func(*testing.T, string) storage.Backen
 }
 
 func isAPIError(err error, status int, code string) bool {
-	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == status && ae.Code == code
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.HTTPStatus == status && ae.Code == api.Code(code)
 }

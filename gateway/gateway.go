@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"evx/api"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -21,18 +22,10 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Roles of local users.
-const (
-	RoleSubmitter = "submitter" // forensic units: push bundles
-	RoleRecipient = "recipient" // prosecutors: pull bundles addressed to them
-	RoleAuditor   = "auditor"   // oversight
-	RoleOperator  = "operator"  // runs the gateway
-)
-
 // User is a local user: a unit identified by its client certificate.
 type User struct {
 	Unit string
-	Role string
+	Role api.Role
 	// Key is the unit's public key: the signing key of a submitter, the
 	// age recipient of a recipient.
 	Key crypto.PublicKey
@@ -225,11 +218,11 @@ func (g *Gateway) localDirectory() crypto.Directory {
 	d := crypto.Directory{Format: crypto.DirectoryFormat, Gateway: g.opts.ID,
 		Issued: time.Now().UTC().Format(time.RFC3339)}
 	for _, u := range g.opts.Users {
-		e := crypto.DirectoryEntry{Unit: u.Unit, Role: u.Role}
+		e := crypto.DirectoryEntry{Unit: u.Unit, Role: string(u.Role)}
 		switch u.Role {
-		case RoleSubmitter:
+		case api.RoleSubmitter:
 			e.SigningKey = u.Key.SigningKey
-		case RoleRecipient:
+		case api.RoleRecipient:
 			e.AgeRecipient = u.Key.AgeRecipient
 		default:
 			continue
@@ -262,8 +255,13 @@ func (g *Gateway) peerDirectory(ctx context.Context, peer string, refresh bool) 
 	return d, nil
 }
 
-// errPeerUnavailable is wrapped by lookups that could not reach a peer.
-var errPeerUnavailable = errors.New("the peer gateway's directory cannot be fetched now")
+// Errors of lookupUnit.
+var (
+	// errPeerUnavailable is wrapped by lookups that could not reach a peer.
+	errPeerUnavailable = errors.New("the peer gateway's directory cannot be fetched now")
+	// errUnknownUnit is wrapped by lookups of units that do not exist.
+	errUnknownUnit = errors.New("unknown unit")
+)
 
 // lookupUnit resolves a unit id, local or at a peer, to its directory
 // entry. A miss in a cached peer directory fetches it again, so a unit
@@ -274,10 +272,10 @@ func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.Directory
 		if e, ok := g.localDirectory().Lookup(unit); ok {
 			return e, nil
 		}
-		return crypto.DirectoryEntry{}, fmt.Errorf("no unit %q at gateway %s", unit, g.opts.ID)
+		return crypto.DirectoryEntry{}, fmt.Errorf("%w: no unit %q at gateway %s", errUnknownUnit, unit, g.opts.ID)
 	}
 	if _, ok := g.peers[country]; !ok {
-		return crypto.DirectoryEntry{}, fmt.Errorf("%q is not a peer of gateway %s", country, g.opts.ID)
+		return crypto.DirectoryEntry{}, fmt.Errorf("%w: %q is not a peer of gateway %s", errUnknownUnit, country, g.opts.ID)
 	}
 	for _, refresh := range []bool{false, true} {
 		d, err := g.peerDirectory(ctx, country, refresh)
@@ -288,7 +286,7 @@ func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.Directory
 			return e, nil
 		}
 	}
-	return crypto.DirectoryEntry{}, fmt.Errorf("no unit %q in the directory of gateway %s", unit, country)
+	return crypto.DirectoryEntry{}, fmt.Errorf("%w: no unit %q in the directory of gateway %s", errUnknownUnit, unit, country)
 }
 
 // apiReadBuffer is the read buffer under each API connection's TLS. TLS

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"evx/api"
+	"evx/client"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -94,11 +96,11 @@ func signingSecret(t *testing.T, k *crypto.UnitKey) ed25519.PrivateKey {
 }
 
 // upload submits b to a gateway's API for store-and-forward delivery.
-func (b *sealedBundle) upload(ctx context.Context, c *Client) (*OutboxStatus, error) {
-	return b.uploadMode(ctx, c, Queue)
+func (b *sealedBundle) upload(ctx context.Context, c *client.Client) (*api.OutboxStatus, error) {
+	return b.uploadMode(ctx, c, api.Queue)
 }
 
-func (b *sealedBundle) uploadMode(ctx context.Context, c *Client, mode DeliveryMode) (*OutboxStatus, error) {
+func (b *sealedBundle) uploadMode(ctx context.Context, c *client.Client, mode api.DeliveryMode) (*api.OutboxStatus, error) {
 	return c.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), int64(len(b.payload)), mode)
 }
 
@@ -108,9 +110,7 @@ func (tw *testWorld) peerClient(t *testing.T, from, to string) (*transfer.Client
 	t.Helper()
 	c := transfer.NewClient(from, tw.world.Country(from).Cert, zap.NewNop())
 	t.Cleanup(func() { c.Close() })
-	p := tw.world.Country(to)
-	return c, transfer.Peer{ID: to, Address: tw.addrs[to], CA: pool(p.CA.Cert),
-		SigningKey: crypto.FormatSigningKey(p.Signing.SigningPublicKey())}
+	return c, tw.world.Peer(to, tw.addrs[to])
 }
 
 // storedKeys lists the keys under prefix in st, with their sizes.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"evx/api"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -21,55 +22,55 @@ import (
 // outbox, returning once it is durably stored; delivery follows. With
 // direct set it first tries to deliver the upload as it arrives (see
 // deliverDirect), and stores it only if the peer cannot take it at once.
-func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body io.Reader, length int64, direct bool) (*OutboxStatus, error) {
+func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body io.Reader, length int64, direct bool) (*api.OutboxStatus, error) {
 	env, err := crypto.ParseEnvelope(envJSON)
 	if err != nil {
-		return nil, apiErr(400, "malformed-envelope", "%v", err)
+		return nil, api.Errorf(api.CodeMalformedEnvelope, "%v", err)
 	}
 	if err := crypto.VerifySignature(env, envJSON, sig); err != nil {
-		return nil, apiErr(400, "bad-signature", "%v", err)
+		return nil, api.Errorf(api.CodeBadSignature, "%v", err)
 	}
 	if env.Sender.Unit != u.Unit {
-		return nil, apiErr(403, "sender-mismatch", "the envelope names sender %q, but you are %s", env.Sender.Unit, u.Unit)
+		return nil, api.Errorf(api.CodeSenderMismatch, "the envelope names sender %q, but you are %s", env.Sender.Unit, u.Unit)
 	}
 	if env.Sender.Key != u.Key.SigningKey {
-		return nil, apiErr(403, "unknown-sender-key", "the envelope is signed with %s, not with the signing key on file for %s", env.Sender.Key, u.Unit)
+		return nil, api.Errorf(api.CodeUnknownSenderKey, "the envelope is signed with %s, not with the signing key on file for %s", env.Sender.Key, u.Unit)
 	}
 	if env.PayloadSize > g.opts.MaxBundleSize {
-		return nil, apiErr(413, "too-large", "payload of %d bytes exceeds this gateway's limit of %d", env.PayloadSize, g.opts.MaxBundleSize)
+		return nil, api.Errorf(api.CodeTooLarge, "payload of %d bytes exceeds this gateway's limit of %d", env.PayloadSize, g.opts.MaxBundleSize)
 	}
 	if length != env.PayloadSize {
-		return nil, apiErr(400, "size-mismatch", "request body is %d bytes, the envelope declares %d", length, env.PayloadSize)
+		return nil, api.Errorf(api.CodeSizeMismatch, "request body is %d bytes, the envelope declares %d", length, env.PayloadSize)
 	}
 	var peers []string
 	for _, r := range env.Recipients {
 		if r.Unit == "" {
-			return nil, apiErr(400, "unknown-recipient", "recipient %s has no unit id: seal to units resolved through the gateway", r.Key)
+			return nil, api.Errorf(api.CodeUnknownRecipient, "recipient %s has no unit id: seal to units resolved through the gateway", r.Key)
 		}
 		e, err := g.lookupUnit(ctx, r.Unit)
 		if err != nil {
-			return nil, lookupErr(err, "unknown-recipient")
+			return nil, lookupErr(err, api.CodeUnknownRecipient)
 		}
-		if e.Role != RoleRecipient || e.AgeRecipient != r.Key {
-			return nil, apiErr(400, "unknown-recipient", "the key sealed to for %s is not its key in the directory", r.Unit)
+		if api.Role(e.Role) != api.RoleRecipient || e.AgeRecipient != r.Key {
+			return nil, api.Errorf(api.CodeUnknownRecipient, "the key sealed to for %s is not its key in the directory", r.Unit)
 		}
 		country, _, _ := strings.Cut(r.Unit, "/")
 		if country == g.opts.ID {
-			return nil, apiErr(400, "unknown-recipient", "%s is a local unit: evx carries bundles between countries", r.Unit)
+			return nil, api.Errorf(api.CodeUnknownRecipient, "%s is a local unit: evx carries bundles between countries", r.Unit)
 		}
 		if !slices.Contains(peers, country) {
 			peers = append(peers, country)
 		}
 	}
 	if len(peers) > 1 {
-		return nil, apiErr(400, "multiple-countries", "the bundle is addressed to units in %s: evx delivers each bundle to one country, so seal one bundle per country", strings.Join(peers, ", "))
+		return nil, api.Errorf(api.CodeMultipleCountries, "the bundle is addressed to units in %s: evx delivers each bundle to one country, so seal one bundle per country", strings.Join(peers, ", "))
 	}
 	id := env.BundleID
 	defer g.outboxLocks.lock(id)()
 	var prev outboxRecord
 	switch err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &prev); {
 	case err == nil:
-		return nil, apiErr(409, "duplicate", "bundle %s was already submitted", id)
+		return nil, api.Errorf(api.CodeDuplicate, "bundle %s was already submitted", id)
 	case !errors.Is(err, storage.ErrNotExist):
 		return nil, err
 	}
@@ -85,13 +86,13 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 		switch {
 		// Fixed messages: err names internal storage keys.
 		case errors.Is(err, crypto.ErrPayloadSize):
-			return nil, apiErr(400, "size-mismatch", "the request body is shorter or longer than the %d bytes the envelope declares", env.PayloadSize)
+			return nil, api.Errorf(api.CodeSizeMismatch, "the request body is shorter or longer than the %d bytes the envelope declares", env.PayloadSize)
 		case errors.Is(err, crypto.ErrPayloadHash):
-			return nil, apiErr(400, "hash-mismatch", "%v", crypto.ErrPayloadHash)
+			return nil, api.Errorf(api.CodeHashMismatch, "%v", crypto.ErrPayloadHash)
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			// The body ended before its Content-Length: the client
 			// stopped sending, which is bad input, not a gateway fault.
-			return nil, apiErr(400, "size-mismatch", "the request body ended before the %d bytes the envelope declares", env.PayloadSize)
+			return nil, api.Errorf(api.CodeSizeMismatch, "the request body ended before the %d bytes the envelope declares", env.PayloadSize)
 		}
 		return nil, err
 	}
@@ -100,7 +101,7 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	}
 	g.submitted(u, env, peers, "stored")
 	g.enqueue(id)
-	return &OutboxStatus{BundleID: id, State: "queued", Peer: peers[0]}, nil
+	return &api.OutboxStatus{BundleID: id, State: api.StateQueued, Peer: peers[0]}, nil
 }
 
 // putOutboxRecord stores the record of a submitted bundle: the commit
@@ -109,7 +110,7 @@ func (g *Gateway) putOutboxRecord(ctx context.Context, u User, id string, envJSO
 	rec := outboxRecord{Envelope: envJSON, Signature: sig, SubmittedBy: u.Unit, SubmittedAt: time.Now().UTC(), Peers: peers}
 	err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), rec)
 	if errors.Is(err, storage.ErrExist) {
-		return apiErr(409, "duplicate", "bundle %s was already submitted", id)
+		return api.Errorf(api.CodeDuplicate, "bundle %s was already submitted", id)
 	}
 	return err
 }
@@ -316,12 +317,6 @@ func (g *Gateway) outboxNotify() {
 // the submitter can see why it was not delivered.
 const refusalFile = "refusal.json"
 
-type refusalRecord struct {
-	Code   string    `json:"code"`
-	Reason string    `json:"reason"`
-	At     time.Time `json:"at"`
-}
-
 func (g *Gateway) recordRefusal(ctx context.Context, id string, rej *transfer.Rejection) {
 	if _, err := g.putRefusal(ctx, id, rej); err != nil {
 		g.log.Error("recording refusal", zap.String("bundle", id), zap.Error(err))
@@ -332,8 +327,8 @@ func (g *Gateway) recordRefusal(ctx context.Context, id string, rej *transfer.Re
 
 // putRefusal stores a peer's final refusal of an outbox bundle; one stored
 // already stands.
-func (g *Gateway) putRefusal(ctx context.Context, id string, rej *transfer.Rejection) (*refusalRecord, error) {
-	r := &refusalRecord{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
+func (g *Gateway) putRefusal(ctx context.Context, id string, rej *transfer.Rejection) (*api.Refusal, error) {
+	r := &api.Refusal{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), r); err != nil && !errors.Is(err, storage.ErrExist) {
 		return nil, err
 	}

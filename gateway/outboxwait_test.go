@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"evx/api"
 	"evx/crypto"
 )
 
@@ -25,7 +26,7 @@ func TestOutboxStatusWait(t *testing.T) {
 	tw.stop(t, "FR")
 
 	type answer struct {
-		st  *OutboxStatus
+		st  *api.OutboxStatus
 		err error
 	}
 	waitFor := func(id string, wait time.Duration) <-chan answer {
@@ -46,9 +47,9 @@ func TestOutboxStatusWait(t *testing.T) {
 		t.Fatalf("status after a short wait with FR down = %+v, %v; want queued", st, err)
 	}
 	for _, bad := range []string{"soon", "-1s", "2m"} {
-		var st OutboxStatus
-		if err := de.get(ctx, "/v1/outbox/"+id+"?wait="+bad, &st); !isAPIError(err, 400, "bad-wait") {
-			t.Errorf("wait=%s: %v, want 400 bad-wait", bad, err)
+		status, code := tw.rawGet(t, "DE", "forensics", "/v1/outbox/"+id+"?wait="+bad)
+		if status != 400 || code != api.CodeBadWait {
+			t.Errorf("wait=%s: %d %s, want 400 bad-wait", bad, status, code)
 		}
 	}
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"evx/api"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -95,7 +96,7 @@ func (g *Gateway) checkSender(ctx context.Context, peer string, env *crypto.Enve
 			return "", transfer.Reject(transfer.CodeUnavailable, "cannot fetch the unit directory of %s to check the sender: retry later", peer)
 		}
 		e, ok := d.Lookup(env.Sender.Unit)
-		if ok && e.Role == RoleSubmitter && e.SigningKey == env.Sender.Key {
+		if ok && api.Role(e.Role) == api.RoleSubmitter && e.SigningKey == env.Sender.Key {
 			return fmt.Sprintf("signing key listed for %s in the directory of %s issued %s", env.Sender.Unit, peer, d.Issued), nil
 		}
 	}
@@ -112,7 +113,7 @@ func (g *Gateway) checkLocalRecipients(env *crypto.Envelope) *transfer.Rejection
 			continue
 		}
 		u, ok := g.users[r.Unit]
-		if !ok || u.Role != RoleRecipient {
+		if !ok || u.Role != api.RoleRecipient {
 			return transfer.Reject(transfer.CodeUnknownRecipient, "no recipient unit %q at gateway %s", r.Unit, g.opts.ID)
 		}
 		if u.Key.AgeRecipient != r.Key {

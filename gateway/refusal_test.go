@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"evx/api"
+	"evx/client"
 	"evx/crypto"
+	"evx/internal/devenv"
 	"evx/storage"
 	"evx/transfer"
 
@@ -24,9 +27,9 @@ import (
 
 // newUser makes a key and a client certificate from country's CA for a
 // user that the gateway knows only if the test adds it to the options.
-func (tw *testWorld) newUser(t *testing.T, country, name, role string) *DevUser {
+func (tw *testWorld) newUser(t *testing.T, country, name string, role api.Role) *devenv.User {
 	t.Helper()
-	u := &DevUser{Name: name, Unit: country + "/" + name, Role: role}
+	u := &devenv.User{Name: name, Unit: country + "/" + name, Role: role}
 	var err error
 	if u.Key, err = crypto.GenerateUnitKey(u.Unit); err != nil {
 		t.Fatal(err)
@@ -45,14 +48,14 @@ func TestRefusals(t *testing.T) { forEachBackend(t, testRefusals) }
 func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
 	// FR/judge is a second recipient, to whom the bundles below are not
 	// addressed; DE/lab is a second submitter.
-	extra := map[string]*DevUser{}
+	extra := map[string]*devenv.User{}
 	tw := newTestWorld(t, newStore, func(id string, o *Options) {
 		if u := extra[id]; u != nil {
 			o.Users = append(o.Users, User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public()})
 		}
 	})
-	extra["FR"] = tw.newUser(t, "FR", "judge", RoleRecipient)
-	extra["DE"] = tw.newUser(t, "DE", "lab", RoleSubmitter)
+	extra["FR"] = tw.newUser(t, "FR", "judge", api.RoleRecipient)
+	extra["DE"] = tw.newUser(t, "DE", "lab", api.RoleSubmitter)
 	tw.start(t, "DE")
 	tw.start(t, "FR")
 	ctx := context.Background()
@@ -65,7 +68,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	if _, err := delivered.upload(ctx, de); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := WaitDelivered(ctx, de, delivered.env.BundleID, 20*time.Second); err != nil {
+	if _, err := client.WaitDelivered(ctx, de, delivered.env.BundleID, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	id := delivered.env.BundleID
@@ -86,7 +89,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 
 	t.Run("user without a role", func(t *testing.T) {
 		before := objects(t, deStore)
-		u := tw.newUser(t, "DE", "intruder", RoleSubmitter) // a certificate, but no entry in users
+		u := tw.newUser(t, "DE", "intruder", api.RoleSubmitter) // a certificate, but no entry in users
 		c := tw.clientWithCert("DE", u.Cert)
 		_, err := c.WhoAmI(ctx)
 		apiRefused(t, err, 403, "no-role", "DE/intruder", deLogs)
@@ -95,7 +98,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		apiRefused(t, err, 403, "no-role", "DE/intruder", deLogs)
 		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
 
-		fr := tw.clientWithCert("FR", tw.newUser(t, "FR", "intruder", RoleRecipient).Cert)
+		fr := tw.clientWithCert("FR", tw.newUser(t, "FR", "intruder", api.RoleRecipient).Cert)
 		_, err = fr.InboxEntry(ctx, id)
 		apiRefused(t, err, 403, "no-role", "FR/intruder", frLogs)
 	})
@@ -114,7 +117,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		// FR's prosecutor is a valid user, but of FR's gateway.
 		c := tw.clientWithCert("DE", tw.world.Country("FR").User("prosecutor").Cert)
 		_, err := c.WhoAmI(ctx)
-		var ae *APIError
+		var ae *api.Error
 		if err == nil || errors.As(err, &ae) {
 			t.Fatalf("err = %v, want the TLS handshake refused", err)
 		}
@@ -153,7 +156,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		if buf.Len() != 0 {
 			t.Errorf("%d payload bytes served to FR/judge", buf.Len())
 		}
-		_, err = Pull(ctx, c, extra["FR"].Key, id, filepath.Join(t.TempDir(), "out"), "", nil)
+		_, err = client.Pull(ctx, c, extra["FR"].Key, id, filepath.Join(t.TempDir(), "out"), "", nil)
 		apiRefused(t, err, 404, "not-found", "FR/judge", frLogs)
 		err = c.Ack(ctx, id)
 		apiRefused(t, err, 404, "not-found", "FR/judge", frLogs)
@@ -165,9 +168,9 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		apiRefused(t, err, 404, "not-found", "FR/prosecutor", frLogs)
 	})
 
-	// Direct delivery forwards the upload before it is checked: the
+	// api.Direct delivery forwards the upload before it is checked: the
 	// peer's check must refuse it as this gateway's own would.
-	for _, mode := range []DeliveryMode{Queue, Direct} {
+	for _, mode := range []api.DeliveryMode{api.Queue, api.Direct} {
 		t.Run("payload size differs from the declared size, deliver="+string(mode), func(t *testing.T) {
 			before, frBefore := objects(t, deStore), objects(t, frStore)
 			b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
@@ -347,7 +350,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	if len(list) != 2 {
 		t.Errorf("FR/prosecutor's inbox has %d bundles, want 2: %+v", len(list), list)
 	}
-	if _, err := Pull(ctx, p, pKey, id, filepath.Join(t.TempDir(), "out"), "", nil); err != nil {
+	if _, err := client.Pull(ctx, p, pKey, id, filepath.Join(t.TempDir(), "out"), "", nil); err != nil {
 		t.Errorf("pulling the bundle delivered first: %v", err)
 	}
 }
@@ -389,10 +392,10 @@ func waitLogged(t *testing.T, logs *observer.ObservedLogs, what string, match fu
 // rawUpload sends an upload whose Content-Length is declared but whose body
 // is body, then ends the connection for writing, as a client that fails
 // mid-upload does. It returns the answer's status and error code.
-func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificate, b *sealedBundle, declared int64, body []byte, mode DeliveryMode) (int, string) {
+func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificate, b *sealedBundle, declared int64, body []byte, mode api.DeliveryMode) (int, string) {
 	t.Helper()
 	conn, err := tls.Dial("tcp", tw.gateways[country].APIAddr(), &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: pool(tw.world.Country(country).CA.Cert), Certificates: []tls.Certificate{cert},
+		MinVersion: tls.VersionTLS13, RootCAs: tw.world.Country(country).CAPool(), Certificates: []tls.Certificate{cert},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -401,8 +404,8 @@ func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificat
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	fmt.Fprintf(conn, "POST /v1/bundles?deliver=%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n%s: %s\r\n%s: %s\r\n\r\n",
 		mode, tw.gateways[country].APIAddr(), declared,
-		headerEnvelope, base64.StdEncoding.EncodeToString(b.envJSON),
-		headerSignature, base64.StdEncoding.EncodeToString(b.sig))
+		api.HeaderEnvelope, base64.StdEncoding.EncodeToString(b.envJSON),
+		api.HeaderSignature, base64.StdEncoding.EncodeToString(b.sig))
 	conn.Write(body)
 	if err := conn.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -412,10 +415,30 @@ func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificat
 		t.Fatalf("reading the answer: %v", err)
 	}
 	defer resp.Body.Close()
-	var e struct {
-		Error *APIError `json:"error"`
-	}
+	var e api.ErrorBody
 	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error == nil {
+		return resp.StatusCode, ""
+	}
+	return resp.StatusCode, string(e.Error.Code)
+}
+
+// rawGet sends GET path to country's API as one of its users, bypassing
+// package client's encoding of the request, and returns the answer's status
+// and error code.
+func (tw *testWorld) rawGet(t *testing.T, country, user, path string) (int, api.Code) {
+	t.Helper()
+	c := tw.world.Country(country)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: c.CAPool(), Certificates: []tls.Certificate{c.User(user).Cert},
+	}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://" + tw.gateways[country].APIAddr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e api.ErrorBody
+	if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == nil {
 		return resp.StatusCode, ""
 	}
 	return resp.StatusCode, e.Error.Code

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"evx/client"
 	"evx/crypto"
 	"evx/storage"
 )
@@ -47,7 +48,7 @@ func testRestart(t *testing.T, newStore func(*testing.T, string) storage.Backend
 	delivered := func(t *testing.T, b *sealedBundle) {
 		t.Helper()
 		de, _ := tw.client(t, "DE", "forensics")
-		if _, err := WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
+		if _, err := client.WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		fr, frKey := tw.client(t, "FR", "prosecutor")

@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
+	"evx/client"
+	"evx/config"
 	"evx/crypto"
 	"evx/gateway"
-	"evx/storage"
+	"evx/internal/devenv"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -83,11 +82,14 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 	defer cancel()
 	step := &demoStep{cmd: cmd}
 
-	var world *gateway.DevWorld
 	if err := step.run("keys and certificates: a CA, gateway and units per country", func() (string, error) {
-		var err error
-		world, err = gateway.NewDevWorld("DE", "FR")
-		return "DE and FR each: CA, gateway certificate and signing key, forensics,\nprosecutor, auditor and operator with unit keys and client certificates\n", err
+		world, err := devenv.New("DE", "FR")
+		if err != nil {
+			return "", err
+		}
+		// The demo runs from the files a deployment has, as evx dev-env
+		// writes them: configurations, keys, certificates and profiles.
+		return "DE and FR each: CA, gateway certificate and signing key, forensics,\nprosecutor, auditor and operator with unit keys and client certificates\n", world.WriteFiles(dir, nil)
 	}); err != nil {
 		return err
 	}
@@ -95,22 +97,17 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 	gateways := map[string]*gateway.Gateway{}
 	done := make(chan error, 2)
 	if err := step.run("start gateways DE and FR on loopback (local-disk storage)", func() (string, error) {
-		addrs := map[string]string{}
-		for _, id := range []string{"DE", "FR"} {
-			c, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				return "", err
-			}
-			addrs[id] = c.LocalAddr().String()
-			c.Close()
-		}
 		var detail string
 		for _, id := range []string{"DE", "FR"} {
-			st, err := storage.NewDisk(filepath.Join(dir, id, "data"))
+			cfg, err := config.Load(filepath.Join(dir, id, "gateway.yaml"))
 			if err != nil {
 				return "", err
 			}
-			g, err := gateway.New(world.Options(id, addrs, "127.0.0.1:0", st, log.Named(id)))
+			opts, err := gatewayOptions(ctx, cfg, log.Named(id))
+			if err != nil {
+				return "", err
+			}
+			g, err := gateway.New(opts)
 			if err != nil {
 				return "", err
 			}
@@ -128,12 +125,8 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 			<-done
 		}
 	}()
-	client := func(country, user string) (*gateway.Client, *crypto.UnitKey) {
-		c := world.Country(country)
-		u := c.User(user)
-		roots := x509.NewCertPool()
-		roots.AddCert(c.CA.Cert)
-		return gateway.NewClient("https://"+gateways[country].APIAddr(), u.Cert, &tls.Config{RootCAs: roots}), u.Key
+	profile := func(country, user string) (*client.Client, *crypto.UnitKey, error) {
+		return loadProfile(filepath.Join(dir, country, user, "profile.yaml"))
 	}
 
 	evidence := filepath.Join(dir, "case-4711")
@@ -143,14 +136,17 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 		return err
 	}
 
-	var pushed *gateway.PushResult
+	var pushed *client.PushResult
 	if err := step.run("push: seal at DE/forensics, upload, deliver DE → FR", func() (string, error) {
-		de, key := client("DE", "forensics")
+		de, key, err := profile("DE", "forensics")
+		if err != nil {
+			return "", err
+		}
 		files, err := crypto.CollectFiles([]string{evidence})
 		if err != nil {
 			return "", err
 		}
-		pushed, err = gateway.Push(ctx, de, gateway.PushRequest{
+		pushed, err = client.Push(ctx, de, client.PushRequest{
 			Key: key, To: []string{"FR/prosecutor"}, Files: files, TempDir: dir, Wait: time.Minute,
 			Seal: crypto.SealOptions{Purpose: "mutual-legal-assistance", Handling: "H2", TLP: "TLP:AMBER",
 				LegalBasis: "EIO FR-2026-0042 (Directive 2014/41/EU)", Case: "case-4711", Retain: 90 * 24 * time.Hour},
@@ -164,7 +160,10 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 		return err
 	}
 
-	fr, frKey := client("FR", "prosecutor")
+	fr, frKey, err := profile("FR", "prosecutor")
+	if err != nil {
+		return err
+	}
 	if err := step.run("inbox at FR/prosecutor: what the gateway knows (envelope only)", func() (string, error) {
 		list, err := fr.Inbox(ctx)
 		if err != nil {
@@ -182,7 +181,7 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 
 	out := filepath.Join(dir, "opened")
 	return step.run("pull: download, verify and open at FR/prosecutor, acknowledge", func() (string, error) {
-		res, err := gateway.Pull(ctx, fr, frKey, pushed.Envelope.BundleID, out, "", nil)
+		res, err := client.Pull(ctx, fr, frKey, pushed.Envelope.BundleID, out, "", nil)
 		if err != nil {
 			return "", err
 		}

@@ -43,7 +43,7 @@ func newGatewayCmd() *cobra.Command {
 				return err
 			}
 			defer log.Sync()
-			opts, err := gatewayOptions(cmd, cfg, log)
+			opts, err := gatewayOptions(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
 			}
@@ -77,7 +77,7 @@ func newLogger() (*zap.Logger, error) {
 
 // gatewayOptions turns a loaded configuration into gateway options, reading
 // every key, certificate and credential it names.
-func gatewayOptions(cmd *cobra.Command, cfg *config.Gateway, log *zap.Logger) (gateway.Options, error) {
+func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (gateway.Options, error) {
 	o := gateway.Options{ID: cfg.ID, PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
 		MaxBundleSize: int64(cfg.Limits.MaxBundleSize), Logger: log}
 	var err error
@@ -90,7 +90,7 @@ func gatewayOptions(cmd *cobra.Command, cfg *config.Gateway, log *zap.Logger) (g
 	if o.SigningKey, err = crypto.ReadSigningKeyFile(cfg.SigningKey); err != nil {
 		return o, fmt.Errorf("signing_key: %w", err)
 	}
-	if o.Storage, err = openStorage(cmd, cfg); err != nil {
+	if o.Storage, err = openStorage(ctx, cfg); err != nil {
 		return o, err
 	}
 	for _, p := range cfg.Peers {
@@ -101,7 +101,7 @@ func gatewayOptions(cmd *cobra.Command, cfg *config.Gateway, log *zap.Logger) (g
 		o.Peers = append(o.Peers, transfer.Peer{ID: p.ID, Address: p.Address, CA: ca, SigningKey: p.SigningKey})
 	}
 	for _, u := range cfg.Users {
-		gu := gateway.User{Unit: u.Identity, Role: string(u.Role)}
+		gu := gateway.User{Unit: u.Identity, Role: u.Role}
 		if u.PublicKey != "" {
 			data, err := os.ReadFile(u.PublicKey)
 			if err != nil {
@@ -116,7 +116,7 @@ func gatewayOptions(cmd *cobra.Command, cfg *config.Gateway, log *zap.Logger) (g
 	return o, nil
 }
 
-func openStorage(cmd *cobra.Command, cfg *config.Gateway) (storage.Backend, error) {
+func openStorage(ctx context.Context, cfg *config.Gateway) (storage.Backend, error) {
 	if cfg.Storage.S3 == nil {
 		d, err := storage.NewDisk(cfg.Storage.Dir)
 		if err != nil {
@@ -124,7 +124,7 @@ func openStorage(cmd *cobra.Command, cfg *config.Gateway) (storage.Backend, erro
 		}
 		// Leftovers of uploads a crash interrupted; a day is longer than
 		// any upload may stall.
-		if _, err := d.RemoveStaleTemp(cmd.Context(), 24*time.Hour); err != nil {
+		if _, err := d.RemoveStaleTemp(ctx, 24*time.Hour); err != nil {
 			return nil, err
 		}
 		return d, nil
@@ -139,7 +139,7 @@ func openStorage(cmd *cobra.Command, cfg *config.Gateway) (storage.Backend, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := b.EnsureBucket(cmd.Context()); err != nil {
+	if err := b.EnsureBucket(ctx); err != nil {
 		return nil, err
 	}
 	return b, nil

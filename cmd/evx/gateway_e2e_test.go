@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"evx/gateway"
+	"evx/api"
 	"evx/storage"
 	"evx/storage/storagetest"
 )
@@ -188,9 +188,9 @@ func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
 		t.Fatalf("push: %s; want a delivered bundle with a receipt", out)
 	}
 
-	inbox := func() gateway.InboxEntry {
+	inbox := func() api.InboxEntry {
 		t.Helper()
-		var list []gateway.InboxEntry
+		var list []api.InboxEntry
 		out := procMust(t, bin, "inbox", "--profile", frProsecutor, "--json")
 		if err := json.Unmarshal([]byte(out), &list); err != nil {
 			t.Fatalf("inbox --json printed %q: %v", out, err)
@@ -201,7 +201,7 @@ func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
 			}
 		}
 		t.Fatalf("bundle %s is not in FR/prosecutor's inbox: %s", pushed.BundleID, out)
-		return gateway.InboxEntry{}
+		return api.InboxEntry{}
 	}
 	e := inbox()
 	if e.From != "DE" || e.Sender != "DE/forensics" || e.Purpose != "mutual-legal-assistance" || e.LegalBasis != "EIO 2026/17" || e.Acknowledged {

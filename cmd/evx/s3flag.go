@@ -6,12 +6,12 @@ import (
 	"net/url"
 	"os"
 
-	"evx/gateway"
+	"evx/internal/devenv"
 )
 
 // parseDevS3 turns --s3 URL and the standard AWS credential variables into
 // a dev-env S3 set-up.
-func parseDevS3(s string) (*gateway.DevS3, error) {
+func parseDevS3(s string) (*devenv.S3, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		return nil, fmt.Errorf("--s3 %q: want http://host:port or https://host:port", s)
@@ -20,5 +20,5 @@ func parseDevS3(s string) (*gateway.DevS3, error) {
 	if access == "" || secret == "" {
 		return nil, errors.New("--s3 needs the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables")
 	}
-	return &gateway.DevS3{Endpoint: u.Host, TLS: u.Scheme == "https", AccessKey: access, SecretKey: secret}, nil
+	return &devenv.S3{Endpoint: u.Host, TLS: u.Scheme == "https", AccessKey: access, SecretKey: secret}, nil
 }

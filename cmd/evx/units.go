@@ -10,15 +10,17 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"evx/api"
+	"evx/client"
 	"evx/config"
 	"evx/crypto"
-	"evx/gateway"
+	"evx/internal/devenv"
 
 	"github.com/spf13/cobra"
 )
 
 // loadProfile reads a profile and returns an API client and the unit key.
-func loadProfile(path string) (*gateway.Client, *crypto.UnitKey, error) {
+func loadProfile(path string) (*client.Client, *crypto.UnitKey, error) {
 	if path == "" {
 		return nil, nil, errors.New("--profile is required")
 	}
@@ -38,7 +40,7 @@ func loadProfile(path string) (*gateway.Client, *crypto.UnitKey, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return gateway.NewClient(p.Gateway, cert, &tls.Config{RootCAs: roots}), key, nil
+	return client.New(p.Gateway, cert, &tls.Config{RootCAs: roots}), key, nil
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -93,14 +95,14 @@ bundle stays queued at your gateway if it is not over by then. With
 				return err
 			}
 			bar := &stagedProgress{stderr: cmd.ErrOrStderr()}
-			req := gateway.PushRequest{
+			req := client.PushRequest{
 				Key: key, To: to, Files: files,
 				Seal: opts, Progress: bar.set,
 			}
 			if !noWait {
 				req.Wait = wait
 			}
-			res, err := gateway.Push(cmd.Context(), c, req)
+			res, err := client.Push(cmd.Context(), c, req)
 			bar.finish()
 			if err != nil {
 				return err
@@ -111,7 +113,7 @@ bundle stays queued at your gateway if it is not over by then. With
 				})
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), res.Envelope.BundleID)
-			if res.Status.State == "delivered" {
+			if res.Status.State == api.StateDelivered {
 				fmt.Fprintf(cmd.ErrOrStderr(), "delivered to %s; receipt: %s\n", res.Status.Peer, res.Status.Receipt.Body)
 			} else {
 				fmt.Fprintf(cmd.ErrOrStderr(), "queued at your gateway for delivery\n")
@@ -184,7 +186,7 @@ retrieval to the gateway.`,
 				return err
 			}
 			bar := newProgress(cmd.ErrOrStderr(), e.Size, "downloading")
-			res, err := gateway.Pull(cmd.Context(), c, key, args[0], out, keep, bar.set)
+			res, err := client.Pull(cmd.Context(), c, key, args[0], out, keep, bar.set)
 			bar.finish()
 			if err != nil {
 				return err
@@ -220,14 +222,14 @@ func newDevEnvCmd() *cobra.Command {
 			if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 				return fmt.Errorf("%q is not empty", dir)
 			}
-			var devS3 *gateway.DevS3
+			var devS3 *devenv.S3
 			if s3 != "" {
 				var err error
 				if devS3, err = parseDevS3(s3); err != nil {
 					return err
 				}
 			}
-			w, err := gateway.NewDevWorld("DE", "FR")
+			w, err := devenv.New("DE", "FR")
 			if err != nil {
 				return err
 			}

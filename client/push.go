@@ -1,4 +1,4 @@
-package gateway
+package client
 
 import (
 	"context"
@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
+	"evx/api"
 	"evx/crypto"
 )
 
@@ -37,7 +37,7 @@ type PushRequest struct {
 type PushResult struct {
 	Envelope *crypto.Envelope
 	// Status is the delivery state when Push returned.
-	Status *OutboxStatus
+	Status *api.OutboxStatus
 }
 
 // Push seals the files on this machine and uploads the bundle to the
@@ -61,7 +61,7 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 		if err != nil {
 			return nil, fmt.Errorf("resolving recipient %s: %w", unit, err)
 		}
-		if e.Role != RoleRecipient || e.AgeRecipient == "" {
+		if api.Role(e.Role) != api.RoleRecipient || e.AgeRecipient == "" {
 			return nil, fmt.Errorf("%s is not a recipient unit (its role is %s)", unit, e.Role)
 		}
 		opts.Recipients = append(opts.Recipients, crypto.PublicKey{Unit: e.Unit, AgeRecipient: e.AgeRecipient})
@@ -84,11 +84,11 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	mode := Queue
+	mode := api.Queue
 	if req.Wait > 0 {
 		// Waiting anyway: the gateway may forward the upload as it
 		// arrives instead of storing it first.
-		mode = Direct
+		mode = api.Direct
 	}
 	res := &PushResult{Envelope: env}
 	for attempt := 1; ; attempt++ {
@@ -98,8 +98,8 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 			body = &progressReader{r: body, f: func(n int64) { req.Progress("uploading", n, env.PayloadSize) }}
 		}
 		res.Status, err = c.Upload(ctx, b.EnvelopeJSON, b.Signature, body, env.PayloadSize, mode)
-		var apiErr *APIError
-		if errors.As(err, &apiErr) && apiErr.Code == "delivery-interrupted" && attempt < maxUploadAttempts {
+		var apiErr *api.Error
+		if errors.As(err, &apiErr) && apiErr.Code == api.CodeDeliveryInterrupted && attempt < maxUploadAttempts {
 			// Nothing was stored: the bundle is still only here.
 			continue
 		}
@@ -109,16 +109,16 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 		break
 	}
 	switch {
-	case res.Status.State == "refused":
+	case res.Status.State == api.StateRefused:
 		return res, refusedErr(res.Status)
-	case req.Wait <= 0 || res.Status.State != "queued":
+	case req.Wait <= 0 || res.Status.State != api.StateQueued:
 		return res, nil
 	}
 	res.Status, err = WaitDelivered(ctx, c, env.BundleID, req.Wait)
 	return res, err
 }
 
-func refusedErr(st *OutboxStatus) error {
+func refusedErr(st *api.OutboxStatus) error {
 	return fmt.Errorf("the peer gateway refused bundle %s (%s): %s", st.BundleID, st.Refusal.Code, st.Refusal.Reason)
 }
 
@@ -132,7 +132,7 @@ const maxUploadAttempts = 3
 // (or for statusWait), so the answer comes as soon as the peer's receipt
 // is stored, without polling. A gateway that answers at once regardless is
 // asked again after growing pauses.
-func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Duration) (*OutboxStatus, error) {
+func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Duration) (*api.OutboxStatus, error) {
 	deadline := time.Now().Add(timeout)
 	pause := 2 * time.Millisecond
 	for {
@@ -143,9 +143,9 @@ func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Durat
 			return nil, err
 		}
 		switch st.State {
-		case "delivered":
+		case api.StateDelivered:
 			return st, nil
-		case "refused":
+		case api.StateRefused:
 			return st, refusedErr(st)
 		}
 		if time.Now().After(deadline) {
@@ -178,96 +178,6 @@ type progressReader struct {
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
-	p.n += int64(n)
-	p.f(p.n)
-	return n, err
-}
-
-// PullResult reports a pull.
-type PullResult struct {
-	Entry *InboxEntry
-	Open  *crypto.OpenResult
-	// BundlePath is where the rebuilt bundle was kept, if asked for.
-	BundlePath string
-	// SenderPinned reports that the signing key was checked, on this
-	// machine, against the sender's entry in its country's directory.
-	SenderPinned bool
-}
-
-// Pull downloads a received bundle, rebuilds it, opens and verifies it on
-// this machine into dir, and only then acknowledges retrieval. keep, if not
-// empty, is a path where the bundle itself is kept for the record.
-func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep string, progress func(int64)) (*PullResult, error) {
-	e, err := c.InboxEntry(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	tmpDir := filepath.Dir(filepath.Clean(dir))
-	payload, err := os.CreateTemp(tmpDir, ".evx-pull-*.age")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(payload.Name())
-	defer payload.Close()
-	var w io.Writer = payload
-	if progress != nil {
-		w = &progressWriter{w: payload, f: progress}
-	}
-	n, err := c.Download(ctx, id, w)
-	if err != nil {
-		return nil, fmt.Errorf("downloading bundle %s: %w", id, err)
-	}
-	bundle, err := os.CreateTemp(tmpDir, ".evx-pull-*.evx")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(bundle.Name())
-	defer bundle.Close()
-	if err := crypto.WriteContainer(bundle, e.Envelope, e.Signature, io.NewSectionReader(payload, 0, n), n); err != nil {
-		return nil, err
-	}
-	info, err := bundle.Stat()
-	if err != nil {
-		return nil, err
-	}
-	b, err := crypto.ReadBundle(bundle, info.Size())
-	if err != nil {
-		return nil, err
-	}
-	// The gateway says it checked the sender; the recipient checks again
-	// rather than trust what the gateway stored, and pins the key for open.
-	sender, err := c.Lookup(ctx, b.Envelope.Sender.Unit)
-	if err != nil {
-		return nil, fmt.Errorf("looking up sender %s in its country's directory: %w", b.Envelope.Sender.Unit, err)
-	}
-	if sender.Role != RoleSubmitter || sender.SigningKey != b.Envelope.Sender.Key {
-		return nil, fmt.Errorf("bundle %s is signed with %s, which the directory does not list for submitter %s", id, b.Envelope.Sender.Key, b.Envelope.Sender.Unit)
-	}
-	res, err := b.Open(ctx, key, dir, crypto.OpenOptions{ExpectSender: sender.SigningKey})
-	if err != nil {
-		return nil, fmt.Errorf("opening bundle %s: %w", id, err)
-	}
-	out := &PullResult{Entry: e, Open: res, SenderPinned: true}
-	if keep != "" {
-		if err := os.Link(bundle.Name(), keep); err != nil {
-			return nil, fmt.Errorf("keeping the bundle: %w", err)
-		}
-		out.BundlePath = keep
-	}
-	if err := c.Ack(ctx, id); err != nil {
-		return out, fmt.Errorf("bundle %s opened, but acknowledging retrieval failed: %w", id, err)
-	}
-	return out, nil
-}
-
-type progressWriter struct {
-	w io.Writer
-	n int64
-	f func(int64)
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
 	p.n += int64(n)
 	p.f(p.n)
 	return n, err

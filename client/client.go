@@ -1,4 +1,4 @@
-package gateway
+package client
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"evx/api"
 	"evx/crypto"
 )
 
@@ -23,10 +24,10 @@ type Client struct {
 	http *http.Client
 }
 
-// NewClient returns a client of the API at base (https://host:port),
+// New returns a client of the API at base (https://host:port),
 // authenticating with cert and trusting the gateway certificate issued by
 // the CA in roots.
-func NewClient(base string, cert tls.Certificate, roots *tls.Config) *Client {
+func New(base string, cert tls.Certificate, roots *tls.Config) *Client {
 	conf := roots.Clone()
 	conf.Certificates = []tls.Certificate{cert}
 	conf.MinVersion = tls.VersionTLS13
@@ -49,12 +50,10 @@ func (c *Client) do(req *http.Request, out any) error {
 
 func decodeAnswer(resp *http.Response, out any) error {
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error *APIError `json:"error"`
-		}
+		var e api.ErrorBody
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if json.Unmarshal(body, &e) == nil && e.Error != nil {
-			e.Error.Status = resp.StatusCode
+			e.Error.HTTPStatus = resp.StatusCode
 			return e.Error
 		}
 		return fmt.Errorf("gateway answered %s", resp.Status)
@@ -74,8 +73,8 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 }
 
 // WhoAmI asks the gateway who the client is.
-func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
-	var w WhoAmI
+func (c *Client) WhoAmI(ctx context.Context) (*api.WhoAmI, error) {
+	var w api.WhoAmI
 	return &w, c.get(ctx, "/v1/whoami", &w)
 }
 
@@ -85,55 +84,43 @@ func (c *Client) Lookup(ctx context.Context, unit string) (*crypto.DirectoryEntr
 	return &e, c.get(ctx, "/v1/directory/"+unit, &e)
 }
 
-// How the gateway delivers an upload (POST /v1/bundles?deliver=).
-type DeliveryMode string
-
-const (
-	// Queue stores the bundle and answers; delivery follows.
-	Queue DeliveryMode = "queue"
-	// Direct forwards the upload to the peer while it arrives and answers
-	// with the peer's receipt or refusal, or stores the bundle as Queue
-	// does if the peer cannot take it at once.
-	Direct DeliveryMode = "direct"
-)
-
 // Upload submits a sealed bundle: its envelope, signature and payload.
-func (c *Client) Upload(ctx context.Context, envJSON, sig []byte, payload io.Reader, size int64, mode DeliveryMode) (*OutboxStatus, error) {
+func (c *Client) Upload(ctx context.Context, envJSON, sig []byte, payload io.Reader, size int64, mode api.DeliveryMode) (*api.OutboxStatus, error) {
 	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/bundles?deliver="+url.QueryEscape(string(mode)), payload)
 	if err != nil {
 		return nil, err
 	}
 	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/octet-stream")
-	req.Header.Set(headerEnvelope, base64.StdEncoding.EncodeToString(envJSON))
-	req.Header.Set(headerSignature, base64.StdEncoding.EncodeToString(sig))
-	var s OutboxStatus
+	req.Header.Set(api.HeaderEnvelope, base64.StdEncoding.EncodeToString(envJSON))
+	req.Header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(sig))
+	var s api.OutboxStatus
 	return &s, c.do(req, &s)
 }
 
 // OutboxStatus returns the delivery state of a submitted bundle.
-func (c *Client) OutboxStatus(ctx context.Context, id string) (*OutboxStatus, error) {
-	var s OutboxStatus
+func (c *Client) OutboxStatus(ctx context.Context, id string) (*api.OutboxStatus, error) {
+	var s api.OutboxStatus
 	return &s, c.get(ctx, "/v1/outbox/"+url.PathEscape(id), &s)
 }
 
 // OutboxStatusWait is OutboxStatus, except that the gateway answers for a
 // queued bundle only once its delivery ends or after wait (at most a
 // minute).
-func (c *Client) OutboxStatusWait(ctx context.Context, id string, wait time.Duration) (*OutboxStatus, error) {
-	var s OutboxStatus
+func (c *Client) OutboxStatusWait(ctx context.Context, id string, wait time.Duration) (*api.OutboxStatus, error) {
+	var s api.OutboxStatus
 	return &s, c.get(ctx, "/v1/outbox/"+url.PathEscape(id)+"?wait="+url.QueryEscape(wait.String()), &s)
 }
 
 // Inbox lists the bundles addressed to the client.
-func (c *Client) Inbox(ctx context.Context) ([]InboxEntry, error) {
-	var list []InboxEntry
+func (c *Client) Inbox(ctx context.Context) ([]api.InboxEntry, error) {
+	var list []api.InboxEntry
 	return list, c.get(ctx, "/v1/inbox", &list)
 }
 
 // InboxEntry returns one received bundle's entry, with its envelope.
-func (c *Client) InboxEntry(ctx context.Context, id string) (*InboxEntry, error) {
-	var e InboxEntry
+func (c *Client) InboxEntry(ctx context.Context, id string) (*api.InboxEntry, error) {
+	var e api.InboxEntry
 	return &e, c.get(ctx, "/v1/inbox/"+url.PathEscape(id), &e)
 }
 

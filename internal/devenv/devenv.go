@@ -1,4 +1,11 @@
-package gateway
+// Package devenv makes complete multi-country set-ups for development, tests
+// and the demo: per country a CA, a gateway certificate and signing key, and
+// local users with unit keys and client certificates; and it writes them as
+// the files a real deployment has (gateway configurations, profiles), so
+// that what runs from them runs exactly as in production.
+//
+// It imports crypto, config, transfer and api, never the gateway daemon.
+package devenv
 
 import (
 	"crypto/tls"
@@ -10,52 +17,53 @@ import (
 	"strings"
 	"time"
 
+	"evx/api"
 	"evx/config"
 	"evx/crypto"
-	"evx/storage"
 	"evx/transfer"
-
-	"go.uber.org/zap"
 )
 
-// DevWorld is a complete set-up of several countries for development, tests
+// World is a complete set-up of several countries for development, tests
 // and the demo: per country a CA, a gateway certificate and signing key, and
 // users with unit keys and client certificates.
-type DevWorld struct {
-	Countries []*DevCountry
+type World struct {
+	Countries []*Country
 }
 
-// DevCountry is one country of a DevWorld.
-type DevCountry struct {
+// Country is one country of a World.
+type Country struct {
 	ID      string
 	CA      *crypto.CA
 	Cert    tls.Certificate
 	Signing *crypto.UnitKey
-	Users   []*DevUser
+	Users   []*User
 }
 
-// DevUser is one local user of a DevCountry.
-type DevUser struct {
+// User is one local user of a Country.
+type User struct {
 	Name string // forensics, prosecutor, auditor, operator
 	Unit string
-	Role string
+	Role api.Role
 	Key  *crypto.UnitKey
 	Cert tls.Certificate
 }
 
-// devUsers are the users of every country in a DevWorld.
-var devUsers = []struct{ name, role string }{
-	{"forensics", RoleSubmitter},
-	{"prosecutor", RoleRecipient},
-	{"auditor", RoleAuditor},
-	{"operator", RoleOperator},
+// devUsers are the users of every country in a World.
+var devUsers = []struct {
+	name string
+	role api.Role
+}{
+	{"forensics", api.RoleSubmitter},
+	{"prosecutor", api.RoleRecipient},
+	{"auditor", api.RoleAuditor},
+	{"operator", api.RoleOperator},
 }
 
-// NewDevWorld makes the keys and certificates of countries ids.
-func NewDevWorld(ids ...string) (*DevWorld, error) {
-	w := &DevWorld{}
+// NewWorld makes the keys and certificates of countries ids.
+func New(ids ...string) (*World, error) {
+	w := &World{}
 	for _, id := range ids {
-		c := &DevCountry{ID: id}
+		c := &Country{ID: id}
 		var err error
 		if c.CA, err = crypto.NewCA(id, 5*365*24*time.Hour); err != nil {
 			return nil, err
@@ -72,7 +80,7 @@ func NewDevWorld(ids ...string) (*DevWorld, error) {
 			return nil, err
 		}
 		for _, du := range devUsers {
-			u := &DevUser{Name: du.name, Unit: id + "/" + du.name, Role: du.role}
+			u := &User{Name: du.name, Unit: id + "/" + du.name, Role: du.role}
 			if u.Key, err = crypto.GenerateUnitKey(u.Unit); err != nil {
 				return nil, err
 			}
@@ -88,7 +96,7 @@ func NewDevWorld(ids ...string) (*DevWorld, error) {
 }
 
 // Country returns the country with the given id, or nil.
-func (w *DevWorld) Country(id string) *DevCountry {
+func (w *World) Country(id string) *Country {
 	for _, c := range w.Countries {
 		if c.ID == id {
 			return c
@@ -98,7 +106,7 @@ func (w *DevWorld) Country(id string) *DevCountry {
 }
 
 // User returns the user with the given name, or nil.
-func (c *DevCountry) User(name string) *DevUser {
+func (c *Country) User(name string) *User {
 	for _, u := range c.Users {
 		if u.Name == name {
 			return u
@@ -107,37 +115,23 @@ func (c *DevCountry) User(name string) *DevUser {
 	return nil
 }
 
-func pool(cert *x509.Certificate) *x509.CertPool {
+// CAPool returns a pool holding the country's CA certificate.
+func (c *Country) CAPool() *x509.CertPool {
 	p := x509.NewCertPool()
-	p.AddCert(cert)
+	p.AddCert(c.CA.Cert)
 	return p
 }
 
-// Options returns gateway options for country id, listening on loopback
-// ports given by peerAddrs (country → UDP address; the own entry is the
-// listening address) and apiAddr.
-func (w *DevWorld) Options(id string, peerAddrs map[string]string, apiAddr string, st storage.Backend, log *zap.Logger) Options {
+// Peer returns country id as a peer of the others: its CA pool and public
+// signing key, at address.
+func (w *World) Peer(id, address string) transfer.Peer {
 	c := w.Country(id)
-	o := Options{
-		ID: id, PeerAddr: peerAddrs[id], APIAddr: apiAddr,
-		Certificate: c.Cert, LocalCA: pool(c.CA.Cert), SigningKey: c.Signing.Signer(),
-		Storage: st, Logger: log,
-	}
-	for _, p := range w.Countries {
-		if p.ID == id {
-			continue
-		}
-		o.Peers = append(o.Peers, transfer.Peer{ID: p.ID, Address: peerAddrs[p.ID], CA: pool(p.CA.Cert),
-			SigningKey: crypto.FormatSigningKey(p.Signing.SigningPublicKey())})
-	}
-	for _, u := range c.Users {
-		o.Users = append(o.Users, User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public()})
-	}
-	return o
+	return transfer.Peer{ID: id, Address: address, CA: c.CAPool(),
+		SigningKey: crypto.FormatSigningKey(c.Signing.SigningPublicKey())}
 }
 
-// DevS3 configures dev-env to use an S3 endpoint, one bucket per country.
-type DevS3 struct {
+// S3 configures dev-env to use an S3 endpoint, one bucket per country.
+type S3 struct {
 	Endpoint  string // host:port
 	TLS       bool
 	AccessKey string
@@ -148,7 +142,7 @@ type DevS3 struct {
 // ca.pem (and ca-key.pem), the gateway's certificate, key and signing key,
 // gateway.yaml, and one folder per user with its unit key, public key,
 // client certificate and profile.yaml. Ports are picked free on loopback.
-func (w *DevWorld) WriteFiles(dir string, s3 *DevS3) error {
+func (w *World) WriteFiles(dir string, s3 *S3) error {
 	peerAddrs, apiAddrs, metricsAddrs := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, c := range w.Countries {
 		var err error
@@ -209,7 +203,7 @@ func (w *DevWorld) WriteFiles(dir string, s3 *DevS3) error {
 				return err
 			}
 			fmt.Fprintf(&users, "  - identity: %s\n    role: %s\n", u.Unit, u.Role)
-			if u.Role == RoleSubmitter || u.Role == RoleRecipient {
+			if u.Role == api.RoleSubmitter || u.Role == api.RoleRecipient {
 				fmt.Fprintf(&users, "    public_key: %s/unit.pub\n", u.Name)
 			}
 		}

@@ -1,0 +1,114 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// Code is the machine-readable reason of an API refusal, from the fixed set
+// in [Codes]. Programs act on codes; messages are for people.
+type Code string
+
+// The API's error codes. Each is sent with the HTTP status [Codes] gives.
+const (
+	CodeMalformedEnvelope   Code = "malformed-envelope"
+	CodeBadSignature        Code = "bad-signature"
+	CodeBadDeliver          Code = "bad-deliver"
+	CodeBadWait             Code = "bad-wait"
+	CodeSizeMismatch        Code = "size-mismatch"
+	CodeHashMismatch        Code = "hash-mismatch"
+	CodeUnknownRecipient    Code = "unknown-recipient"
+	CodeMultipleCountries   Code = "multiple-countries"
+	CodeUnauthenticated     Code = "unauthenticated"
+	CodeNoIdentity          Code = "no-identity"
+	CodeNoRole              Code = "no-role"
+	CodeForbidden           Code = "forbidden"
+	CodeSenderMismatch      Code = "sender-mismatch"
+	CodeUnknownSenderKey    Code = "unknown-sender-key"
+	CodeUnknownUnit         Code = "unknown-unit"
+	CodeNotFound            Code = "not-found"
+	CodeDuplicate           Code = "duplicate"
+	CodeLengthRequired      Code = "length-required"
+	CodeTooLarge            Code = "too-large"
+	CodeInternal            Code = "internal"
+	CodeUnavailable         Code = "unavailable"
+	CodeDeliveryInterrupted Code = "delivery-interrupted"
+	CodeStorageUnavailable  Code = "storage-unavailable"
+)
+
+// CodeInfo is one row of the code table: the HTTP status a code is sent
+// with and what it means.
+type CodeInfo struct {
+	Code    Code
+	Status  int
+	Meaning string
+}
+
+// codes is the one table of error codes, in the order of docs/api.md
+// section 4 (by status, then code).
+var codes = []CodeInfo{
+	{CodeBadDeliver, http.StatusBadRequest, "`deliver` is neither `queue` nor `direct`"},
+	{CodeBadSignature, http.StatusBadRequest, "`Evx-Signature` not base64, or the signature does not verify"},
+	{CodeBadWait, http.StatusBadRequest, "`wait` is not a duration from `0s` to `1m`"},
+	{CodeHashMismatch, http.StatusBadRequest, "the body's SHA-256 differs from `payload.sha256`"},
+	{CodeMalformedEnvelope, http.StatusBadRequest, "`Evx-Envelope` missing, not base64, or not a valid canonical envelope"},
+	{CodeMultipleCountries, http.StatusBadRequest, "the recipients belong to more than one country; seal one bundle per country"},
+	{CodeSizeMismatch, http.StatusBadRequest, "`Content-Length` or the body length differs from `payload.size`"},
+	{CodeUnknownRecipient, http.StatusBadRequest, "a recipient without unit id, unknown, with another key, not a recipient, or local"},
+	{CodeUnauthenticated, http.StatusUnauthorized, "no client certificate (not reached in practice: the TLS handshake requires one)"},
+	{CodeForbidden, http.StatusForbidden, "the caller's role may not call this endpoint"},
+	{CodeNoIdentity, http.StatusForbidden, "the client certificate has no `evx://unit/` URI SAN, or a malformed one"},
+	{CodeNoRole, http.StatusForbidden, "the identity is not among the gateway's users"},
+	{CodeSenderMismatch, http.StatusForbidden, "the envelope's sender is not the caller"},
+	{CodeUnknownSenderKey, http.StatusForbidden, "the envelope is signed with a key other than the caller's configured one"},
+	{CodeNotFound, http.StatusNotFound, "no such bundle for this caller"},
+	{CodeUnknownUnit, http.StatusNotFound, "directory lookup: no such unit, or its country is not a peer"},
+	{CodeDuplicate, http.StatusConflict, "the bundle id was already submitted"},
+	{CodeLengthRequired, http.StatusLengthRequired, "upload without `Content-Length` (chunked)"},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, "`payload.size` exceeds the gateway's maximum bundle size"},
+	{CodeInternal, http.StatusInternalServerError, "an unexpected error, logged at the gateway"},
+	{CodeDeliveryInterrupted, http.StatusServiceUnavailable, "a direct delivery broke off part-way; nothing was stored: upload again"},
+	{CodeStorageUnavailable, http.StatusServiceUnavailable, "the gateway's storage cannot be reached; nothing was changed: retry later"},
+	{CodeUnavailable, http.StatusServiceUnavailable, "the peer gateway's directory cannot be fetched and none is kept: retry later"},
+}
+
+// Codes returns the table of error codes, ordered by status, then code.
+func Codes() []CodeInfo { return append([]CodeInfo(nil), codes...) }
+
+// Status returns the HTTP status code c is sent with: 500 for a code not in
+// the table, which is a bug in the gateway.
+func (c Code) Status() int {
+	for _, i := range codes {
+		if i.Code == c {
+			return i.Status
+		}
+	}
+	return http.StatusInternalServerError
+}
+
+// Temporary reports whether the same request may succeed later unchanged.
+func (c Code) Temporary() bool { return c.Status() == http.StatusServiceUnavailable }
+
+// Error is a refusal of the API: a code from [Codes] and a message for
+// people. The gateway's request handling returns it; the HTTP layer sends
+// it with c.Status() as {"error": {"code", "message"}}; clients get it back
+// as an error.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	// HTTPStatus is the status the error came with, set by clients; the
+	// gateway sends Code.Status().
+	HTTPStatus int `json:"-"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Errorf returns an *Error with a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorBody is the JSON body of every refusal.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}

@@ -1,0 +1,146 @@
+package api
+
+import (
+	"time"
+
+	"evx/crypto"
+)
+
+// Role is what a local user may do through the API. The gateway's
+// configuration gives each user identity one role.
+type Role string
+
+// The roles of local users.
+const (
+	// RoleSubmitter is a forensic unit: it looks up recipients, uploads
+	// bundles and follows their delivery.
+	RoleSubmitter Role = "submitter"
+	// RoleRecipient is a prosecutor: it lists its inbox, downloads the
+	// bundles addressed to it and acknowledges them.
+	RoleRecipient Role = "recipient"
+	// RoleAuditor is oversight.
+	RoleAuditor Role = "auditor"
+	// RoleOperator runs the gateway: it sees the delivery state of every
+	// bundle, never an envelope's legal metadata or a payload.
+	RoleOperator Role = "operator"
+)
+
+// Roles lists the valid roles.
+func Roles() []Role { return []Role{RoleSubmitter, RoleRecipient, RoleAuditor, RoleOperator} }
+
+// Valid reports whether r is one of [Roles].
+func (r Role) Valid() bool {
+	switch r {
+	case RoleSubmitter, RoleRecipient, RoleAuditor, RoleOperator:
+		return true
+	}
+	return false
+}
+
+// State is the delivery state of a submitted bundle.
+type State string
+
+// The delivery states of a submitted bundle. A bundle is queued until the
+// peer gateway receipts it (delivered) or finally refuses it (refused);
+// both are final.
+const (
+	StateQueued    State = "queued"
+	StateDelivered State = "delivered"
+	StateRefused   State = "refused"
+)
+
+// States lists the delivery states.
+func States() []State { return []State{StateQueued, StateDelivered, StateRefused} }
+
+// Valid reports whether s is one of [States].
+func (s State) Valid() bool {
+	switch s {
+	case StateQueued, StateDelivered, StateRefused:
+		return true
+	}
+	return false
+}
+
+// DeliveryMode is how the gateway delivers an upload: the value of
+// POST /v1/bundles?deliver=.
+type DeliveryMode string
+
+const (
+	// Queue stores the bundle and answers; delivery follows.
+	Queue DeliveryMode = "queue"
+	// Direct forwards the upload to the peer while it arrives and answers
+	// with the peer's receipt or refusal, or stores the bundle as Queue
+	// does if the peer cannot take it at once.
+	Direct DeliveryMode = "direct"
+)
+
+// Header names carrying the envelope and signature of an upload, base64.
+const (
+	HeaderEnvelope  = "Evx-Envelope"
+	HeaderSignature = "Evx-Signature"
+)
+
+// MaxStatusWait bounds the wait of GET /v1/outbox/{id}?wait=, so that
+// clients and proxies with request timeouts get an answer.
+const MaxStatusWait = time.Minute
+
+// WhoAmI is the answer of GET /v1/whoami.
+type WhoAmI struct {
+	Gateway string `json:"gateway"`
+	Unit    string `json:"unit"`
+	Role    Role   `json:"role"`
+}
+
+// OutboxStatus is the delivery state of a submitted bundle: the answer of
+// POST /v1/bundles and GET /v1/outbox/{id}, and an element of GET
+// /v1/outbox.
+type OutboxStatus struct {
+	BundleID string `json:"bundle_id"`
+	State    State  `json:"state"`
+	// Peer is the gateway the bundle goes to.
+	Peer string `json:"peer,omitempty"`
+	// SubmittedBy and Submitted are the submitting unit and the time the
+	// gateway committed the upload.
+	SubmittedBy string     `json:"submitted_by,omitempty"`
+	Submitted   *time.Time `json:"submitted,omitempty"`
+	// Receipt and Delivered are set once delivered: the peer's signed
+	// receipt and the time it was stored.
+	Receipt   *crypto.Signed `json:"receipt,omitempty"`
+	Delivered *time.Time     `json:"delivered,omitempty"`
+	// Refusal is set once refused: the peer's final refusal.
+	Refusal *Refusal `json:"refusal,omitempty"`
+}
+
+// Refusal is a peer gateway's final refusal of a bundle.
+type Refusal struct {
+	Code   string    `json:"code"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// InboxEntry describes a received bundle to its recipient.
+type InboxEntry struct {
+	BundleID    string    `json:"bundle_id"`
+	From        string    `json:"from"`
+	Sender      string    `json:"sender"`
+	Purpose     string    `json:"purpose"`
+	LegalBasis  string    `json:"legal_basis"`
+	Case        string    `json:"case,omitempty"`
+	Handling    string    `json:"handling"`
+	TLP         string    `json:"tlp"`
+	Size        int64     `json:"size"`
+	ReceivedAt  time.Time `json:"received_at"`
+	RetainUntil time.Time `json:"retain_until"`
+	// SenderCheck says how the gateway checked the sender's signing key.
+	SenderCheck  string `json:"sender_check"`
+	Acknowledged bool   `json:"acknowledged"`
+	// Envelope and Signature are set by GET /v1/inbox/{id} only.
+	Envelope  []byte `json:"envelope,omitempty"`
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// Acknowledged is the answer of POST /v1/inbox/{id}/ack.
+type Acknowledged struct {
+	BundleID string `json:"bundle_id"`
+	Status   string `json:"status"` // "acknowledged"
+}
