@@ -85,6 +85,9 @@ type Gateway struct {
 	inboxLocks, outboxLocks bundleLocks
 
 	metrics *metrics
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type peerDirectory struct {
@@ -179,7 +182,11 @@ const shutdownTimeout = 10 * time.Second
 
 // Run serves peers and local users and delivers the outbox until ctx is
 // done, then shuts down within shutdownTimeout.
+//
+// Run closes the gateway (see Close) before it returns, and waits for
+// everything it started: API requests, offers from peers and deliveries.
 func (g *Gateway) Run(ctx context.Context) error {
+	defer g.Close()
 	if err := g.requeueOutbox(ctx); err != nil {
 		return err
 	}
@@ -197,15 +204,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
-		err := g.api.Shutdown(sctx)
-		g.server.Close()
-		g.client.Close()
-		return err
+		return errors.Join(g.api.Shutdown(sctx), g.Close())
 	})
 	g.log.Info("gateway running", zap.String("peer", g.PeerAddr()), zap.String("api", g.APIAddr()))
 	err := eg.Wait()
 	g.log.Info("gateway stopped")
 	return err
+}
+
+// Close releases what New opened: the API and peer listeners, the
+// connections to and from peers. Run closes the gateway as it returns; call
+// Close for a gateway that is never run, or to stop one whose Run has
+// returned. It waits for the handlers of offers from peers to end. It is
+// safe to call more than once.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		err := g.apiLn.Close()
+		if errors.Is(err, net.ErrClosed) {
+			err = nil // closed by the API server's shutdown
+		}
+		g.closeErr = errors.Join(err, g.server.Close(), g.client.Close())
+	})
+	return g.closeErr
 }
 
 // Directory implements transfer.Receiver: this gateway's signed directory of

@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"evx/internal/devenv"
+
+	"go.uber.org/zap"
+)
+
+// Close releases the listeners of a gateway that never ran, so that its
+// addresses can be listened on again at once; a second Close is harmless;
+// Run closes a gateway as it returns.
+func TestClose(t *testing.T) {
+	w, err := devenv.New("DE", "FR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := freeAddr("udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{"DE": udp, "FR": "127.0.0.1:9"}
+	g, err := New(devOptions(w, "DE", addrs, "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := g.APIAddr()
+	if err := g.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	relisten := func() {
+		t.Helper()
+		l, err := net.Listen("tcp", api)
+		if err != nil {
+			t.Fatalf("the API address is still taken after Close: %v", err)
+		}
+		l.Close()
+		c, err := net.ListenPacket("udp", udp)
+		if err != nil {
+			t.Fatalf("the peer address is still taken after Close: %v", err)
+		}
+		c.Close()
+	}
+	relisten()
+
+	// Run with a context that is already done returns having closed.
+	g, err = New(devOptions(w, "DE", addrs, api, diskStore(t, "DE"), zap.NewNop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := g.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	relisten()
+}
