@@ -9,9 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // SigningKey is a gateway's Ed25519 key: it signs receipts and the unit
@@ -120,20 +122,122 @@ func (k *SigningKey) signDoc(context string, v any) (*Signed, error) {
 	return &Signed{Body: body, Signature: sig}, nil
 }
 
-func verifyDoc(context string, s *Signed, signer string, v any) error {
+// verifyDoc checks s, the kind of document named by what ("receipt",
+// "unit directory of FR"), against signer, and decodes its body into v.
+// Errors start with what, so that a log line says which document failed.
+func verifyDoc(context, what string, s *Signed, signer string, v any) error {
+	if s == nil {
+		return fmt.Errorf("%s: missing", what)
+	}
 	pk, err := ParseSigningKey(signer)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %v", what, err)
 	}
 	if len(s.Signature) != ed25519.SignatureSize || !ed25519.Verify(pk, append([]byte(context), s.Body...), s.Signature) {
-		return ErrBadSignature
+		return &docSignatureError{what: what, signer: signer, size: len(s.Signature)}
+	}
+	// The signer vouched for these bytes: no reader may take them to mean
+	// something else, as a repeated member would.
+	if err := CheckUniqueMembers(s.Body); err != nil {
+		return fmt.Errorf("%s: malformed body: %v", what, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(s.Body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("malformed signed document: %v", err)
+		return fmt.Errorf("%s: malformed body: %v", what, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%s: malformed body: data after the JSON object", what)
 	}
 	return nil
+}
+
+// docSignatureError is a signed document whose signature does not verify.
+// It matches [ErrBadSignature] for errors.Is.
+type docSignatureError struct {
+	what, signer string
+	size         int
+}
+
+func (e *docSignatureError) Error() string {
+	if e.size != ed25519.SignatureSize {
+		return fmt.Sprintf("%s: signature of %d bytes, want %d, cannot verify under %s", e.what, e.size, ed25519.SignatureSize, e.signer)
+	}
+	return fmt.Sprintf("%s: signature does not verify under %s", e.what, e.signer)
+}
+
+func (e *docSignatureError) Is(target error) bool { return target == ErrBadSignature }
+
+// CheckUniqueMembers returns an error if an object anywhere in the JSON
+// text data repeats a member name. encoding/json keeps the last of
+// repeated members where other readers keep the first, and it matches
+// names to struct fields regardless of case, so names are compared as it
+// compares them: {"code":"a","Code":"b"} repeats "code". It walks the
+// tokens without decoding values, in memory proportional to len(data),
+// which callers bound. Syntax errors are returned as they are found.
+func CheckUniqueMembers(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	// Numbers stay text: their range is for the decoding proper to judge.
+	dec.UseNumber()
+	// One entry per open object or array; names is nil for an array.
+	type level struct{ names map[string]bool }
+	var stack []level
+	inObject := func() bool { return len(stack) > 0 && stack[len(stack)-1].names != nil }
+	wantName := false
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			if len(stack) > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if wantName {
+			if name, ok := tok.(string); ok {
+				folded := foldName(name)
+				names := stack[len(stack)-1].names
+				if names[folded] {
+					return fmt.Errorf("member %q appears more than once in an object", name)
+				}
+				names[folded] = true
+				wantName = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, level{names: map[string]bool{}})
+			wantName = true
+			continue
+		case json.Delim('['):
+			stack = append(stack, level{})
+			wantName = false
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: in an object, a name or the end comes next.
+		wantName = inObject()
+	}
+}
+
+// foldName maps s to a key equal for exactly the names that
+// strings.EqualFold, and so encoding/json's field matching, deem equal:
+// each rune becomes the smallest rune of its simple case folding orbit.
+func foldName(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
 }
 
 // ReceiptFormat is the value of a receipt's "format" field.
@@ -170,8 +274,8 @@ func (k *SigningKey) SignReceipt(r Receipt) (*Signed, error) { return k.signDoc(
 // returns the receipt it carries.
 func VerifyReceipt(s *Signed, signer string) (*Receipt, error) {
 	var r Receipt
-	if err := verifyDoc(receiptContext, s, signer, &r); err != nil {
-		return nil, fmt.Errorf("receipt: %w", err)
+	if err := verifyDoc(receiptContext, "receipt", s, signer, &r); err != nil {
+		return nil, err
 	}
 	if r.Format != ReceiptFormat {
 		return nil, fmt.Errorf("receipt: unsupported format %q", r.Format)
@@ -220,14 +324,15 @@ func (k *SigningKey) SignDirectory(d Directory) (*Signed, error) {
 // that it was issued by gateway, and returns the directory.
 func VerifyDirectory(s *Signed, signer, gateway string) (*Directory, error) {
 	var d Directory
-	if err := verifyDoc(directoryContext, s, signer, &d); err != nil {
-		return nil, fmt.Errorf("directory of %s: %w", gateway, err)
+	what := "unit directory of " + gateway
+	if err := verifyDoc(directoryContext, what, s, signer, &d); err != nil {
+		return nil, err
 	}
 	if d.Format != DirectoryFormat {
-		return nil, fmt.Errorf("directory of %s: unsupported format %q", gateway, d.Format)
+		return nil, fmt.Errorf("%s: unsupported format %q", what, d.Format)
 	}
 	if d.Gateway != gateway {
-		return nil, fmt.Errorf("directory of %s was issued by %q", gateway, d.Gateway)
+		return nil, fmt.Errorf("%s was issued by %q", what, d.Gateway)
 	}
 	return &d, nil
 }

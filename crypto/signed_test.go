@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
 	"strings"
@@ -136,4 +137,104 @@ func x509VerifyOptions(ca *CA) x509.VerifyOptions {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
 	return x509.VerifyOptions{Roots: p, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+}
+
+// signRaw signs body as it is, as a hostile or broken gateway could.
+func signRaw(k *SigningKey, context string, body string) *Signed {
+	return &Signed{Body: []byte(body), Signature: ed25519.Sign(k.key, append([]byte(context), body...))}
+}
+
+func TestSignedDocumentErrorsNameTheDocument(t *testing.T) {
+	k, _ := GenerateSigningKey()
+	other, _ := GenerateSigningKey()
+	r, err := k.SignReceipt(NewReceipt(&Envelope{BundleID: NewBundleID()}, "DE", "FR", time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := k.SignDirectory(Directory{Format: DirectoryFormat, Gateway: "FR"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := &Signed{Body: r.Body, Signature: r.Signature[:10]}
+	tests := []struct {
+		name   string
+		verify func() error
+		want   string
+		bad    bool // errors.Is(err, ErrBadSignature)
+	}{
+		{"receipt under another key", func() error { _, err := VerifyReceipt(r, other.Public()); return err },
+			"receipt: signature does not verify under " + other.Public(), true},
+		{"truncated receipt signature", func() error { _, err := VerifyReceipt(short, k.Public()); return err },
+			"receipt: signature of 10 bytes, want 64, cannot verify under " + k.Public(), true},
+		{"directory under another key", func() error { _, err := VerifyDirectory(d, other.Public(), "FR"); return err },
+			"unit directory of FR: signature does not verify under " + other.Public(), true},
+		{"directory signature as a receipt", func() error { _, err := VerifyReceipt(d, k.Public()); return err },
+			"receipt: signature does not verify under " + k.Public(), true},
+		{"missing receipt", func() error { _, err := VerifyReceipt(nil, k.Public()); return err },
+			"receipt: missing", false},
+		{"missing directory", func() error { _, err := VerifyDirectory(nil, k.Public(), "DE"); return err },
+			"unit directory of DE: missing", false},
+		{"malformed signer key", func() error { _, err := VerifyDirectory(d, "ed25519:AAAA", "FR"); return err },
+			`unit directory of FR: malformed signing key "ed25519:AAAA"`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.verify()
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to start with %q", err, tt.want)
+			}
+			if errors.Is(err, ErrBadSignature) != tt.bad {
+				t.Errorf("errors.Is(%v, ErrBadSignature) = %v, want %v", err, !tt.bad, tt.bad)
+			}
+		})
+	}
+}
+
+func TestSignedDocumentsWithRepeatedMembers(t *testing.T) {
+	k, _ := GenerateSigningKey()
+	id := NewBundleID()
+	receipt := `"format":"evx-receipt/1","payload_sha256":"00","received_at":"2026-11-27T12:00:00Z","receiver":"FR","sender":"DE"`
+	for name, body := range map[string]string{
+		"repeated bundle id":    `{"bundle_id":"` + id + `",` + receipt + `,"bundle_id":"` + NewBundleID() + `"}`,
+		"name in another case":  `{"bundle_id":"` + id + `",` + receipt + `,"Receiver":"XX"}`,
+		"escaped repeated name": `{"bundle_id":"` + id + `",` + receipt + `,"\u0072eceiver":"XX"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := VerifyReceipt(signRaw(k, receiptContext, body), k.Public())
+			if err == nil || !strings.Contains(err.Error(), "receipt: malformed body: member") {
+				t.Fatalf("err = %v, want a refusal of the repeated member", err)
+			}
+		})
+	}
+	good := `{"bundle_id":"` + id + `",` + receipt + `}`
+	if _, err := VerifyReceipt(signRaw(k, receiptContext, good), k.Public()); err != nil {
+		t.Fatalf("receipt without repeated members: %v", err)
+	}
+	dir := `{"format":"evx-directory/1","gateway":"FR","issued":"2026-11-27T12:00:00Z","units":[` +
+		`{"unit":"FR/prosecutor","role":"recipient","age_recipient":"age1pq1a","age_recipient":"age1pq1b"}]}`
+	if _, err := VerifyDirectory(signRaw(k, directoryContext, dir), k.Public(), "FR"); err == nil || !strings.Contains(err.Error(), `unit directory of FR: malformed body: member "age_recipient"`) {
+		t.Fatalf("directory with an entry repeating a member: %v", err)
+	}
+}
+
+func TestCheckUniqueMembers(t *testing.T) {
+	for _, ok := range []string{
+		`{}`, `[]`, `"x"`, `1e999`, `{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`,
+		`{"a":{"b":1},"b":{"b":1}}`, `[{"a":1},{"a":1}]`, `{"a":"a","b":"a"}`, `{"":1,"x":{"":2}}`,
+	} {
+		if err := CheckUniqueMembers([]byte(ok)); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{
+		`{"a":1,"a":1}`, `{"a":1,"b":2,"a":3}`, `{"x":{"a":1,"a":2}}`, `[1,{"a":[{"b":1,"b":2}]}]`,
+		`{"a":1,"A":2}`, `{"k":1,"\u212a":2}`, `{"s":1,"\u017f":2}`, `{"a":1,"\u0061":2}`, `{"":1,"":2}`,
+		`{"a":{},"a":[]}`,
+		// Invalid JSON is refused too.
+		`{"a":1`, `{"a" 1}`, `{1:2}`, `[1,]`,
+	} {
+		if err := CheckUniqueMembers([]byte(bad)); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
 }
