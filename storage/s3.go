@@ -16,6 +16,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"golang.org/x/sync/errgroup"
 )
 
 // S3 part sizes and limits. S3 allows at most 10,000 parts per multipart
@@ -266,63 +267,59 @@ func (s *S3) putMultipart(ctx context.Context, key string, er *exactReader, size
 
 	nparts := int((size + partSize - 1) / partSize)
 	parts := make([]minio.CompletePart, nparts)
-	upctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		mu.Unlock()
-		cancel()
-	}
+	// One group owns the goroutine that reads the parts in order and the
+	// uploads it starts: the first error of any of them cancels gctx, which
+	// stops the others, and Wait returns it once every one has returned.
+	// The limit is the reader and s.partConcurrency uploads.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(1 + s.partConcurrency)
 	// Each part buffer is allocated on first use and then recycled, so a
-	// Create holds at most s.partConcurrency of them.
+	// Create holds at most s.partConcurrency of them: the reader takes one
+	// before reading a part, and its upload gives it back. A failed upload
+	// keeps it, so that the reader, waiting for a buffer, sees gctx
+	// cancelled rather than reading and starting one more part.
 	free := make(chan []byte, s.partConcurrency)
 	for range s.partConcurrency {
 		free <- nil
 	}
-	for i := range nparts {
-		var buf []byte
-		select {
-		case buf = <-free:
-		case <-upctx.Done():
-		}
-		if upctx.Err() != nil {
-			break
-		}
-		if buf == nil {
-			buf = make([]byte, partSize)
-		}
-		n := min(partSize, size-int64(i)*partSize)
-		if err := er.readFull(buf[:n]); err != nil {
-			fail(err)
-			break
-		}
-		wg.Go(func() {
-			defer func() { free <- buf }()
-			p, err := s.core.PutObjectPart(upctx, s.bucket, key, uploadID, i+1, bytes.NewReader(buf[:n]), n, unsignedPart())
-			if err != nil {
-				fail(fmt.Errorf("create %q: uploading part %d of %d: %w", key, i+1, nparts, err))
-				return
+	g.Go(func() error {
+		for i := range nparts {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-gctx.Done():
 			}
-			parts[i] = completePart(p)
-		})
-	}
-	wg.Wait()
-	if firstErr != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("create %q: %w", key, ctx.Err())
+			if gctx.Err() != nil {
+				// Another goroutine failed, or ctx is done: that is
+				// the error to report.
+				return nil
+			}
+			if buf == nil {
+				buf = make([]byte, partSize)
+			}
+			n := min(partSize, size-int64(i)*partSize)
+			if err := er.readFull(buf[:n]); err != nil {
+				return err
+			}
+			g.Go(func() error {
+				p, err := s.core.PutObjectPart(gctx, s.bucket, key, uploadID, i+1, bytes.NewReader(buf[:n]), n, unsignedPart())
+				if err != nil {
+					return fmt.Errorf("create %q: uploading part %d of %d: %w", key, i+1, nparts, err)
+				}
+				parts[i] = completePart(p)
+				free <- buf
+				return nil
+			})
 		}
-		return firstErr
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil {
+		// Whatever failed first, the caller's cancellation explains it.
+		return fmt.Errorf("create %q: %w", key, ctx.Err())
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("create %q: %w", key, err)
+	if err != nil {
+		return err
 	}
 	if err := er.finish(); err != nil {
 		return err
