@@ -1,0 +1,50 @@
+// Package archtest checks that evx's packages import each other only
+// downwards, as docs/design.md section 2.2 draws them.
+package archtest
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// allowed lists, for each evx package, the evx packages it may import.
+// Test-only packages (internal/...test helpers) are not listed: only the
+// imports of non-test Go files are checked.
+var allowed = map[string][]string{
+	"evx/cmd/evx":          {"evx/api", "evx/client", "evx/config", "evx/crypto", "evx/gateway", "evx/internal/devenv", "evx/internal/keyfile", "evx/storage", "evx/transfer"},
+	"evx/gateway":          {"evx/api", "evx/crypto", "evx/storage", "evx/transfer"},
+	"evx/client":           {"evx/api", "evx/crypto"},
+	"evx/internal/devenv":  {"evx/api", "evx/config", "evx/crypto", "evx/transfer"},
+	"evx/config":           {"evx/api", "evx/crypto", "evx/internal/keyfile"},
+	"evx/transfer":         {"evx/crypto"},
+	"evx/api":              {"evx/crypto"},
+	"evx/crypto":           {},
+	"evx/storage":          {},
+	"evx/internal/keyfile": {},
+}
+
+func TestImportsPointDownwards(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "evx/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg, imports := fields[0], fields[1:]
+		if strings.HasPrefix(pkg, "evx/internal/archtest") || strings.HasSuffix(pkg, "test") {
+			continue // test helpers may import what they test
+		}
+		may, ok := allowed[pkg]
+		if !ok {
+			t.Errorf("package %s is not in the table of allowed imports: add it here and to docs/design.md section 2.2", pkg)
+			continue
+		}
+		for _, imp := range imports {
+			if strings.HasPrefix(imp, "evx/") && !slices.Contains(may, imp) {
+				t.Errorf("%s imports %s, which docs/design.md section 2.2 does not allow", pkg, imp)
+			}
+		}
+	}
+}
