@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -174,22 +176,76 @@ func ReadCertPool(path string) (*x509.CertPool, error) {
 // evx://unit/ identity.
 var ErrNoIdentity = errors.New("certificate carries no evx://unit/ identity")
 
-// UnitFromCert returns the unit id named by a certificate's evx://unit/ URI.
+// UnitFromCert returns the unit id named by a certificate's identity, which
+// must be its only evx URI and read exactly evx://unit/<COUNTRY>/<unit>:
+// no other case, user info, port, query, fragment, percent-encoding or
+// trailing slash.
 func UnitFromCert(cert *x509.Certificate) (string, error) {
-	for _, u := range cert.URIs {
-		if u.Scheme == "evx" && u.Host == "unit" {
-			id := u.Path
-			if len(id) > 0 && id[0] == '/' {
-				id = id[1:]
-			}
-			if err := checkUnitID(id); err != nil {
-				return "", err
-			}
-			return id, nil
-		}
+	uris, err := IdentityURIs(cert)
+	if err != nil {
+		return "", err
 	}
-	return "", ErrNoIdentity
+	switch {
+	case len(uris) == 0:
+		return "", ErrNoIdentity
+	case len(uris) > 1:
+		return "", fmt.Errorf("certificate %q carries %d evx identities %q, want exactly 1", cert.Subject, len(uris), uris)
+	}
+	id, ok := strings.CutPrefix(uris[0], unitURIPrefix)
+	if !ok {
+		if strings.HasPrefix(uris[0], "evx://gateway/") {
+			return "", fmt.Errorf("%w: it names %q", ErrNoIdentity, uris[0])
+		}
+		return "", fmt.Errorf("certificate %q carries malformed identity %q, want %s<COUNTRY>/<unit>", cert.Subject, uris[0], unitURIPrefix)
+	}
+	// The unit id syntax admits no character that a URI would escape or
+	// read as a delimiter, so the identity is exactly its canonical form.
+	if err := checkUnitID(id); err != nil {
+		return "", fmt.Errorf("certificate %q carries identity %q: %v", cert.Subject, uris[0], err)
+	}
+	return id, nil
 }
 
+const unitURIPrefix = "evx://unit/"
+
 // UnitURI returns the URI SAN that identifies a local user's certificate.
-func UnitURI(unit string) string { return "evx://unit/" + unit }
+func UnitURI(unit string) string { return unitURIPrefix + unit }
+
+// IdentityURIs returns the certificate's URI SANs whose scheme is evx, in
+// any case, as the exact text the certificate carries. crypto/x509 hands
+// URIs over parsed by net/url, which lowercases the scheme and decodes a
+// percent-encoded host, so that EVX://gateway/DE and evx://g%61teway/DE
+// would both look like evx://gateway/DE: identities are checked on the
+// text instead. Any evx URI counts, whatever follows the scheme, so that a
+// certificate cannot carry a second identity in a form the checks skip.
+func IdentityURIs(cert *x509.Certificate) ([]string, error) {
+	var uris []string
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		// crypto/x509 parsed this extension already and refuses a second
+		// one, so errors here are not expected; they are refusals all the
+		// same.
+		var seq asn1.RawValue
+		rest, err := asn1.Unmarshal(ext.Value, &seq)
+		if err != nil || len(rest) != 0 || seq.Class != asn1.ClassUniversal || seq.Tag != asn1.TagSequence || !seq.IsCompound {
+			return nil, fmt.Errorf("certificate %q: malformed subject alternative names", cert.Subject)
+		}
+		for b := seq.Bytes; len(b) > 0; {
+			var name asn1.RawValue
+			if b, err = asn1.Unmarshal(b, &name); err != nil {
+				return nil, fmt.Errorf("certificate %q: malformed subject alternative name: %v", cert.Subject, err)
+			}
+			const uniformResourceIdentifier = 6 // RFC 5280, GeneralName
+			if name.Class == asn1.ClassContextSpecific && name.Tag == uniformResourceIdentifier {
+				if u := string(name.Bytes); len(u) >= 4 && strings.EqualFold(u[:4], "evx:") {
+					uris = append(uris, u)
+				}
+			}
+		}
+	}
+	return uris, nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
