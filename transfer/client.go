@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -27,18 +29,34 @@ type Peer struct {
 }
 
 // Client delivers bundles to peer gateways, keeping one connection per peer.
+// Every network step of its exchanges has a deadline, so that a peer that
+// stops answering costs an error, never a wait without end.
 type Client struct {
 	id    string
 	cert  tls.Certificate
 	log   *zap.Logger
 	now   func() time.Time
+	wait  timeouts
 	mu    sync.Mutex
 	conns map[string]*quic.Conn
 }
 
+// timeouts bound the steps of a Client's exchanges; tests shorten them.
+type timeouts struct {
+	dial      time.Duration // resolving the peer's address and the handshake
+	open      time.Duration // the peer allowing one more stream
+	stall     time.Duration // each write, and the answer to an offer or a directory request
+	result    time.Duration // the result after the payload's last byte
+	rejection time.Duration // the REJECT after a failed payload write
+}
+
+func defaultTimeouts() timeouts {
+	return timeouts{dial: dialTimeout, open: openStreamTimeout, stall: stallTimeout, result: resultTimeout, rejection: rejectionTimeout}
+}
+
 // NewClient returns a client for gateway id presenting cert.
 func NewClient(id string, cert tls.Certificate, log *zap.Logger) *Client {
-	return &Client{id: id, cert: cert, log: log.Named("transfer"), now: time.Now, conns: map[string]*quic.Conn{}}
+	return &Client{id: id, cert: cert, log: log.Named("transfer"), now: time.Now, wait: defaultTimeouts(), conns: map[string]*quic.Conn{}}
 }
 
 // conn returns an open connection to peer, dialling if needed.
@@ -50,7 +68,15 @@ func (c *Client) conn(ctx context.Context, p Peer) (*quic.Conn, error) {
 		return conn, nil
 	}
 	tlsConf := clientTLS(c.cert, p.ID, p.CA, c.now, func(err error) { logRefusal(c.log.With(zap.String("peer", p.ID)), err) })
-	conn, err := quic.DialAddr(ctx, p.Address, tlsConf, quicConfig())
+	// The connection outlives this context: quic-go uses it for the
+	// handshake only.
+	dctx, cancel := context.WithTimeout(ctx, c.wait.dial)
+	defer cancel()
+	addr, err := resolveUDP(dctx, p.Address)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to gateway %s at %s: %w", p.ID, p.Address, err)
+	}
+	conn, err = quic.DialAddr(dctx, addr, tlsConf, quicConfig())
 	if err != nil {
 		return nil, fmt.Errorf("connecting to gateway %s at %s: %w", p.ID, p.Address, err)
 	}
@@ -64,6 +90,54 @@ func (c *Client) conn(ctx context.Context, p Peer) (*quic.Conn, error) {
 	c.conns[p.ID] = conn
 	c.mu.Unlock()
 	return conn, nil
+}
+
+// resolveUDP resolves addr's host under ctx: quic.DialAddr would resolve
+// it without a deadline. It picks the address net.ResolveUDPAddr would:
+// the first IPv4 one, else the first.
+func resolveUDP(ctx context.Context, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if _, err := netip.ParseAddr(host); err == nil || host == "" {
+		return addr, nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return "", err
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("no address for %q", host)
+	}
+	ip := ips[0]
+	for _, a := range ips {
+		if a.Unmap().Is4() {
+			ip = a.Unmap()
+			break
+		}
+	}
+	return net.JoinHostPort(ip.String(), port), nil
+}
+
+// errNoStream is wrapped by the error of an exchange that could not start
+// because the peer allowed no new stream in time.
+var errNoStream = errors.New("the peer allowed no new stream")
+
+// openStream opens a stream to p, waiting at most c.wait.open for the
+// peer to allow one: a peer allows maxStreams at a time and gets each back
+// only when both of its halves are finished.
+func (c *Client) openStream(ctx context.Context, conn *quic.Conn, p Peer) (*quic.Stream, error) {
+	octx, cancel := context.WithTimeoutCause(ctx, c.wait.open, errNoStream)
+	defer cancel()
+	str, err := conn.OpenStreamSync(octx)
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(context.Cause(octx), errNoStream) {
+			return nil, fmt.Errorf("opening a stream to %s: %w within %v (all it allows may be in use)", p.ID, errNoStream, c.wait.open)
+		}
+		return nil, fmt.Errorf("opening a stream to %s: %w", p.ID, err)
+	}
+	return str, nil
 }
 
 // Connect makes sure that a connection to peer is open, dialling if
@@ -139,9 +213,9 @@ func (c *Client) Offer(ctx context.Context, p Peer, envJSON, sig []byte) (*Outgo
 	if err != nil {
 		return nil, err
 	}
-	str, err := conn.OpenStreamSync(ctx)
+	str, err := c.openStream(ctx, conn, p)
 	if err != nil {
-		return nil, fmt.Errorf("opening a stream to %s: %w", p.ID, err)
+		return nil, err
 	}
 	o := &Outgoing{c: c, peer: p, env: env, str: str}
 	o.stop = context.AfterFunc(ctx, func() { str.CancelWrite(0); str.CancelRead(0) })
@@ -153,11 +227,11 @@ func (c *Client) Offer(ctx context.Context, p Peer, envJSON, sig []byte) (*Outgo
 }
 
 func (o *Outgoing) offer(envJSON, sig []byte) error {
-	p, str := o.peer, o.str
-	if err := writeFrame(str, frameOffer, offerFrame{Envelope: envJSON, Signature: sig}); err != nil {
+	p, str, wait := o.peer, o.str, o.c.wait
+	if err := writeFrame(stallWriter{str, wait.stall}, frameOffer, offerFrame{Envelope: envJSON, Signature: sig}); err != nil {
 		return fmt.Errorf("sending offer to %s: %w", p.ID, err)
 	}
-	str.SetReadDeadline(time.Now().Add(stallTimeout))
+	str.SetReadDeadline(time.Now().Add(wait.stall))
 	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil {
 		return fmt.Errorf("reading %s's answer to the offer: %w", p.ID, err)
@@ -211,11 +285,11 @@ func (o *Outgoing) Send(payload io.Reader) (d *Delivery, err error) {
 	if err = o.copyPayload(payload); err != nil {
 		return nil, err
 	}
-	if err = str.Close(); err != nil {
-		return nil, err
-	}
+	// Close fails if the peer stopped reading already, to refuse or
+	// because it has all it wants: the answer tells which.
+	str.Close()
 	// Storing a large payload may take a while after the last byte.
-	str.SetReadDeadline(time.Now().Add(10 * stallTimeout))
+	str.SetReadDeadline(time.Now().Add(o.c.wait.result))
 	var rf receiptFrame
 	if err = decodeFrame(str, frameReceipt, &rf); err != nil {
 		return nil, err
@@ -244,7 +318,7 @@ func (o *Outgoing) copyPayload(payload io.Reader) error {
 	for {
 		data, rerr := ra.Next()
 		if len(data) > 0 {
-			if _, err := (stallWriter{o.str}).Write(data); err != nil {
+			if _, err := (stallWriter{o.str, o.c.wait.stall}).Write(data); err != nil {
 				// The receiver may have stopped reading to reject:
 				// its reason is worth more than the write error.
 				if rej := o.c.readRejection(o.str); rej != nil {
@@ -299,7 +373,7 @@ func (o *Outgoing) checkReceipt(receipt *crypto.Signed) error {
 	p := o.peer
 	r, err := crypto.VerifyReceipt(receipt, p.SigningKey)
 	if err != nil {
-		return fmt.Errorf("receipt from %s: %w", p.ID, err)
+		return fmt.Errorf("bundle %s delivered to %s: %w", o.env.BundleID, p.ID, err)
 	}
 	want := crypto.NewReceipt(o.env, o.c.id, p.ID, time.Time{})
 	if r.BundleID != want.BundleID || r.PayloadSHA256 != want.PayloadSHA256 || r.Sender != o.c.id || r.Receiver != p.ID {
@@ -309,7 +383,7 @@ func (o *Outgoing) checkReceipt(receipt *crypto.Signed) error {
 }
 
 func (c *Client) readRejection(str *quic.Stream) *Rejection {
-	str.SetReadDeadline(time.Now().Add(5 * time.Second))
+	str.SetReadDeadline(time.Now().Add(c.wait.rejection))
 	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil || typ != frameReject {
 		return nil
@@ -335,29 +409,47 @@ func (c *Client) FetchDirectory(ctx context.Context, p Peer) (*crypto.Directory,
 	if err != nil {
 		return nil, err
 	}
-	str, err := conn.OpenStreamSync(ctx)
+	str, err := c.openStream(ctx, conn, p)
 	if err != nil {
 		return nil, err
 	}
-	defer str.CancelRead(0)
+	// Both halves end here, so that the peer gets the stream back: the
+	// sending half with the request's FIN, or reset if the request was
+	// not sent in full; the receiving half once the answer is read.
+	sent := false
+	stop := context.AfterFunc(ctx, func() { str.CancelWrite(0); str.CancelRead(0) })
+	defer func() {
+		stop()
+		if !sent {
+			str.CancelWrite(0)
+		}
+		str.CancelRead(0)
+	}()
+	// One deadline for the exchange: the request out, the directory in.
+	str.SetDeadline(time.Now().Add(c.wait.stall))
 	if err := writeFrame(str, frameDirectoryRequest, struct{}{}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("asking %s for its unit directory: %w", p.ID, err)
 	}
+	// Close fails if the peer has read the request and stopped reading
+	// already, which is no failure: the answer tells.
 	str.Close()
-	str.SetReadDeadline(time.Now().Add(stallTimeout))
+	sent = true
 	var df directoryFrame
 	if err := decodeFrame(str, frameDirectory, &df); err != nil {
-		return nil, fmt.Errorf("directory of %s: %w", p.ID, err)
+		return nil, fmt.Errorf("unit directory of %s: %w", p.ID, err)
 	}
 	return crypto.VerifyDirectory(df.Directory, p.SigningKey, p.ID)
 }
 
-// stallWriter fails a write that makes no progress for stallTimeout, so that
-// a receiver that stops reading cannot hold a delivery forever while
+// stallWriter fails a write that does not complete within its timeout, so
+// that a peer that stops reading cannot hold an exchange forever while
 // keep-alives hold the connection open.
-type stallWriter struct{ str *quic.Stream }
+type stallWriter struct {
+	str     *quic.Stream
+	timeout time.Duration
+}
 
 func (w stallWriter) Write(p []byte) (int, error) {
-	w.str.SetWriteDeadline(time.Now().Add(stallTimeout))
+	w.str.SetWriteDeadline(time.Now().Add(w.timeout))
 	return w.str.Write(p)
 }

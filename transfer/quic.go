@@ -22,6 +22,20 @@ const (
 	stallTimeout = 60 * time.Second
 	// maxStreams bounds concurrent transfers per peer connection.
 	maxStreams = 16
+	// openStreamTimeout bounds the wait for the peer to allow one more
+	// stream, so that a peer that never gives streams back, or one busy
+	// with maxStreams long transfers, yields an error the caller retries
+	// rather than a wait without end.
+	openStreamTimeout = 30 * time.Second
+	// dialTimeout bounds resolving a peer's address and the handshake,
+	// which quic-go ends after 2 × handshakeTimeout in any case.
+	dialTimeout = 2 * handshakeTimeout
+	// resultTimeout bounds the wait for the result after a payload's last
+	// byte: storing a large payload may take a while.
+	resultTimeout = 10 * stallTimeout
+	// rejectionTimeout bounds the wait for a REJECT that explains why a
+	// payload write failed.
+	rejectionTimeout = 5 * time.Second
 )
 
 func quicConfig() *quic.Config {

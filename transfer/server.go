@@ -71,8 +71,17 @@ type Server struct {
 	ln  *quic.Listener
 	log *zap.Logger
 
-	mu    sync.Mutex
-	conns map[*quic.Conn]bool
+	// closing is canceled by Close, ending the context of every handler
+	// whatever the context given to Serve.
+	closing context.Context
+	stopAll context.CancelFunc
+	mu      sync.Mutex
+	closed  bool
+	conns   map[*quic.Conn]bool
+	// handlers counts the goroutines serving connections and streams:
+	// Close returns only once they all have, so that nothing a Receiver
+	// does outlives the server.
+	handlers sync.WaitGroup
 }
 
 // Listen starts listening on addr (UDP host:port).
@@ -103,7 +112,9 @@ func Listen(addr string, cfg ServerConfig) (*Server, error) {
 		udp.Close()
 		return nil, fmt.Errorf("listening for peers on %s: %w", addr, err)
 	}
-	return &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, conns: map[*quic.Conn]bool{}}, nil
+	s := &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, conns: map[*quic.Conn]bool{}}
+	s.closing, s.stopAll = context.WithCancel(context.Background())
+	return s, nil
 }
 
 // logRefusal logs a refused handshake and returns its reason category.
@@ -120,8 +131,13 @@ func logRefusal(log *zap.Logger, err error) string {
 // Addr returns the listening address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve accepts connections until ctx is done or the listener is closed.
+// Serve accepts connections until ctx is done or the server is closed. The
+// contexts given to the Receiver end when ctx does, when the peer's
+// connection ends, or when Close is called.
 func (s *Server) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.closing, cancel)()
 	for {
 		conn, err := s.ln.Accept(ctx)
 		if err != nil {
@@ -130,20 +146,58 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return err
 		}
-		go s.serveConn(ctx, conn)
+		if !s.track(conn) {
+			conn.CloseWithError(0, "gateway shutting down")
+			return nil
+		}
+		go func() {
+			defer s.handlers.Done()
+			defer s.untrack(conn)
+			s.serveConn(ctx, conn)
+		}()
 	}
 }
 
-// Close stops listening and closes every connection, telling each peer, so
-// that peers connect afresh to a restarted server instead of waiting for
-// their connection to time out.
-func (s *Server) Close() error {
-	err := s.ln.Close()
+// track registers a connection and its handler, unless the server is
+// closed.
+func (s *Server) track(conn *quic.Conn) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[conn] = true
+	// Add before Close's Wait can see a zero count: Close sets closed
+	// under the same lock.
+	s.handlers.Add(1)
+	return true
+}
+
+func (s *Server) untrack(conn *quic.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, conn)
+}
+
+// Close stops listening, ends the context of every handler and closes every
+// connection, telling each peer, so that peers connect afresh to a
+// restarted server instead of waiting for their connection to time out. It
+// returns once every handler has returned: a Receiver must return soon
+// after its context ends.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*quic.Conn, 0, len(s.conns))
 	for conn := range s.conns {
-		conn.CloseWithError(0, "gateway shutting down")
+		conns = append(conns, conn)
 	}
 	s.mu.Unlock()
+	s.stopAll()
+	err := s.ln.Close()
+	for _, conn := range conns {
+		conn.CloseWithError(0, "gateway shutting down")
+	}
+	s.handlers.Wait()
 	s.tr.Close()
 	if cerr := s.udp.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
 		err = cerr
@@ -152,6 +206,10 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
+	// Nobody is left to answer once the connection ends.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(conn.Context(), cancel)()
 	state := conn.ConnectionState().TLS
 	if len(state.PeerCertificates) == 0 {
 		conn.CloseWithError(1, "no client certificate")
@@ -165,18 +223,10 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	}
 	log := s.log.With(zap.String("peer", peer), zap.Stringer("addr", conn.RemoteAddr()))
 	log.Info("peer connected")
-	s.mu.Lock()
-	s.conns[conn] = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, conn)
-		s.mu.Unlock()
-	}()
 	for {
 		str, err := conn.AcceptStream(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			if conn.Context().Err() == nil {
 				// Shutting down: tell the peer, or it keeps using
 				// this connection until it times out.
 				conn.CloseWithError(0, "gateway shutting down")
@@ -184,12 +234,27 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 			log.Info("peer disconnected", zap.Error(err))
 			return
 		}
-		go s.serveStream(ctx, peer, str, log)
+		// This goroutine holds a count, so the Add cannot race
+		// with Close's Wait.
+		s.handlers.Add(1)
+		go func() {
+			defer s.handlers.Done()
+			s.serveStream(ctx, peer, str, log)
+		}()
 	}
 }
 
 func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream, log *zap.Logger) {
-	defer str.Close()
+	// The peer gets a stream back (it may open maxStreams at a time) only
+	// once both halves are finished, whatever the exchange ended with:
+	// the sending half closed after the last frame (or reset), and the
+	// receiving half read to its end or canceled. Whatever the peer still
+	// sends, such as the FIN of a request answered already or the rest of
+	// a refused offer, is not wanted.
+	defer func() {
+		str.CancelRead(0)
+		str.Close() // a no-op after CancelWrite
+	}()
 	str.SetReadDeadline(time.Now().Add(stallTimeout))
 	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil {
@@ -203,7 +268,7 @@ func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream,
 			s.reject(str, log, asRejection(err))
 			return
 		}
-		if err := writeFrame(str, frameDirectory, directoryFrame{Directory: d}); err != nil {
+		if err := writeFrame(stallWriter{str, stallTimeout}, frameDirectory, directoryFrame{Directory: d}); err != nil {
 			log.Warn("sending directory", zap.Error(err))
 		}
 	case frameOffer:
@@ -234,7 +299,7 @@ func (s *Server) serveOffer(ctx context.Context, peer string, str *quic.Stream, 
 			return nil, fmt.Errorf("resuming at offset %d is not supported yet", offset)
 		}
 		accepted = true
-		if err := writeFrame(str, frameAccept, acceptFrame{Offset: offset}); err != nil {
+		if err := writeFrame(stallWriter{str, stallTimeout}, frameAccept, acceptFrame{Offset: offset}); err != nil {
 			return nil, err
 		}
 		return newPayloadReader(str, o.Envelope), nil
@@ -255,7 +320,7 @@ func (s *Server) serveOffer(ctx context.Context, peer string, str *quic.Stream, 
 		s.reject(str, log, rej)
 		return
 	}
-	if err := writeFrame(str, frameReceipt, receiptFrame{Receipt: receipt, Duplicate: !accepted}); err != nil {
+	if err := writeFrame(stallWriter{str, stallTimeout}, frameReceipt, receiptFrame{Receipt: receipt, Duplicate: !accepted}); err != nil {
 		log.Warn("sending receipt", zap.Error(err))
 		return
 	}
@@ -290,7 +355,7 @@ func asRejection(err error) *Rejection {
 func (s *Server) reject(str *quic.Stream, log *zap.Logger, rej *Rejection) {
 	s.cfg.OnRefuse("offer", rej.Code)
 	log.Warn("refused", zap.String("code", rej.Code), zap.String("reason", rej.Reason))
-	if err := writeFrame(str, frameReject, rejectFrame{Code: rej.Code, Reason: rej.Reason}); err != nil {
+	if err := writeFrame(stallWriter{str, stallTimeout}, frameReject, rejectFrame{Code: rej.Code, Reason: rej.Reason}); err != nil {
 		log.Debug("sending rejection", zap.Error(err))
 	}
 }

@@ -114,6 +114,20 @@ func (m *memReceiver) Receive(ctx context.Context, peer string, o *Offer, accept
 	return rc, nil
 }
 
+// count returns the number of bundles stored.
+func (m *memReceiver) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.got)
+}
+
+// stored returns the payload stored for bundle id.
+func (m *memReceiver) stored(id string) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.got[id]
+}
+
 func (m *memReceiver) Directory(ctx context.Context, peer string) (*crypto.Signed, error) {
 	return m.sign.SignDirectory(crypto.Directory{Format: crypto.DirectoryFormat, Gateway: m.id,
 		Issued: time.Now().UTC().Format(time.RFC3339), Units: []crypto.DirectoryEntry{{Unit: "FR/prosecutor", Role: "recipient"}}})
@@ -124,11 +138,18 @@ func startFR(t *testing.T, w *world) (*Server, *memReceiver, *observer.ObservedL
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	recv := &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}
-	srv, err := Listen("127.0.0.1:0", ServerConfig{
+	srv := serve(t, ServerConfig{
 		ID: "FR", Certificate: w.certFR,
 		PeerCAs:  map[string]*x509.CertPool{"DE": w.poolDE},
 		Receiver: recv, Logger: zap.New(core),
 	})
+	return srv, recv, logs
+}
+
+// serve starts a server and serves until the test ends.
+func serve(t *testing.T, cfg ServerConfig) *Server {
+	t.Helper()
+	srv, err := Listen("127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +157,7 @@ func startFR(t *testing.T, w *world) (*Server, *memReceiver, *observer.ObservedL
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); srv.Close(); <-done })
-	return srv, recv, logs
+	return srv
 }
 
 func (w *world) peerFR(srv *Server) Peer {
@@ -197,7 +218,7 @@ func TestSendReceiptAndDuplicate(t *testing.T) {
 		t.Error("first delivery reported as duplicate")
 	}
 	e, _ := crypto.ParseEnvelope(env)
-	if !bytes.Equal(recv.got[e.BundleID], payload) {
+	if !bytes.Equal(recv.stored(e.BundleID), payload) {
 		t.Fatal("received payload differs from the one sent")
 	}
 	again, err := c.Send(ctx, w.peerFR(srv), env, sig, bytes.NewReader(payload))
@@ -248,8 +269,8 @@ func TestHandshakeRefusals(t *testing.T) {
 			}
 		})
 	}
-	if len(recv.got) != 0 {
-		t.Errorf("%d bundles stored after refused handshakes", len(recv.got))
+	if n := recv.count(); n != 0 {
+		t.Errorf("%d bundles stored after refused handshakes", n)
 	}
 }
 
@@ -277,7 +298,7 @@ func TestSenderMismatchRejected(t *testing.T) {
 	c := newTestClient(t, "DE", w.certDE)
 	_, err := c.Send(context.Background(), w.peerFR(srv), env, sig, bytes.NewReader(payload))
 	wantRejection(t, err, CodeSenderMismatch)
-	if len(recv.got) != 0 {
+	if recv.count() != 0 {
 		t.Error("bundle stored despite sender mismatch")
 	}
 }
@@ -293,14 +314,14 @@ func wantRejection(t *testing.T, err error, code string) {
 	}
 }
 
-// rawOffer opens a stream to FR and lets the test misbehave on it.
-func rawStream(t *testing.T, c *Client, p Peer) *quic.Stream {
+// rawStream opens a stream to a peer and lets the test misbehave on it.
+func rawStream(t *testing.T, ctx context.Context, c *Client, p Peer) *quic.Stream {
 	t.Helper()
-	conn, err := c.conn(context.Background(), p)
+	conn, err := c.conn(ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	str, err := conn.OpenStreamSync(context.Background())
+	str, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +346,7 @@ func TestPayloadMisbehaviour(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newTestClient(t, "DE", w.certDE)
-			str := rawStream(t, c, w.peerFR(srv))
+			str := rawStream(t, context.Background(), c, w.peerFR(srv))
 			if err := writeFrame(str, frameOffer, offerFrame{Envelope: env, Signature: sig}); err != nil {
 				t.Fatal(err)
 			}
@@ -339,8 +360,8 @@ func TestPayloadMisbehaviour(t *testing.T) {
 			wantRejection(t, decodeFrame(str, frameReceipt, &rf), tt.code)
 		})
 	}
-	if len(recv.got) != 0 {
-		t.Errorf("%d bundles stored from bad payloads", len(recv.got))
+	if n := recv.count(); n != 0 {
+		t.Errorf("%d bundles stored from bad payloads", n)
 	}
 }
 
@@ -362,7 +383,7 @@ func TestMalformedFrames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newTestClient(t, "DE", w.certDE)
-			str := rawStream(t, c, w.peerFR(srv))
+			str := rawStream(t, context.Background(), c, w.peerFR(srv))
 			str.Write(tt.bytes)
 			str.Close()
 			var rf receiptFrame
@@ -371,7 +392,7 @@ func TestMalformedFrames(t *testing.T) {
 	}
 	t.Run("bad signature", func(t *testing.T) {
 		c := newTestClient(t, "DE", w.certDE)
-		str := rawStream(t, c, w.peerFR(srv))
+		str := rawStream(t, context.Background(), c, w.peerFR(srv))
 		writeFrame(str, frameOffer, offerFrame{Envelope: env, Signature: make([]byte, 64)})
 		str.Close()
 		var rf receiptFrame
