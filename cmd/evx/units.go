@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,36 +11,11 @@ import (
 
 	"evx/api"
 	"evx/client"
-	"evx/config"
 	"evx/crypto"
 	"evx/internal/devenv"
 
 	"github.com/spf13/cobra"
 )
-
-// loadProfile reads a profile and returns an API client and the unit key.
-func loadProfile(path string) (*client.Client, *crypto.UnitKey, error) {
-	if path == "" {
-		return nil, nil, errors.New("--profile is required")
-	}
-	p, err := config.LoadProfile(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	cert, err := tls.LoadX509KeyPair(p.Cert, p.Key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("profile %s: client certificate: %w", path, err)
-	}
-	roots, err := crypto.ReadCertPool(p.CA)
-	if err != nil {
-		return nil, nil, fmt.Errorf("profile %s: %w", path, err)
-	}
-	key, err := crypto.ReadUnitKeyFile(p.UnitKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	return client.New(p.Gateway, cert, &tls.Config{RootCAs: roots}), key, nil
-}
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
