@@ -50,6 +50,11 @@ and opens them on the recipient's machine.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// --version prints what "evx version" does. Cobra reads the template
+	// as text/template: the text has no actions, so it prints as it is.
+	info := readBuildInfo()
+	root.Version = info.Version
+	root.SetVersionTemplate(info.String())
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(
@@ -64,6 +69,7 @@ and opens them on the recipient's machine.`,
 		newInboxCmd(),
 		newPullCmd(),
 		newDevEnvCmd(),
+		newVersionCmd(),
 	)
 	return root
 }
