@@ -79,7 +79,7 @@ func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) 
 
 	f, err := os.CreateTemp(filepath.Join(d.root, tempDir), "create-*")
 	if err != nil {
-		return fmt.Errorf("create %q: %w", key, err)
+		return fmt.Errorf("create %q: %w", key, diskFailure(err))
 	}
 	tmp := f.Name()
 	// The temporary name goes in every case: on success the object lives
@@ -96,18 +96,18 @@ func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) 
 		if er.err != nil {
 			return er.err
 		}
-		return fmt.Errorf("create %q: writing: %w", key, err)
+		return fmt.Errorf("create %q: writing: %w", key, diskFailure(err))
 	}
 	if err := er.finish(); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("create %q: sync: %w", key, err)
+		return fmt.Errorf("create %q: sync: %w", key, diskFailure(err))
 	}
 	err = f.Close()
 	f = nil
 	if err != nil {
-		return fmt.Errorf("create %q: %w", key, err)
+		return fmt.Errorf("create %q: %w", key, diskFailure(err))
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("create %q: %w", key, err)
@@ -115,7 +115,7 @@ func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) 
 
 	dir := filepath.Dir(final)
 	if err := d.mkdirAll(dir); err != nil {
-		return fmt.Errorf("create %q: %w", key, err)
+		return fmt.Errorf("create %q: %w", key, diskFailure(err))
 	}
 	if err := os.Link(tmp, final); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -127,10 +127,10 @@ func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) 
 		if errors.Is(err, syscall.ENOTDIR) {
 			return fmt.Errorf("create %q: a parent of the key is itself an object", key)
 		}
-		return fmt.Errorf("create %q: %w", key, err)
+		return fmt.Errorf("create %q: %w", key, diskFailure(err))
 	}
 	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("create %q: %w", key, err)
+		return fmt.Errorf("create %q: %w", key, diskFailure(err))
 	}
 	return nil
 }
@@ -196,21 +196,46 @@ func (d *Disk) Open(ctx context.Context, key string) (Object, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open %q: %w", key, err)
+		return nil, fmt.Errorf("open %q: %w", key, diskFailure(err))
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
 		return nil, fmt.Errorf("open %q: %w", key, ErrNotExist)
 	}
-	return &diskObject{File: f, size: fi.Size()}, nil
+	return &diskObject{f: f, key: key, size: fi.Size()}, nil
 }
 
+// diskObject reads an object's file. It does not embed the *os.File, so
+// that every read goes through Read or ReadAt, which say that an I/O
+// error is the storage's (os.File's WriteTo, which io.Copy would prefer,
+// would not).
 type diskObject struct {
-	*os.File
+	f    *os.File
+	key  string
 	size int64
 }
 
-func (o *diskObject) Size() int64 { return o.size }
+func (o *diskObject) Size() int64  { return o.size }
+func (o *diskObject) Close() error { return o.f.Close() }
+
+func (o *diskObject) Read(p []byte) (int, error) {
+	n, err := o.f.Read(p)
+	return n, o.readError(err)
+}
+
+func (o *diskObject) ReadAt(p []byte, off int64) (int, error) {
+	n, err := o.f.ReadAt(p, off)
+	return n, o.readError(err)
+}
+
+// readError passes on io.EOF and other errors as they are, except those
+// of a failing file system.
+func (o *diskObject) readError(err error) error {
+	if diskUnavailable(err) {
+		return fmt.Errorf("read %q: %w: %w", o.key, ErrUnavailable, err)
+	}
+	return err
+}
 
 // Stat implements [Backend.Stat].
 func (d *Disk) Stat(ctx context.Context, key string) (Info, error) {
@@ -237,7 +262,34 @@ func (d *Disk) pathError(op, key string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return fmt.Errorf("%s %q: %w", op, key, ErrNotExist)
 	}
-	return fmt.Errorf("%s %q: %w", op, key, err)
+	return fmt.Errorf("%s %q: %w", op, key, diskFailure(err))
+}
+
+// diskFailure returns err, from the file system, wrapped with
+// [ErrUnavailable] if it means that the storage failed rather than the
+// call: see "Unavailable storage" on [Backend].
+func diskFailure(err error) error {
+	if diskUnavailable(err) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// diskUnavailable reports whether err is an I/O error, a full or
+// read-only file system, an exceeded quota, or a process or system out of
+// file descriptors: conditions that an operator (or time) must fix, not
+// the caller. Permission errors are not among them: they are
+// configuration errors.
+func diskUnavailable(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.EIO, syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EMFILE, syscall.ENFILE:
+		return true
+	}
+	return false
 }
 
 // List implements [Backend.List].
@@ -307,7 +359,7 @@ func (d *Disk) List(ctx context.Context, prefix string) ([]Info, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("list %q: %w", prefix, ctx.Err())
 		}
-		return nil, fmt.Errorf("list %q: %w", prefix, err)
+		return nil, fmt.Errorf("list %q: %w", prefix, diskFailure(err))
 	}
 	// WalkDir's order is per directory, which differs from key order
 	// ("a-b" sorts before "a/b").
@@ -329,7 +381,7 @@ func (d *Disk) Delete(ctx context.Context, key string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
+		return fmt.Errorf("delete %q: %w", key, diskFailure(err))
 	}
 	if fi.IsDir() {
 		// A directory of other keys, not an object.
@@ -338,10 +390,10 @@ func (d *Disk) Delete(ctx context.Context, key string) error {
 	// Empty directories are left behind: removing them would race with a
 	// Create that has just made one.
 	if err := syscall.Unlink(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete %q: %w", key, err)
+		return fmt.Errorf("delete %q: %w", key, diskFailure(err))
 	}
 	if err := syncDir(filepath.Dir(p)); err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
+		return fmt.Errorf("delete %q: %w", key, diskFailure(err))
 	}
 	return nil
 }

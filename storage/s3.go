@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -155,20 +158,88 @@ func NewS3(cfg S3Config) (*S3, error) {
 	return s, nil
 }
 
+// s3Failure returns err, from a request to the server, wrapped with
+// [ErrUnavailable] if it means that the server could not serve the
+// request for now: see "Unavailable storage" on [Backend]. Callers check
+// their ctx first: a caller's cancellation is never unavailability.
+func s3Failure(err error) error {
+	if s3Unavailable(err) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// s3Throttling are the S3 error codes of a server that is failing or
+// overloaded, whatever their HTTP status (RequestTimeout is a 400: the
+// connection stalled while the server read the request).
+var s3Throttling = []string{
+	"InternalError", "ServiceUnavailable", "SlowDown", "SlowDownRead", "SlowDownWrite",
+	"Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled",
+	"RequestTimeout", "XMinioServerNotInitialized",
+}
+
+func s3Unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		// Not the caller's ctx (checked first), so the group of a
+		// multipart upload, cancelled because another part failed.
+		// (context.DeadlineExceeded is not excluded: net/http's
+		// timeouts match it.)
+		return false
+	}
+	var resp minio.ErrorResponse
+	if errors.As(err, &resp) {
+		if slices.Contains(s3Throttling, resp.Code) {
+			return true
+		}
+		// 501 Not Implemented says the server lacks an operation:
+		// waiting will not bring it.
+		return resp.StatusCode == http.StatusTooManyRequests ||
+			resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented
+	}
+	// A server that is not the one configured (an untrusted certificate,
+	// plain HTTP where TLS is configured) is a configuration error.
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		dns      *net.DNSError
+		netErr   net.Error
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid),
+		errors.Is(err, http.ErrSchemeMismatch):
+		return false
+	case errors.As(err, &dns):
+		// A name that does not exist is a configuration error; a
+		// resolver that fails or times out is an outage.
+		return !dns.IsNotFound
+	}
+	// The request failed on the way: connection refused or reset, no
+	// route, a timeout, or the connection closed before the answer
+	// (which minio-go reports as a *url.Error of its own). A body that
+	// ends early or stalls fails without a *url.Error.
+	var urlErr *url.Error
+	var opErr *net.OpError
+	return errors.As(err, &urlErr) || errors.As(err, &opErr) ||
+		errors.As(err, &netErr) && netErr.Timeout() ||
+		errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // EnsureBucket creates the bucket if it does not exist. It is for
 // development and test set-ups; in production the bucket, its policies and
 // its lifecycle rules are the operator's.
 func (s *S3) EnsureBucket(ctx context.Context) error {
 	ok, err := s.client.BucketExists(ctx, s.bucket)
 	if err != nil {
-		return fmt.Errorf("s3 storage: bucket %q: %w", s.bucket, err)
+		return fmt.Errorf("s3 storage: bucket %q: %w", s.bucket, s3Failure(err))
 	}
 	if ok {
 		return nil
 	}
 	err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: s.region})
 	if err != nil && minio.ToErrorResponse(err).Code != minio.BucketAlreadyOwnedByYou {
-		return fmt.Errorf("s3 storage: creating bucket %q: %w", s.bucket, err)
+		return fmt.Errorf("s3 storage: creating bucket %q: %w", s.bucket, s3Failure(err))
 	}
 	return nil
 }
@@ -240,7 +311,7 @@ func (s *S3) commitError(ctx context.Context, key string, err error) error {
 	case ctx.Err() != nil:
 		return fmt.Errorf("create %q: %w", key, ctx.Err())
 	}
-	return fmt.Errorf("create %q: %w", key, err)
+	return fmt.Errorf("create %q: %w", key, s3Failure(err))
 }
 
 // putMultipart uploads size bytes as parts of partSize, up to
@@ -304,7 +375,7 @@ func (s *S3) putMultipart(ctx context.Context, key string, er *exactReader, size
 			g.Go(func() error {
 				p, err := s.core.PutObjectPart(gctx, s.bucket, key, uploadID, i+1, bytes.NewReader(buf[:n]), n, unsignedPart())
 				if err != nil {
-					return fmt.Errorf("create %q: uploading part %d of %d: %w", key, i+1, nparts, err)
+					return fmt.Errorf("create %q: uploading part %d of %d: %w", key, i+1, nparts, s3Failure(err))
 				}
 				parts[i] = completePart(p)
 				free <- buf
@@ -363,7 +434,16 @@ func (s *S3) objectError(ctx context.Context, op, key string, err error) error {
 	if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
 		return fmt.Errorf("%s %q: %w", op, key, ErrNotExist)
 	}
-	return fmt.Errorf("%s %q: %w", op, key, err)
+	return fmt.Errorf("%s %q: %w", op, key, s3Failure(err))
+}
+
+// readError maps an error reading a response body of o; at says where,
+// for ReadAt.
+func (o *s3Object) readError(at string, err error) error {
+	if o.ctx.Err() != nil {
+		return fmt.Errorf("read %q%s: %w", o.key, at, o.ctx.Err())
+	}
+	return fmt.Errorf("read %q%s: %w", o.key, at, s3Failure(err))
 }
 
 // Stat implements [Backend.Stat].
@@ -469,12 +549,13 @@ func (o *s3Object) Read(p []byte) (int, error) {
 		o.body.Close()
 		o.body = nil
 		if o.off < o.size {
-			return n, fmt.Errorf("read %q: %w", o.key, io.ErrUnexpectedEOF)
+			// The connection ended early.
+			return n, o.readError("", io.ErrUnexpectedEOF)
 		}
 		return n, nil
 	}
 	if err != nil {
-		return n, fmt.Errorf("read %q: %w", o.key, err)
+		return n, o.readError("", err)
 	}
 	return n, nil
 }
@@ -513,7 +594,7 @@ func (o *s3Object) ReadAt(p []byte, off int64) (int, error) {
 	defer body.Close()
 	n, err := io.ReadFull(body, p[:want])
 	if err != nil {
-		return n, fmt.Errorf("read %q at %d: %w", o.key, off, err)
+		return n, o.readError(fmt.Sprintf(" at %d", off), err)
 	}
 	if want < int64(len(p)) {
 		return n, io.EOF
@@ -598,7 +679,7 @@ func (s *S3) List(ctx context.Context, prefix string) ([]Info, error) {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("list %q: %w", prefix, ctx.Err())
 			}
-			return nil, fmt.Errorf("list %q: %w", prefix, oi.Err)
+			return nil, fmt.Errorf("list %q: %w", prefix, s3Failure(oi.Err))
 		}
 		if keyProblem(oi.Key) != "" {
 			continue

@@ -54,6 +54,10 @@ var (
 	// ErrSizeMismatch means the reader given to Create ended before the
 	// declared size, or had more data after it.
 	ErrSizeMismatch = errors.New("input size does not match the declared size")
+	// ErrUnavailable means the storage could not serve the call for now,
+	// through no fault of the caller: see "Unavailable storage" on
+	// [Backend].
+	ErrUnavailable = errors.New("storage unavailable")
 )
 
 // Backend stores immutable objects under keys.
@@ -132,6 +136,26 @@ var (
 // error wrapping ctx.Err() as soon as it notices, with the guarantees above
 // (a cancelled Create leaves no partial object). All methods are safe for
 // concurrent use.
+//
+// # Unavailable storage
+//
+// When the storage itself fails, the error wraps [ErrUnavailable] as well
+// as the backend's own error, and quotes the key (or List prefix): for S3,
+// the server could not be reached, did not answer in time, or answered
+// that it is failing or overloaded (a 5xx status other than 501, 429,
+// SlowDown and other throttling codes); for disk, the file system reported
+// an I/O error, is full or over quota, is read-only, or the process is out
+// of file descriptors. Reads from an open Object that fail so wrap it too.
+// Such a failure is nobody's doing but the storage's, and a retry later may
+// succeed. As with any failed Create, the object may or may not have been
+// stored.
+//
+// ErrUnavailable is never wrapped together with [ErrNotExist], [ErrExist],
+// [ErrInvalidKey], [ErrTooLarge] or [ErrSizeMismatch], nor by the error of
+// a reader given to Create (whatever that error is), nor when ctx is done:
+// those are the caller's to act on. Failures that retrying will not cure,
+// such as refused credentials, a missing bucket or an untrusted server
+// certificate, wrap none of these errors.
 type Backend interface {
 	Create(ctx context.Context, key string, r io.Reader, size int64) error
 	Open(ctx context.Context, key string) (Object, error)

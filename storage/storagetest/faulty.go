@@ -63,6 +63,7 @@ type fault struct {
 	op   Op
 	key  string
 	when When
+	err  error // also wrapped by the fault's error, if not nil
 }
 
 var _ storage.Backend = (*Faulty)(nil)
@@ -79,12 +80,18 @@ func NewFaulty(b storage.Backend) *Faulty {
 // itself (an invalid key, an existing object), since it then has nothing to
 // undo.
 func (f *Faulty) Inject(op Op, key string, when When) {
+	f.InjectError(op, key, when, nil)
+}
+
+// InjectError is Inject with a fault whose error also wraps err, such as
+// [storage.ErrUnavailable] to test how callers treat a storage outage.
+func (f *Faulty) InjectError(op Op, key string, when When, err error) {
 	if when != BeforePersist && when != AfterPersist {
 		panic(fmt.Sprintf("storagetest: invalid When %d", when))
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.faults = append(f.faults, fault{op: op, key: key, when: when})
+	f.faults = append(f.faults, fault{op: op, key: key, when: when, err: err})
 }
 
 // Pending returns how many injected faults have not struck yet.
@@ -94,95 +101,100 @@ func (f *Faulty) Pending() int {
 	return len(f.faults)
 }
 
-// take removes and returns the first fault matching a call, or 0.
-func (f *Faulty) take(op Op, key string) When {
+// take removes and returns the first fault matching a call, or one whose
+// when is 0.
+func (f *Faulty) take(op Op, key string) fault {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, ft := range f.faults {
 		if ft.op == op && (ft.key == "" || ft.key == key) {
 			f.faults = append(f.faults[:i], f.faults[i+1:]...)
-			return ft.when
+			return ft
 		}
 	}
-	return 0
+	return fault{}
 }
 
-func injected(op Op, key string, when When) error {
-	return fmt.Errorf("%s %q: %w (%s)", op, key, ErrInjected, when)
+// error returns the error of ft striking a call on key.
+func (ft fault) error(key string) error {
+	if ft.err != nil {
+		return fmt.Errorf("%s %q: %w (%s): %w", ft.op, key, ErrInjected, ft.when, ft.err)
+	}
+	return fmt.Errorf("%s %q: %w (%s)", ft.op, key, ErrInjected, ft.when)
 }
 
 // Create implements [storage.Backend.Create].
 func (f *Faulty) Create(ctx context.Context, key string, r io.Reader, size int64) error {
-	when := f.take(OpCreate, key)
-	if when == BeforePersist {
+	ft := f.take(OpCreate, key)
+	if ft.when == BeforePersist {
 		if size > 0 {
 			io.Copy(io.Discard, io.LimitReader(r, size))
 		}
-		return injected(OpCreate, key, when)
+		return ft.error(key)
 	}
 	if err := f.Backend.Create(ctx, key, r, size); err != nil {
 		return err
 	}
-	if when == AfterPersist {
-		return injected(OpCreate, key, when)
+	if ft.when == AfterPersist {
+		return ft.error(key)
 	}
 	return nil
 }
 
 // Open implements [storage.Backend.Open].
 func (f *Faulty) Open(ctx context.Context, key string) (storage.Object, error) {
-	when := f.take(OpOpen, key)
-	if when == BeforePersist {
-		return nil, injected(OpOpen, key, when)
+	ft := f.take(OpOpen, key)
+	if ft.when == BeforePersist {
+		return nil, ft.error(key)
 	}
 	o, err := f.Backend.Open(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	if when == AfterPersist {
+	if ft.when == AfterPersist {
 		o.Close()
-		return nil, injected(OpOpen, key, when)
+		return nil, ft.error(key)
 	}
 	return o, nil
 }
 
 // Stat implements [storage.Backend.Stat].
 func (f *Faulty) Stat(ctx context.Context, key string) (storage.Info, error) {
-	when := f.take(OpStat, key)
-	if when == BeforePersist {
-		return storage.Info{}, injected(OpStat, key, when)
+	ft := f.take(OpStat, key)
+	if ft.when == BeforePersist {
+		return storage.Info{}, ft.error(key)
 	}
 	info, err := f.Backend.Stat(ctx, key)
-	if err == nil && when == AfterPersist {
-		return storage.Info{}, injected(OpStat, key, when)
+	if err == nil && ft.when == AfterPersist {
+		return storage.Info{}, ft.error(key)
 	}
 	return info, err
 }
 
 // List implements [storage.Backend.List].
 func (f *Faulty) List(ctx context.Context, prefix string) ([]storage.Info, error) {
-	when := f.take(OpList, prefix)
-	if when == BeforePersist {
-		return nil, injected(OpList, prefix, when)
+	ft := f.take(OpList, prefix)
+	if ft.when == BeforePersist {
+		return nil, ft.error(prefix)
 	}
 	infos, err := f.Backend.List(ctx, prefix)
-	if err == nil && when == AfterPersist {
-		return nil, injected(OpList, prefix, when)
+	if err == nil && ft.when == AfterPersist {
+		return nil, ft.error(prefix)
 	}
 	return infos, err
 }
 
 // Delete implements [storage.Backend.Delete].
 func (f *Faulty) Delete(ctx context.Context, key string) error {
-	when := f.take(OpDelete, key)
-	if when == BeforePersist {
-		return injected(OpDelete, key, when)
+	ft := f.take(OpDelete, key)
+	if ft.when == BeforePersist {
+		return ft.error(key)
 	}
 	if err := f.Backend.Delete(ctx, key); err != nil {
 		return err
 	}
-	if when == AfterPersist {
-		return injected(OpDelete, key, when)
+	if ft.when == AfterPersist {
+		return ft.error(key)
 	}
 	return nil
 }

@@ -122,3 +122,27 @@ func TestFaultyOtherOps(t *testing.T) {
 		o.Close()
 	}
 }
+
+// An injected fault can carry an error of the caller's choosing, such as
+// storage.ErrUnavailable.
+func TestFaultyInjectError(t *testing.T) {
+	ctx := t.Context()
+	f := newFaulty(t)
+	f.InjectError(storagetest.OpStat, "k", storagetest.BeforePersist, storage.ErrUnavailable)
+	_, err := f.Stat(ctx, "k")
+	if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, storagetest.ErrInjected) || !strings.Contains(err.Error(), `"k"`) {
+		t.Errorf("Stat with an injected ErrUnavailable = %v", err)
+	}
+	f.InjectError(storagetest.OpCreate, "", storagetest.AfterPersist, storage.ErrUnavailable)
+	if err := f.Create(ctx, "k", strings.NewReader("x"), 1); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Create with an injected ErrUnavailable = %v", err)
+	}
+	if _, err := f.Stat(ctx, "k"); err != nil {
+		t.Errorf("the object of a Create failing after persisting: %v", err)
+	}
+	// Faults without an error of their own do not wrap one.
+	f.Inject(storagetest.OpDelete, "k", storagetest.BeforePersist)
+	if err := f.Delete(ctx, "k"); !errors.Is(err, storagetest.ErrInjected) || errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Delete with an injected fault = %v", err)
+	}
+}

@@ -15,10 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,15 +174,19 @@ func checkContent(t *testing.T, b storage.Backend, key string, want []byte) {
 func checkAbsent(t *testing.T, b storage.Backend, key string) {
 	t.Helper()
 	ctx := t.Context()
-	if _, err := b.Stat(ctx, key); !errors.Is(err, storage.ErrNotExist) {
+	_, err := b.Stat(ctx, key)
+	if !errors.Is(err, storage.ErrNotExist) {
 		t.Errorf("Stat(%q) = %v, want ErrNotExist", key, err)
 	}
-	if o, err := b.Open(ctx, key); !errors.Is(err, storage.ErrNotExist) {
+	checkNotUnavailable(t, err)
+	o, err := b.Open(ctx, key)
+	if !errors.Is(err, storage.ErrNotExist) {
 		t.Errorf("Open(%q) = %v, want ErrNotExist", key, err)
 		if err == nil {
 			o.Close()
 		}
 	}
+	checkNotUnavailable(t, err)
 	infos, err := b.List(ctx, "")
 	if err != nil {
 		t.Fatalf("List: %v", err)
@@ -194,6 +202,15 @@ func checkQuoted(t *testing.T, err error, s string) {
 	t.Helper()
 	if err != nil && !strings.Contains(err.Error(), strconv.Quote(s)) {
 		t.Errorf("error %q does not quote %q", err, s)
+	}
+}
+
+// checkNotUnavailable checks that an error the caller caused does not
+// claim that the storage is unavailable.
+func checkNotUnavailable(t *testing.T, err error) {
+	t.Helper()
+	if errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("error %q wraps ErrUnavailable, but the storage is up", err)
 	}
 }
 
@@ -226,6 +243,7 @@ func testCreateExisting(t *testing.T, b storage.Backend) {
 			t.Fatalf("second Create(%q) = %v, want ErrExist", key, err)
 		}
 		checkQuoted(t, err, key)
+		checkNotUnavailable(t, err)
 		checkContent(t, b, key, first)
 	}
 }
@@ -240,6 +258,7 @@ func testShortInput(t *testing.T, b storage.Backend) {
 				t.Fatalf("Create(%q) of %d bytes declared %d = %v, want ErrSizeMismatch", key, short, n, err)
 			}
 			checkQuoted(t, err, key)
+			checkNotUnavailable(t, err)
 			checkAbsent(t, b, key)
 			// A failed Create does not block the key.
 			mustCreate(t, b, key, data)
@@ -258,6 +277,7 @@ func testLongInput(t *testing.T, b storage.Backend) {
 				t.Fatalf("Create(%q) of %d bytes declared %d = %v, want ErrSizeMismatch", key, n+extra, n, err)
 			}
 			checkQuoted(t, err, key)
+			checkNotUnavailable(t, err)
 			checkAbsent(t, b, key)
 		}
 	}
@@ -308,16 +328,32 @@ func (r *failingReader) Read(p []byte) (int, error) {
 
 var errBrokenInput = errors.New("broken input")
 
+// Inputs fail in ways that look like storage failures, such as an
+// uploading client's connection or a source file's disk failing: those are
+// the input's failures, and Create does not call them the storage's.
+var inputErrors = []error{
+	errBrokenInput,
+	&fs.PathError{Op: "read", Path: "/evidence/disk.img", Err: syscall.EIO},
+	&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET},
+	fmt.Errorf("upload stalled: %w", os.ErrDeadlineExceeded),
+}
+
 func testInputError(t *testing.T, b storage.Backend) {
 	for _, n := range []int64{10, multipartSize} {
 		for _, at := range []int64{0, n / 2, n - 1, n} {
-			key := fmt.Sprintf("inputerror/%d-%d", n, at)
-			r := &failingReader{r: DataReader(6, n), n: at, err: errBrokenInput}
-			err := b.Create(t.Context(), key, r, n)
-			if !errors.Is(err, errBrokenInput) {
-				t.Fatalf("Create(%q) with input failing at %d of %d = %v, want the input's error", key, at, n, err)
+			for i, inputErr := range inputErrors {
+				if n == multipartSize && i > 0 && at != n/2 {
+					continue // enough large uploads
+				}
+				key := fmt.Sprintf("inputerror/%d-%d-%d", n, at, i)
+				r := &failingReader{r: DataReader(6, n), n: at, err: inputErr}
+				err := b.Create(t.Context(), key, r, n)
+				if !errors.Is(err, inputErr) {
+					t.Fatalf("Create(%q) with input failing at %d of %d = %v, want the input's error", key, at, n, err)
+				}
+				checkNotUnavailable(t, err)
+				checkAbsent(t, b, key)
 			}
-			checkAbsent(t, b, key)
 		}
 	}
 }
@@ -336,11 +372,13 @@ func testSizes(t *testing.T, b storage.Backend) {
 	if !errors.Is(err, storage.ErrTooLarge) {
 		t.Errorf("Create of MaxObjectSize+1 bytes = %v, want ErrTooLarge", err)
 	}
+	checkNotUnavailable(t, err)
 	checkAbsent(t, b, "size/huge")
 	err = b.Create(ctx, "size/negative", unreadable{t}, -1)
 	if err == nil {
 		t.Errorf("Create of size -1 succeeded")
 	}
+	checkNotUnavailable(t, err)
 	checkAbsent(t, b, "size/negative")
 }
 
@@ -465,6 +503,7 @@ func testNotExist(t *testing.T, b storage.Backend) {
 			t.Errorf("Stat(%q) = %v, want ErrNotExist", key, err)
 		}
 		checkQuoted(t, err, key)
+		checkNotUnavailable(t, err)
 		o, err := b.Open(t.Context(), key)
 		if !errors.Is(err, storage.ErrNotExist) {
 			t.Errorf("Open(%q) = %v, want ErrNotExist", key, err)
@@ -746,6 +785,7 @@ func testConcurrentCreate(t *testing.T, b storage.Backend) {
 				case !errors.Is(err, storage.ErrExist):
 					t.Errorf("Create(%q) contender %d = %v, want nil or ErrExist", key, i, err)
 				}
+				checkNotUnavailable(t, err)
 			}
 			if winner < 0 {
 				t.Fatalf("Create(%q): no contender succeeded: %v", key, errs)
@@ -811,6 +851,7 @@ func testCancelDuringCreate(t *testing.T, b storage.Backend) {
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("Create(%q) cancelled after %d of %d bytes = %v, want context.Canceled", key, at, n, err)
 			}
+			checkNotUnavailable(t, err)
 			checkAbsent(t, b, key)
 		}
 	}
@@ -820,24 +861,36 @@ func testCancelledContext(t *testing.T, b storage.Backend) {
 	mustCreate(t, b, "cancelled/present", []byte("x"))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := b.Create(ctx, "cancelled/new", strings.NewReader("x"), 1); !errors.Is(err, context.Canceled) {
-		t.Errorf("Create = %v, want context.Canceled", err)
-	}
-	if o, err := b.Open(ctx, "cancelled/present"); !errors.Is(err, context.Canceled) {
-		t.Errorf("Open = %v, want context.Canceled", err)
-		if err == nil {
-			o.Close()
+	for _, err := range cancelledCalls(ctx, b, "cancelled/new", "cancelled/present") {
+		if !errors.Is(err.err, context.Canceled) {
+			t.Errorf("%s = %v, want context.Canceled", err.call, err.err)
 		}
-	}
-	if _, err := b.Stat(ctx, "cancelled/present"); !errors.Is(err, context.Canceled) {
-		t.Errorf("Stat = %v, want context.Canceled", err)
-	}
-	if _, err := b.List(ctx, ""); !errors.Is(err, context.Canceled) {
-		t.Errorf("List = %v, want context.Canceled", err)
-	}
-	if err := b.Delete(ctx, "cancelled/present"); !errors.Is(err, context.Canceled) {
-		t.Errorf("Delete = %v, want context.Canceled", err)
+		checkNotUnavailable(t, err.err)
 	}
 	checkAbsent(t, b, "cancelled/new")
 	checkContent(t, b, "cancelled/present", []byte("x"))
+}
+
+type callError struct {
+	call string
+	err  error
+}
+
+// cancelledCalls calls each method of b with ctx: Create of absent, the
+// others of present.
+func cancelledCalls(ctx context.Context, b storage.Backend, absent, present string) []callError {
+	var errs []callError
+	add := func(call string, err error) { errs = append(errs, callError{call, err}) }
+	add("Create", b.Create(ctx, absent, strings.NewReader("x"), 1))
+	o, err := b.Open(ctx, present)
+	if err == nil {
+		o.Close()
+	}
+	add("Open", err)
+	_, err = b.Stat(ctx, present)
+	add("Stat", err)
+	_, err = b.List(ctx, "")
+	add("List", err)
+	add("Delete", b.Delete(ctx, present))
+	return errs
 }
