@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net/url"
 	"path/filepath"
+	"reflect"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -27,33 +31,128 @@ type Profile struct {
 	// signs what a submitter seals and opens what a recipient pulls.
 	// Required.
 	UnitKey string `yaml:"unit_key"`
+
+	// file and lines locate the profile's fields, for errors about the
+	// files they name (see Errorf). Empty for a Profile built in code.
+	file  string
+	lines map[string]int
 }
 
-// LoadProfile reads and checks the profile at path.
+// LoadProfile reads and checks the profile at path: every field is
+// present, the gateway is an https:// URL, and the other fields are paths,
+// which it resolves against the profile's directory. It does not read the
+// files they name. Errors are of type [Errors] and name the file, line and
+// field, as the gateway configuration's do.
 func LoadProfile(path string) (*Profile, error) {
 	data, err := readFile(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading profile: %w", err)
 	}
-	var p Profile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("profile %s: %w", path, err)
+	p, errs := parseProfile(data, filepath.Dir(path))
+	if len(errs) > 0 {
+		errs.setFile(path)
+		return nil, errs.sorted()
 	}
-	base := filepath.Dir(path)
+	p.file = path
+	return p, nil
+}
+
+// parseProfile decodes and checks a profile with the decoder of gateway
+// configurations, so that its errors are alike.
+func parseProfile(data []byte, base string) (*Profile, Errors) {
+	p := &Profile{}
+	d := &decoder{lines: make(map[string]int), nulls: make(map[string]bool)}
+	p.lines = d.lines
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, Errors{{Msg: "empty profile"}}
+		}
+		return nil, Errors{syntaxError(err)}
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, Errors{syntaxError(err)}
+	default:
+		return nil, Errors{{Line: next.Line, Msg: "more than one YAML document; a profile is one"}}
+	}
+	root := &doc
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		root = doc.Content[0]
+	}
+	switch {
+	case isNull(root):
+		return nil, Errors{{Line: root.Line, Msg: "empty profile"}}
+	case root.Kind != yaml.MappingNode:
+		return nil, Errors{{Line: root.Line, Msg: "want a mapping, got " + describe(root)}}
+	}
+	d.lines[""] = root.Line
+	d.value(root, reflect.ValueOf(p).Elem(), "")
+	errs := d.errs
+	add := func(field, format string, args ...any) {
+		if !below(field, d.errs) {
+			errs = append(errs, p.Errorf(field, format, args...))
+		}
+	}
 	for _, f := range []struct {
 		name string
 		v    *string
 	}{{"gateway", &p.Gateway}, {"ca", &p.CA}, {"cert", &p.Cert}, {"key", &p.Key}, {"unit_key", &p.UnitKey}} {
-		if *f.v == "" {
-			return nil, fmt.Errorf("profile %s: missing required field %q", path, f.name)
-		}
-		if f.name != "gateway" {
+		switch {
+		case *f.v == "":
+			add(f.name, "missing required field")
+		case f.name == "gateway":
+			if u, err := url.Parse(*f.v); err == nil && u.User != nil {
+				// Not quoted: it holds a password, perhaps.
+				add(f.name, "the URL must not carry a user name or password")
+			} else if why := checkGatewayURL(*f.v); why != "" {
+				add(f.name, "bad value %s: %s", quote(*f.v), why)
+			}
+		case strings.ContainsAny(*f.v, "\n\r\x00") || strings.HasPrefix(*f.v, "-----BEGIN") ||
+			strings.HasPrefix(*f.v, "AGE-SECRET-KEY-"):
+			// Not quoted: it may be a secret.
+			add(f.name, "want the path of a file, not its contents: keys are given as file paths, never inline")
+		default:
 			*f.v = resolve(base, *f.v)
 		}
 	}
-	return &p, nil
+	return p, errs
+}
+
+// checkGatewayURL returns why s is not the base URL of a gateway's API, or
+// "" if it is one.
+func checkGatewayURL(s string) string {
+	const want = "want https://host:port, such as https://127.0.0.1:8443"
+	u, err := url.Parse(s)
+	switch {
+	case err != nil, u.Scheme != "https", u.Host == "", u.Opaque != "":
+		return want
+	case u.User != nil:
+		return "want no user name or password in the URL"
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return want + ", with no path, query or fragment"
+	}
+	return ""
+}
+
+// Errorf returns an error about field of the profile, located at the line
+// that set it in the profile's file: for problems found in the files the
+// profile names, such as a key that cannot be read.
+func (p *Profile) Errorf(field, format string, args ...any) *Error {
+	line, ok := p.lines[field]
+	if !ok {
+		line = p.lines[""]
+	}
+	return &Error{File: p.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// FileError returns an error about the file that field names, as
+// [Profile.Errorf] locates it, quoting the path once.
+func (p *Profile) FileError(field, path string, err error) *Error {
+	return p.Errorf(field, "%s", fileError(path, err))
 }
 
 // MarshalProfile returns the YAML form of p.

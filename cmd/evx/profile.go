@@ -4,32 +4,114 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"evx/client"
 	"evx/config"
 	"evx/crypto"
 )
 
-// loadProfile reads a profile and returns an API client and the unit key.
-func loadProfile(path string) (*client.Client, *crypto.UnitKey, error) {
-	if path == "" {
-		return nil, nil, errors.New("--profile is required")
+// profileEnv names the environment variable that gives the profile when
+// --profile does not.
+const profileEnv = "EVX_PROFILE"
+
+// profilePath returns the profile a command uses, and where that choice
+// came from: the --profile flag, else $EVX_PROFILE, else
+// $XDG_CONFIG_HOME/evx/profile.yaml (~/.config/evx/profile.yaml when
+// XDG_CONFIG_HOME is unset), if that file exists. getenv reads the
+// environment.
+func profilePath(flag string, getenv func(string) string) (path, from string, err error) {
+	if flag != "" {
+		return flag, "--profile", nil
 	}
+	if p := getenv(profileEnv); p != "" {
+		return p, profileEnv, nil
+	}
+	def := defaultProfilePath(getenv)
+	if def != "" {
+		if _, err := os.Stat(def); err == nil {
+			return def, "", nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", "", fmt.Errorf("profile %s: %w", def, err)
+		}
+	} else {
+		def = "$XDG_CONFIG_HOME/evx/profile.yaml (neither XDG_CONFIG_HOME nor HOME is set)"
+	}
+	return "", "", fmt.Errorf("no profile: give --profile FILE, or set %s=FILE, or write the profile at %s", profileEnv, def)
+}
+
+// defaultProfilePath returns where the profile is looked for when neither
+// --profile nor EVX_PROFILE gives it, following the XDG base directory
+// specification, or "" when the environment names no such place.
+func defaultProfilePath(getenv func(string) string) string {
+	// The specification says to ignore a relative XDG_CONFIG_HOME.
+	if dir := getenv("XDG_CONFIG_HOME"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, "evx", "profile.yaml")
+	}
+	if home := getenv("HOME"); home != "" {
+		return filepath.Join(home, ".config", "evx", "profile.yaml")
+	}
+	return ""
+}
+
+// loadProfile reads a profile and returns an API client and the unit key.
+// An empty path chooses the profile as profilePath does. Problems with the
+// files the profile names are reported at the profile's line that names
+// them.
+func loadProfile(path string) (*client.Client, *crypto.UnitKey, error) {
+	path, from, err := profilePath(path, os.Getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, key, err := readProfile(path)
+	if err != nil && from == profileEnv {
+		err = fmt.Errorf("%s: %w", profileEnv, err)
+	}
+	return c, key, err
+}
+
+func readProfile(path string) (*client.Client, *crypto.UnitKey, error) {
 	p, err := config.LoadProfile(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(p.Cert, p.Key)
+	certPEM, err := os.ReadFile(p.Cert)
 	if err != nil {
-		return nil, nil, fmt.Errorf("profile %s: client certificate: %w", path, err)
+		return nil, nil, p.FileError("cert", p.Cert, err)
+	}
+	keyPEM, err := os.ReadFile(p.Key)
+	if err != nil {
+		return nil, nil, p.FileError("key", p.Key, err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		// The message says whether the certificate or the key is at fault.
+		field, msg := "key", strings.TrimPrefix(err.Error(), "tls: ")
+		if strings.Contains(msg, "certificate") && !strings.Contains(msg, "private key") {
+			field = "cert"
+		}
+		return nil, nil, p.Errorf(field, "client certificate %q and key %q: %s", p.Cert, p.Key, msg)
 	}
 	roots, err := crypto.ReadCertPool(p.CA)
 	if err != nil {
-		return nil, nil, fmt.Errorf("profile %s: %w", path, err)
+		return nil, nil, profileFileError(p, "ca", p.CA, err)
 	}
 	key, err := crypto.ReadUnitKeyFile(p.UnitKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, profileFileError(p, "unit_key", p.UnitKey, err)
 	}
 	return client.New(p.Gateway, cert, &tls.Config{RootCAs: roots}), key, nil
+}
+
+// profileFileError locates err, about the file at path that field of p
+// names, at the profile's line, quoting the path once.
+func profileFileError(p *config.Profile, field, path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return p.FileError(field, path, err)
+	}
+	return p.Errorf(field, "%v", err)
 }
