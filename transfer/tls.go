@@ -16,33 +16,48 @@ import (
 const ALPN = "evx/1"
 
 // GatewayURI returns the URI SAN that identifies gateway id in certificates.
-func GatewayURI(id string) string { return "evx://gateway/" + id }
+func GatewayURI(id string) string { return gatewayURIPrefix + id }
 
-// gatewayID returns the gateway id named by the certificate's evx://gateway/
-// URI SAN. A certificate must carry exactly one.
+const gatewayURIPrefix = "evx://gateway/"
+
+// gatewayID returns the gateway id named by the certificate's identity,
+// which must be its only evx URI (crypto.IdentityURIs: a unit identity
+// next to it counts too) and read exactly evx://gateway/<ID>. The text is
+// compared, not the URI as net/url parses it, which would let case
+// variants, user info, a port, a query, a fragment, percent-encoding or a
+// trailing slash through or hide them.
 func gatewayID(cert *x509.Certificate) (string, error) {
-	var ids []string
-	for _, u := range cert.URIs {
-		if u.Scheme == "evx" && u.Host == "gateway" {
-			ids = append(ids, strings.TrimPrefix(u.Path, "/"))
-		}
+	uris, err := crypto.IdentityURIs(cert)
+	if err != nil {
+		return "", err
 	}
-	if len(ids) != 1 {
-		return "", fmt.Errorf("certificate %q carries %d evx://gateway/ identities, want exactly 1", cert.Subject, len(ids))
+	if len(uris) != 1 {
+		return "", fmt.Errorf("certificate %q carries %d evx identities %q, want exactly 1", cert.Subject, len(uris), uris)
 	}
-	if !crypto.ValidGatewayID(ids[0]) {
-		return "", fmt.Errorf("certificate %q names malformed gateway id %q", cert.Subject, ids[0])
+	// The id syntax admits no character that a URI would escape or read
+	// as a delimiter, so the identity is exactly its canonical form.
+	id, ok := strings.CutPrefix(uris[0], gatewayURIPrefix)
+	if !ok || !crypto.ValidGatewayID(id) {
+		return "", fmt.Errorf("certificate %q carries identity %q, want %s<ID>", cert.Subject, uris[0], gatewayURIPrefix)
 	}
-	return ids[0], nil
+	return id, nil
 }
 
-// GatewayIDFromURI parses an evx://gateway/<ID> URI.
+// GatewayIDFromURI parses an evx://gateway/<ID> URI, which must be exactly
+// that: no user info, port, query, fragment or escapes, path "/<ID>". A
+// parsed URL no longer shows the case its scheme was written in, nor an
+// empty fragment; check certificates' identities as gatewayID does, on
+// their text.
 func GatewayIDFromURI(u *url.URL) (string, bool) {
-	if u.Scheme != "evx" || u.Host != "gateway" {
+	if u == nil || u.Scheme != "evx" || u.Opaque != "" || u.User != nil || u.Host != "gateway" ||
+		u.RawPath != "" || u.ForceQuery || u.RawQuery != "" || u.Fragment != "" || u.RawFragment != "" {
 		return "", false
 	}
-	id := strings.TrimPrefix(u.Path, "/")
-	return id, crypto.ValidGatewayID(id)
+	id, ok := strings.CutPrefix(u.Path, "/")
+	if !ok || !crypto.ValidGatewayID(id) || u.String() != GatewayURI(id) {
+		return "", false
+	}
+	return id, true
 }
 
 // HandshakeError is a refused TLS handshake: the peer's certificate did not
