@@ -15,6 +15,8 @@ const (
 	CodeBadSignature        Code = "bad-signature"
 	CodeBadDeliver          Code = "bad-deliver"
 	CodeBadWait             Code = "bad-wait"
+	CodeBadState            Code = "bad-state"
+	CodeBadLimit            Code = "bad-limit"
 	CodeSizeMismatch        Code = "size-mismatch"
 	CodeHashMismatch        Code = "hash-mismatch"
 	CodeUnknownRecipient    Code = "unknown-recipient"
@@ -48,7 +50,9 @@ type CodeInfo struct {
 // section 4 (by status, then code).
 var codes = []CodeInfo{
 	{CodeBadDeliver, http.StatusBadRequest, "`deliver` is neither `queue` nor `direct`"},
+	{CodeBadLimit, http.StatusBadRequest, "`limit` is not a number from 1 to 1000"},
 	{CodeBadSignature, http.StatusBadRequest, "`Evx-Signature` not base64, or the signature does not verify"},
+	{CodeBadState, http.StatusBadRequest, "`state` is not `queued`, `delivered` or `refused`"},
 	{CodeBadWait, http.StatusBadRequest, "`wait` is not a duration from `0s` to `1m`"},
 	{CodeHashMismatch, http.StatusBadRequest, "the body's SHA-256 differs from `payload.sha256`"},
 	{CodeMalformedEnvelope, http.StatusBadRequest, "`Evx-Envelope` missing, not base64, or not a valid canonical envelope"},

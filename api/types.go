@@ -111,6 +111,23 @@ type OutboxStatus struct {
 	Refusal *Refusal `json:"refusal,omitempty"`
 }
 
+// OutboxList is the answer of GET /v1/outbox: submitted bundles, newest
+// first, without their receipts (GET /v1/outbox/{id} has them).
+type OutboxList struct {
+	Bundles []OutboxStatus `json:"bundles"`
+	// Truncated reports that more bundles match than the limit let
+	// through: the oldest are left out.
+	Truncated bool `json:"truncated"`
+}
+
+// Limits of GET /v1/outbox?limit=: the number of bundles listed when none
+// is asked for, and the most that may be asked for, so that one answer
+// stays small and quick to build.
+const (
+	DefaultOutboxLimit = 100
+	MaxOutboxLimit     = 1000
+)
+
 // Refusal is a peer gateway's final refusal of a bundle.
 type Refusal struct {
 	Code   string    `json:"code"`

@@ -27,6 +27,7 @@ func (g *Gateway) apiHandler() http.Handler {
 	// against the sending country's directory themselves.
 	mux.HandleFunc("GET /v1/directory/{country}/{unit}", g.handle([]api.Role{api.RoleSubmitter, api.RoleRecipient}, g.directoryLookup))
 	mux.HandleFunc("POST /v1/bundles", g.handle([]api.Role{api.RoleSubmitter}, g.upload))
+	mux.HandleFunc("GET /v1/outbox", g.handle([]api.Role{api.RoleSubmitter, api.RoleOperator}, g.outboxList))
 	mux.HandleFunc("GET /v1/outbox/{id}", g.handle([]api.Role{api.RoleSubmitter, api.RoleOperator}, g.outboxStatus))
 	mux.HandleFunc("GET /v1/inbox", g.handle([]api.Role{api.RoleRecipient}, g.inbox))
 	mux.HandleFunc("GET /v1/inbox/{id}", g.handle([]api.Role{api.RoleRecipient}, g.inboxEntry))
