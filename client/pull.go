@@ -2,10 +2,15 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 
 	"evx/api"
 	"evx/crypto"
@@ -13,10 +18,16 @@ import (
 
 // PullResult reports a pull.
 type PullResult struct {
+	// Entry is the gateway's inbox entry: what the gateway says of the
+	// bundle (who delivered it, when, how it checked the sender). The
+	// envelope itself is Open.Envelope, checked here.
 	Entry *api.InboxEntry
 	Open  *crypto.OpenResult
-	// BundlePath is where the rebuilt bundle was kept, if asked for.
-	BundlePath string
+	// BundlePath is where the rebuilt bundle was kept, if asked for, and
+	// BundleCopied reports that it was copied there because a hard link
+	// was impossible (another file system).
+	BundlePath   string
+	BundleCopied bool
 	// SenderPinned reports that the signing key was checked, on this
 	// machine, against the sender's entry in its country's directory.
 	SenderPinned bool
@@ -25,33 +36,76 @@ type PullResult struct {
 // Pull downloads a received bundle, rebuilds it, opens and verifies it on
 // this machine into dir, and only then acknowledges retrieval. keep, if not
 // empty, is a path where the bundle itself is kept for the record.
-func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep string, progress func(int64)) (*PullResult, error) {
-	e, err := c.InboxEntry(ctx, id)
-	if err != nil {
+// progress, if set, is called with the payload bytes downloaded so far and
+// their total.
+//
+// The gateway is trusted with nothing it could get wrong unnoticed. Before
+// downloading, Pull checks what it can without the payload: that dir does
+// not exist or is empty and its parent is writable; that keep does not
+// exist and its directory is writable; that the gateway answers with a
+// validly signed envelope of bundle id, sealed to key, whose sender's
+// signing key the sender's country's directory lists. It then downloads
+// exactly the envelope's payload size, no more, and opens the bundle with
+// that sender's key pinned.
+func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep string, progress func(done, total int64)) (*PullResult, error) {
+	if !ValidBundleID(id) {
+		return nil, fmt.Errorf("malformed bundle id %q (want 32 lowercase hex digits)", Printable(id))
+	}
+	// Local checks first: nothing is downloaded that could not be put
+	// in place.
+	if err := checkOutputDir(dir); err != nil {
 		return nil, err
 	}
-	tmpDir := filepath.Dir(filepath.Clean(dir))
-	payload, err := os.CreateTemp(tmpDir, ".evx-pull-*.age")
+	parent := filepath.Dir(filepath.Clean(dir))
+	payload, err := os.CreateTemp(parent, ".evx-pull-*.age")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot write beside the output directory, in %s: %w", parent, err)
 	}
 	defer os.Remove(payload.Name())
 	defer payload.Close()
+	if keep != "" {
+		if err := checkKeepPath(keep); err != nil {
+			return nil, err
+		}
+	}
+
+	e, env, err := checkedEntry(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	mine := key.Recipient().String()
+	if !slices.ContainsFunc(env.Recipients, func(p crypto.Party) bool { return p.Key == mine }) {
+		return nil, fmt.Errorf("%w: bundle %s is sealed to %s, not to the unit key of this profile%s",
+			crypto.ErrNotRecipient, id, recipientNames(env), unitSuffix(key.Unit))
+	}
+	// The gateway says it checked the sender; the recipient checks again
+	// rather than trust what the gateway stored, and pins the key for open.
+	if env.Sender.Unit == "" {
+		return nil, fmt.Errorf("bundle %s names no sending unit, so its signing key cannot be checked in a directory; open it with evx open --expect-sender", id)
+	}
+	sender, err := c.Lookup(ctx, env.Sender.Unit)
+	if err != nil {
+		return nil, fmt.Errorf("looking up sender %s in its country's directory: %w", env.Sender.Unit, err)
+	}
+	if api.Role(sender.Role) != api.RoleSubmitter || sender.SigningKey != env.Sender.Key {
+		return nil, fmt.Errorf("%w: bundle %s is signed with %s, which the directory does not list for submitter %s",
+			crypto.ErrUnexpectedSender, id, env.Sender.Key, env.Sender.Unit)
+	}
+
 	var w io.Writer = payload
 	if progress != nil {
-		w = &progressWriter{w: payload, f: progress}
+		w = &progressWriter{w: payload, f: func(n int64) { progress(n, env.PayloadSize) }}
 	}
-	n, err := c.Download(ctx, id, w)
-	if err != nil {
+	if err := c.Payload(ctx, id, env.PayloadSize, w); err != nil {
 		return nil, fmt.Errorf("downloading bundle %s: %w", id, err)
 	}
-	bundle, err := os.CreateTemp(tmpDir, ".evx-pull-*.evx")
+	bundle, err := os.CreateTemp(parent, ".evx-pull-*.evx")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(bundle.Name())
 	defer bundle.Close()
-	if err := crypto.WriteContainer(bundle, e.Envelope, e.Signature, io.NewSectionReader(payload, 0, n), n); err != nil {
+	if err := crypto.WriteContainer(bundle, e.Envelope, e.Signature, io.NewSectionReader(payload, 0, env.PayloadSize), env.PayloadSize); err != nil {
 		return nil, err
 	}
 	info, err := bundle.Stat()
@@ -62,22 +116,13 @@ func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep str
 	if err != nil {
 		return nil, err
 	}
-	// The gateway says it checked the sender; the recipient checks again
-	// rather than trust what the gateway stored, and pins the key for open.
-	sender, err := c.Lookup(ctx, b.Envelope.Sender.Unit)
-	if err != nil {
-		return nil, fmt.Errorf("looking up sender %s in its country's directory: %w", b.Envelope.Sender.Unit, err)
-	}
-	if api.Role(sender.Role) != api.RoleSubmitter || sender.SigningKey != b.Envelope.Sender.Key {
-		return nil, fmt.Errorf("bundle %s is signed with %s, which the directory does not list for submitter %s", id, b.Envelope.Sender.Key, b.Envelope.Sender.Unit)
-	}
 	res, err := b.Open(ctx, key, dir, crypto.OpenOptions{ExpectSender: sender.SigningKey})
 	if err != nil {
 		return nil, fmt.Errorf("opening bundle %s: %w", id, err)
 	}
 	out := &PullResult{Entry: e, Open: res, SenderPinned: true}
 	if keep != "" {
-		if err := os.Link(bundle.Name(), keep); err != nil {
+		if out.BundleCopied, err = keepBundle(bundle, info.Size(), keep, os.Link); err != nil {
 			return nil, fmt.Errorf("keeping the bundle: %w", err)
 		}
 		out.BundlePath = keep
@@ -86,6 +131,123 @@ func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep str
 		return out, fmt.Errorf("bundle %s opened, but acknowledging retrieval failed: %w", id, err)
 	}
 	return out, nil
+}
+
+// checkedEntry asks the gateway for bundle id's inbox entry and checks that
+// it is the entry of that bundle, with a valid envelope signed as it says.
+func checkedEntry(ctx context.Context, c *Client, id string) (*api.InboxEntry, *crypto.Envelope, error) {
+	e, err := c.InboxEntry(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	env, err := crypto.ParseEnvelope(e.Envelope)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the gateway's envelope of bundle %s: %w", id, err)
+	}
+	if env.BundleID != id || e.BundleID != id {
+		return nil, nil, fmt.Errorf("%w: asked for bundle %s, the gateway answered with the envelope of bundle %s", ErrBadAnswer, id, env.BundleID)
+	}
+	if err := crypto.VerifySignature(env, e.Envelope, e.Signature); err != nil {
+		return nil, nil, fmt.Errorf("bundle %s: %w", id, err)
+	}
+	return e, env, nil
+}
+
+// ValidBundleID reports whether id has the form of a bundle id: 32
+// lowercase hex digits.
+func ValidBundleID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func recipientNames(env *crypto.Envelope) string {
+	var names []string
+	for _, r := range env.Recipients {
+		if r.Unit != "" {
+			names = append(names, r.Unit)
+		} else {
+			names = append(names, "an unnamed key")
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+func unitSuffix(unit string) string {
+	if unit == "" {
+		return ""
+	}
+	return " (" + unit + ")"
+}
+
+// checkOutputDir checks that dir does not exist or is an empty directory,
+// as opening will; its parent's writability is checked by writing there.
+func checkOutputDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("output directory: %w", err)
+	case len(entries) > 0:
+		return fmt.Errorf("output directory %q is not empty", dir)
+	}
+	return nil
+}
+
+// checkKeepPath checks that the file a bundle is to be kept in does not
+// exist and that its directory takes new files, by making one there.
+func checkKeepPath(keep string) error {
+	if _, err := os.Lstat(keep); err == nil {
+		return fmt.Errorf("bundle file %q exists; it is never replaced", keep)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("bundle file: %w", err)
+	}
+	probe, err := os.CreateTemp(filepath.Dir(keep), ".evx-keep-*")
+	if err != nil {
+		return fmt.Errorf("cannot write the bundle file in %s: %w", filepath.Dir(keep), err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+// keepBundle puts the size-byte bundle src at dst, which must not exist:
+// as a hard link when it can, or else as a copy. It reports whether it
+// copied. link is os.Link, or a stand-in in tests.
+func keepBundle(src *os.File, size int64, dst string, link func(oldname, newname string) error) (bool, error) {
+	err := link(src.Name(), dst)
+	if err == nil || !linkImpossible(err) {
+		return false, err
+	}
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return false, err
+	}
+	_, err = io.Copy(f, io.NewSectionReader(src, 0, size))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+		return false, err
+	}
+	return true, nil
+}
+
+// linkImpossible reports whether a hard link failed because the file
+// system cannot make one here, rather than because of the target.
+func linkImpossible(err error) bool {
+	return errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) ||
+		errors.Is(err, syscall.ENOTSUP) || errors.Is(err, syscall.EMLINK)
 }
 
 type progressWriter struct {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"evx/api"
@@ -44,8 +46,30 @@ type PushResult struct {
 // gateway; plaintext never leaves the machine. With Wait set it asks the
 // gateway to deliver the upload directly and, if the gateway stored it for
 // later delivery instead, waits until the peer gateway has receipted the
-// bundle or refused it.
+// bundle or refused it, or until Wait is over: the bundle is then queued at
+// the gateway, which is not an error (the result's state says so).
+//
+// Before sealing it checks what can fail without the files: the form of the
+// recipients' unit ids, that they belong to one country, that the client
+// is a submitter of another country, and that each recipient resolves to a
+// recipient unit in the directory.
 func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) {
+	country, err := RecipientCountry(req.To)
+	if err != nil {
+		return nil, err
+	}
+	me, err := c.WhoAmI(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if me.Role != api.RoleSubmitter {
+		return nil, fmt.Errorf("you are %s with role %s at gateway %s; pushing needs role submitter",
+			Printable(me.Unit), Printable(string(me.Role)), Printable(me.Gateway))
+	}
+	if country == me.Gateway {
+		return nil, fmt.Errorf("%s is a unit of your own country (your gateway is %s): evx carries bundles between countries",
+			req.To[0], country)
+	}
 	opts := req.Seal
 	opts.Sender = req.Key
 	opts.Recipients = nil
@@ -62,7 +86,7 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 			return nil, fmt.Errorf("resolving recipient %s: %w", unit, err)
 		}
 		if api.Role(e.Role) != api.RoleRecipient || e.AgeRecipient == "" {
-			return nil, fmt.Errorf("%s is not a recipient unit (its role is %s)", unit, e.Role)
+			return nil, fmt.Errorf("%s is not a recipient unit (its role is %s)", unit, Printable(e.Role))
 		}
 		opts.Recipients = append(opts.Recipients, crypto.PublicKey{Unit: e.Unit, AgeRecipient: e.AgeRecipient})
 	}
@@ -114,12 +138,46 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 	case req.Wait <= 0 || res.Status.State != api.StateQueued:
 		return res, nil
 	}
-	res.Status, err = WaitDelivered(ctx, c, env.BundleID, req.Wait)
+	st, err := WaitDelivered(ctx, c, env.BundleID, req.Wait)
+	if st != nil {
+		res.Status = st
+	}
+	if errors.Is(err, ErrStillQueued) {
+		// The gateway has the bundle and keeps delivering it: the push
+		// is done, its delivery is not over.
+		return res, nil
+	}
 	return res, err
 }
 
+// RecipientCountry checks recipient unit ids for push: each of the form
+// COUNTRY/unit, all of one country, which it returns. A bundle goes to one
+// country's gateway.
+func RecipientCountry(to []string) (string, error) {
+	if len(to) == 0 {
+		return "", errors.New("no recipients")
+	}
+	var countries []string
+	for _, unit := range to {
+		if !crypto.ValidUnitID(unit) {
+			return "", fmt.Errorf("recipient %q: want COUNTRY/unit, such as FR/prosecutor", Printable(unit))
+		}
+		country, _, _ := strings.Cut(unit, "/")
+		if !slices.Contains(countries, country) {
+			countries = append(countries, country)
+		}
+	}
+	if len(countries) > 1 {
+		return "", fmt.Errorf("recipients in %s: evx delivers each bundle to one country, so seal one bundle per country", strings.Join(countries, " and "))
+	}
+	return countries[0], nil
+}
+
 func refusedErr(st *api.OutboxStatus) error {
-	return fmt.Errorf("the peer gateway refused bundle %s (%s): %s", st.BundleID, st.Refusal.Code, st.Refusal.Reason)
+	if st.Refusal == nil {
+		return fmt.Errorf("the peer gateway refused bundle %s", Printable(st.BundleID))
+	}
+	return fmt.Errorf("the peer gateway refused bundle %s (%s): %s", Printable(st.BundleID), Printable(st.Refusal.Code), Printable(st.Refusal.Reason))
 }
 
 // maxUploadAttempts bounds the uploads of one push whose direct delivery
@@ -127,8 +185,13 @@ func refusedErr(st *api.OutboxStatus) error {
 // peer has become unreachable.
 const maxUploadAttempts = 3
 
+// ErrStillQueued is wrapped by the error of [WaitDelivered] when the wait
+// ended before the delivery did: the bundle stays queued at the gateway,
+// which goes on delivering it.
+var ErrStillQueued = errors.New("it stays queued at the gateway")
+
 // WaitDelivered waits until bundle id is delivered or refused, or until
-// timeout. The gateway holds each status request until the delivery ends
+// timeout, when the error wraps [ErrStillQueued]. The gateway holds each status request until the delivery ends
 // (or for statusWait), so the answer comes as soon as the peer's receipt
 // is stored, without polling. A gateway that answers at once regardless is
 // asked again after growing pauses.
@@ -149,7 +212,7 @@ func WaitDelivered(ctx context.Context, c *Client, id string, timeout time.Durat
 			return st, refusedErr(st)
 		}
 		if time.Now().After(deadline) {
-			return st, fmt.Errorf("bundle %s not delivered after %v; it stays queued at the gateway", id, timeout)
+			return st, fmt.Errorf("bundle %s not delivered after %v: %w", id, timeout, ErrStillQueued)
 		}
 		if time.Since(asked) >= wait/2 {
 			pause = 2 * time.Millisecond

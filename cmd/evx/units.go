@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -50,6 +51,14 @@ bundle stays queued at your gateway if it is not over by then. With
 			if len(to) == 0 {
 				return errors.New("at least one --to recipient is required")
 			}
+			for _, unit := range to {
+				if !crypto.ValidUnitID(unit) {
+					return fmt.Errorf("--to %q: want COUNTRY/unit, such as FR/prosecutor", printable(unit))
+				}
+			}
+			if _, err := client.RecipientCountry(to); err != nil {
+				return err
+			}
 			if err := ef.required(); err != nil {
 				return err
 			}
@@ -78,21 +87,12 @@ bundle stays queued at your gateway if it is not over by then. With
 			}
 			res, err := client.Push(cmd.Context(), c, req)
 			bar.finish()
-			if err != nil {
-				return err
+			if res == nil {
+				return err // nothing reached the gateway
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), map[string]any{
-					"bundle_id": res.Envelope.BundleID, "state": res.Status.State, "receipt": res.Status.Receipt,
-				})
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Envelope.BundleID)
-			if res.Status.State == api.StateDelivered {
-				fmt.Fprintf(cmd.ErrOrStderr(), "delivered to %s; receipt: %s\n", res.Status.Peer, res.Status.Receipt.Body)
-			} else {
-				fmt.Fprintf(cmd.ErrOrStderr(), "queued at your gateway for delivery\n")
-			}
-			return nil
+			// The gateway has the bundle: its id is printed whatever
+			// happened after the upload, so that it can be followed.
+			return printPushed(cmd, res, profile, noWait, wait, asJSON, err)
 		},
 	}
 	f := cmd.Flags()
@@ -103,6 +103,38 @@ bundle stays queued at your gateway if it is not over by then. With
 	f.BoolVar(&noWait, "no-wait", false, "return once the gateway has stored the bundle, before delivery")
 	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for a delivery your gateway queued")
 	return cmd
+}
+
+// printPushed reports an uploaded bundle: its id on stdout (or one JSON
+// object), and on stderr how its delivery stands and how to follow it. err
+// is what went wrong after the upload, returned as it is: a refusal by
+// the peer, or a wait broken off. A wait that ran out is not an error: the
+// bundle is queued at the gateway, which goes on delivering it.
+func printPushed(cmd *cobra.Command, res *client.PushResult, profile string, noWait bool, wait time.Duration, asJSON bool, err error) error {
+	id, st := res.Envelope.BundleID, res.Status
+	if asJSON {
+		if jerr := printJSON(cmd.OutOrStdout(), map[string]any{
+			"bundle_id": id, "state": st.State, "peer": st.Peer, "receipt": st.Receipt, "refusal": st.Refusal,
+		}); jerr != nil {
+			return jerr
+		}
+	} else {
+		fmt.Fprintln(cmd.OutOrStdout(), id)
+	}
+	stderr := cmd.ErrOrStderr()
+	follow := fmt.Sprintf("follow it with: evx status %s --profile %s", id, profile)
+	switch {
+	case st.State == api.StateDelivered && !asJSON:
+		fmt.Fprintf(stderr, "delivered to %s; receipt: %s\n", printable(st.Peer), printable(string(st.Receipt.Body)))
+	case st.State != api.StateQueued:
+	case noWait:
+		fmt.Fprintf(stderr, "queued at your gateway for delivery; %s\n", follow)
+	case err == nil:
+		fmt.Fprintf(stderr, "not delivered within %v: queued at your gateway; %s\n", wait, follow)
+	default:
+		fmt.Fprintf(stderr, "queued at your gateway; %s\n", follow)
+	}
+	return err
 }
 
 func newInboxCmd() *cobra.Command {
@@ -125,10 +157,11 @@ func newInboxCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "BUNDLE\tFROM\tPURPOSE\tLEGAL BASIS\tSIZE\tRECEIVED\tRETRIEVED")
+			fmt.Fprintln(tw, "BUNDLE\tFROM\tPURPOSE\tLEGAL BASIS\tHANDLING\tTLP\tSIZE\tRECEIVED\tRETAIN UNTIL\tRETRIEVED")
 			for _, e := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%v\n", e.BundleID, e.Sender, e.Purpose, e.LegalBasis,
-					e.Size, e.ReceivedAt.Format(time.RFC3339), e.Acknowledged)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%v\n", printable(e.BundleID), printable(e.Sender),
+					printable(e.Purpose), printable(e.LegalBasis), printable(e.Handling), printable(e.TLP),
+					e.Size, e.ReceivedAt.UTC().Format(time.RFC3339), e.RetainUntil.UTC().Format(time.RFC3339), e.Acknowledged)
 			}
 			return tw.Flush()
 		},
@@ -140,12 +173,19 @@ func newInboxCmd() *cobra.Command {
 
 func newPullCmd() *cobra.Command {
 	var profile, out, keep string
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "pull --profile P BUNDLE_ID -o DIR [--keep-bundle FILE]",
+		Use:   "pull --profile P BUNDLE_ID -o DIR [--keep-bundle FILE] [--json]",
 		Short: "Download, verify and open a bundle addressed to you",
 		Long: `pull downloads a bundle from your gateway, rebuilds it, verifies and opens
 it on this machine into DIR (as evx open does), and then acknowledges
-retrieval to the gateway.`,
+retrieval to the gateway.
+
+Before it downloads anything, pull checks that DIR does not exist or is
+empty and that its parent is writable, that the --keep-bundle FILE does not
+exist and its directory is writable, and that the gateway's envelope is the
+bundle's, validly signed, sealed to your unit key, and signed with the key
+that the sender's country's directory lists for the sender.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -155,32 +195,72 @@ retrieval to the gateway.`,
 			if err != nil {
 				return err
 			}
-			e, err := c.InboxEntry(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			bar := newProgress(cmd.ErrOrStderr(), e.Size, "downloading")
-			res, err := client.Pull(cmd.Context(), c, key, args[0], out, keep, bar.set)
+			bar := &stagedProgress{stderr: cmd.ErrOrStderr()}
+			res, err := client.Pull(cmd.Context(), c, key, args[0], out, keep, func(done, total int64) {
+				bar.set("downloading", done, total)
+			})
 			bar.finish()
-			if err != nil {
+			if res == nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "bundle        %s from gateway %s, received %s\n", e.BundleID, e.From, e.ReceivedAt.Format(time.RFC3339))
-			fmt.Fprintf(w, "sender check  %s\n", res.Entry.SenderCheck)
-			fmt.Fprintf(w, "              and here: the signing key is the one %s's directory lists for %s\n", e.From, e.Sender)
-			printOpenSummary(w, res.Open, res.SenderPinned, out)
-			if res.BundlePath != "" {
-				fmt.Fprintf(w, "bundle kept   %s\n", res.BundlePath)
+			// Opened; err, if any, is the acknowledgement's failure.
+			if asJSON {
+				if jerr := printJSON(cmd.OutOrStdout(), pullJSON(res, out, err == nil)); jerr != nil {
+					return jerr
+				}
+				return err
 			}
-			fmt.Fprintf(w, "retrieval acknowledged to the gateway\n")
-			return nil
+			printPulled(printableWriter{cmd.OutOrStdout()}, res, out, err == nil)
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&profile, "profile", "", "profile `FILE`")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "extract into `DIR` (must not exist or be empty)")
-	cmd.Flags().StringVar(&keep, "keep-bundle", "", "also keep the bundle itself at `FILE`")
+	cmd.Flags().StringVar(&keep, "keep-bundle", "", "also keep the bundle itself at `FILE` (must not exist)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printPulled reports a pull. What the gateway says (who delivered the
+// bundle, when, how it checked the sender) is marked as such; the rest was
+// checked here. w makes it printable; values that could hold a line feed
+// are made printable one by one too.
+func printPulled(w io.Writer, res *client.PullResult, dir string, acked bool) {
+	e, env := res.Entry, res.Open.Envelope
+	fmt.Fprintf(w, "bundle        %s from gateway %s, received %s\n", env.BundleID, printable(e.From), e.ReceivedAt.UTC().Format(time.RFC3339))
+	if env.Case != "" {
+		fmt.Fprintf(w, "case          %s\n", printable(env.Case))
+	}
+	fmt.Fprintf(w, "sender check  %s\n", printable(e.SenderCheck))
+	country, _, _ := strings.Cut(env.Sender.Unit, "/")
+	fmt.Fprintf(w, "              and here: the signing key is the one %s's directory lists for %s\n", country, env.Sender.Unit)
+	printOpenSummary(w, res.Open, res.SenderPinned, dir)
+	switch {
+	case res.BundleCopied:
+		fmt.Fprintf(w, "bundle kept   %s (copied: a hard link was impossible)\n", res.BundlePath)
+	case res.BundlePath != "":
+		fmt.Fprintf(w, "bundle kept   %s\n", res.BundlePath)
+	}
+	if acked {
+		fmt.Fprintf(w, "retrieval acknowledged to the gateway\n")
+	}
+}
+
+// pullJSON is the result object of pull --json.
+func pullJSON(res *client.PullResult, dir string, acked bool) map[string]any {
+	e, env := res.Entry, res.Open.Envelope
+	files := []map[string]any{}
+	for _, f := range res.Open.Files {
+		files = append(files, map[string]any{"path": f.Path, "size": f.Size, "sha256": f.SHA256})
+	}
+	return map[string]any{
+		"bundle_id": env.BundleID, "from": e.From, "received_at": e.ReceivedAt, "sender_check": e.SenderCheck,
+		"sender": env.Sender.Unit, "signing_key": env.Sender.Key, "sender_pinned": res.SenderPinned,
+		"purpose": env.Purpose, "legal_basis": env.LegalBasis, "case": env.Case, "handling": env.Handling,
+		"tlp": env.TLP, "retain_until": env.RetainUntil, "payload_size": env.PayloadSize,
+		"payload_verified": res.Open.PayloadVerified, "files": files, "output": dir,
+		"bundle_kept": res.BundlePath, "bundle_copied": res.BundleCopied, "acknowledged": acked,
+	}
 }
 
 func newDevEnvCmd() *cobra.Command {

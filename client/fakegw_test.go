@@ -1,0 +1,183 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"evx/api"
+	"evx/client"
+	"evx/crypto"
+	"evx/internal/devenv"
+)
+
+// fakeGateway impersonates FR's gateway towards FR's prosecutor: it has
+// FR's gateway certificate and requires a client certificate from FR's CA,
+// as the real one does, and answers from bundles sealed in the test. Tests
+// make it misbehave by changing its fields before the client asks; it
+// records every request, so that tests can tell what the client fetched.
+type fakeGateway struct {
+	t       *testing.T
+	srv     *httptest.Server
+	dev     *devenv.World
+	bundles map[string]*sealed
+
+	// Faults, set by tests.
+	entryFor      map[string]string                  // answer GET /v1/inbox/{id} with another bundle's entry
+	senderCheck   string                             // the entry's sender_check
+	signingKey    string                             // the directory's signing key for DE/forensics, if set
+	payload       func(http.ResponseWriter, *sealed) // serves the payload, if set
+	refuse        *api.Error                         // answer every request with this refusal, if set
+	refuseRawBody string                             // or with this body and status 403
+
+	mu       sync.Mutex
+	requests []string
+}
+
+// sealed is a bundle sealed in a test, taken apart as the API carries it.
+type sealed struct {
+	env     *crypto.Envelope
+	envJSON []byte
+	sig     []byte
+	payload []byte
+}
+
+func newFakeGateway(t *testing.T) *fakeGateway {
+	t.Helper()
+	dev, err := devenv.New("DE", "FR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeGateway{t: t, dev: dev, bundles: map[string]*sealed{}, entryFor: map[string]string{},
+		senderCheck: "signing key listed for DE/forensics in the directory of DE"}
+	fr := dev.Country("FR")
+	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{fr.Cert}, ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs: fr.CAPool(), MinVersion: tls.VersionTLS13}
+	f.srv.StartTLS()
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// seal seals a bundle of size bytes from DE/forensics to FR/prosecutor and
+// serves it.
+func (f *fakeGateway) seal(size int) *sealed {
+	f.t.Helper()
+	prosecutor := f.dev.Country("FR").User("prosecutor").Key.Public()
+	opts := sealOpts()
+	opts.Sender = f.dev.Country("DE").User("forensics").Key
+	opts.Recipients = []crypto.PublicKey{{Unit: prosecutor.Unit, AgeRecipient: prosecutor.AgeRecipient}}
+	var buf bytes.Buffer
+	env, err := crypto.Seal(context.Background(), &buf, evidence(f.t, size), opts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	b, err := crypto.ReadBundle(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	payload, err := io.ReadAll(b.Payload())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	s := &sealed{env: env, envJSON: b.EnvelopeJSON, sig: b.Signature, payload: payload}
+	f.bundles[env.BundleID] = s
+	return s
+}
+
+// client returns FR's prosecutor's client of the fake gateway and unit key.
+func (f *fakeGateway) client() (*client.Client, *crypto.UnitKey) {
+	fr := f.dev.Country("FR")
+	u := fr.User("prosecutor")
+	return client.New(f.srv.URL, u.Cert, &tls.Config{RootCAs: fr.CAPool()}), u.Key
+}
+
+// asked returns the requests made so far, as "METHOD path".
+func (f *fakeGateway) asked() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requests...)
+}
+
+// askedFor reports whether any request's path ends with suffix.
+func (f *fakeGateway) askedFor(suffix string) bool {
+	for _, r := range f.asked() {
+		if strings.HasSuffix(r, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.requests = append(f.requests, r.Method+" "+r.URL.Path)
+	f.mu.Unlock()
+	if f.refuse != nil {
+		writeJSON(w, f.refuse.Code.Status(), api.ErrorBody{Error: f.refuse})
+		return
+	}
+	if f.refuseRawBody != "" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, f.refuseRawBody)
+		return
+	}
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/v1/"), "/")
+	switch {
+	case r.Method == "GET" && len(parts) == 3 && parts[0] == "directory":
+		de := f.dev.Country("DE").User("forensics")
+		e := crypto.DirectoryEntry{Unit: de.Unit, Role: string(api.RoleSubmitter), SigningKey: de.Key.Public().SigningKey}
+		if f.signingKey != "" {
+			e.SigningKey = f.signingKey
+		}
+		writeJSON(w, 200, e)
+	case r.Method == "GET" && len(parts) == 2 && parts[0] == "inbox":
+		id := parts[1]
+		if other, ok := f.entryFor[id]; ok {
+			id = other
+		}
+		b := f.bundles[id]
+		if b == nil {
+			writeJSON(w, 404, api.ErrorBody{Error: api.Errorf(api.CodeNotFound, "no bundle %q in your inbox", id)})
+			return
+		}
+		writeJSON(w, 200, api.InboxEntry{
+			BundleID: b.env.BundleID, From: "DE", Sender: b.env.Sender.Unit, Purpose: b.env.Purpose,
+			LegalBasis: b.env.LegalBasis, Handling: b.env.Handling, TLP: b.env.TLP, Size: b.env.PayloadSize,
+			ReceivedAt: time.Now().UTC(), RetainUntil: b.env.RetainUntil, SenderCheck: f.senderCheck,
+			Envelope: b.envJSON, Signature: b.sig,
+		})
+	case r.Method == "GET" && len(parts) == 3 && parts[0] == "inbox" && parts[2] == "payload":
+		b := f.bundles[parts[1]]
+		if b == nil {
+			writeJSON(w, 404, api.ErrorBody{Error: api.Errorf(api.CodeNotFound, "no bundle")})
+			return
+		}
+		if f.payload != nil {
+			f.payload(w, b)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(b.payload)))
+		w.Write(b.payload)
+	case r.Method == "POST" && len(parts) == 3 && parts[0] == "inbox" && parts[2] == "ack":
+		writeJSON(w, 200, api.Acknowledged{BundleID: parts[1], Status: "acknowledged"})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
