@@ -154,6 +154,22 @@ type InboxEntry struct {
 	// Envelope and Signature are set by GET /v1/inbox/{id} only.
 	Envelope  []byte `json:"envelope,omitempty"`
 	Signature []byte `json:"signature,omitempty"`
+	// SenderDirectory is set by GET /v1/inbox/{id} only, when the gateway
+	// kept it: the sending gateway's signed unit directory (protocol.md
+	// 7.3) that the gateway checked the sender's signing key against, as
+	// that gateway signed it. A recipient verifies it with
+	// crypto.VerifyDirectory against the signing key GET /v1/peers gives
+	// for From, rather than trust the gateway's storage.
+	SenderDirectory *crypto.Signed `json:"sender_directory,omitempty"`
+}
+
+// Peer is a peer gateway as this gateway's configuration knows it: an
+// element of GET /v1/peers.
+type Peer struct {
+	ID string `json:"id"`
+	// SigningKey is the peer's public signing key (ed25519:…), which
+	// verifies its receipts and unit directories.
+	SigningKey string `json:"signing_key"`
 }
 
 // Acknowledged is the answer of POST /v1/inbox/{id}/ack.

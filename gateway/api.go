@@ -26,6 +26,10 @@ func (g *Gateway) apiHandler() http.Handler {
 	// Recipients look up senders too, to check a bundle's signing key
 	// against the sending country's directory themselves.
 	mux.HandleFunc("GET /v1/directory/{country}/{unit}", g.handle([]api.Role{api.RoleSubmitter, api.RoleRecipient}, g.directoryLookup))
+	// The peers' signing keys, from the configuration: recipients verify
+	// the sending gateway's directory kept with a bundle, submitters may
+	// verify receipts.
+	mux.HandleFunc("GET /v1/peers", g.handle([]api.Role{api.RoleSubmitter, api.RoleRecipient}, g.peerList))
 	mux.HandleFunc("POST /v1/bundles", g.handle([]api.Role{api.RoleSubmitter}, g.upload))
 	mux.HandleFunc("GET /v1/outbox", g.handle([]api.Role{api.RoleSubmitter, api.RoleOperator}, g.outboxList))
 	mux.HandleFunc("GET /v1/outbox/{id}", g.handle([]api.Role{api.RoleSubmitter, api.RoleOperator}, g.outboxStatus))
@@ -222,20 +226,26 @@ func notFound(err error, format string, args ...any) error {
 // inboxEntryFor loads a received bundle's record and checks that u is one of
 // its recipients; to anyone else it does not exist.
 func (g *Gateway) inboxEntryFor(ctx context.Context, id string, u User) (*api.InboxEntry, error) {
+	e, _, err := g.inboxRecordFor(ctx, id, u)
+	return e, err
+}
+
+// inboxRecordFor is inboxEntryFor, returning the record too.
+func (g *Gateway) inboxRecordFor(ctx context.Context, id string, u User) (*api.InboxEntry, *inboxRecord, error) {
 	var rec inboxRecord
 	if err := getJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), &rec); err != nil {
-		return nil, notFound(err, "no bundle %q in your inbox", id)
+		return nil, nil, notFound(err, "no bundle %q in your inbox", id)
 	}
 	env, err := crypto.ParseEnvelope(rec.Envelope)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	addressed := false
 	for _, r := range env.Recipients {
 		addressed = addressed || r.Unit == u.Unit
 	}
 	if !addressed {
-		return nil, api.Errorf(api.CodeNotFound, "no bundle %q in your inbox", id)
+		return nil, nil, api.Errorf(api.CodeNotFound, "no bundle %q in your inbox", id)
 	}
 	_, ackErr := g.opts.Storage.Stat(ctx, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"))
 	return &api.InboxEntry{
@@ -244,7 +254,7 @@ func (g *Gateway) inboxEntryFor(ctx context.Context, id string, u User) (*api.In
 		Size: env.PayloadSize, ReceivedAt: rec.ReceivedAt, RetainUntil: env.RetainUntil,
 		SenderCheck: rec.SenderCheck, Acknowledged: ackErr == nil,
 		Envelope: rec.Envelope, Signature: rec.Signature,
-	}, nil
+	}, &rec, nil
 }
 
 // ackName turns a unit id into a key segment.
@@ -276,8 +286,15 @@ func (g *Gateway) inbox(_ http.ResponseWriter, r *http.Request, u User) (any, er
 	return entries, nil
 }
 
+// inboxEntry answers with the entry, its envelope and signature, and the
+// sending gateway's signed directory the sender was checked against.
 func (g *Gateway) inboxEntry(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
-	return g.inboxEntryFor(r.Context(), r.PathValue("id"), u)
+	e, rec, err := g.inboxRecordFor(r.Context(), r.PathValue("id"), u)
+	if err != nil {
+		return nil, err
+	}
+	e.SenderDirectory = g.senderDirectory(r.Context(), e.BundleID, rec)
+	return e, nil
 }
 
 // payload streams the ciphertext itself and returns no JSON.

@@ -53,8 +53,16 @@ type Options struct {
 	RetryInterval, RetryMax time.Duration
 	// DirectConnectTimeout bounds how long a direct delivery (see
 	// deliverDirect) tries to reach the peer before the bundle is stored
-	// for delivery instead. Zero means 5 s.
+	// for delivery instead, and how long a directory fetch tries before
+	// the kept copy answers (see directory.go). Zero means 5 s.
 	DirectConnectTimeout time.Duration
+	// Now is the clock of the peer directory cache; nil means time.Now.
+	// Tests set it to pass the cache's intervals without waiting.
+	Now func() time.Time
+
+	// fetchSignedDirectory, if set, fetches a peer's signed directory
+	// instead of the transfer client: see Gateway.fetchSignedDirectory.
+	fetchSignedDirectory func(context.Context, transfer.Peer) (*crypto.Signed, error)
 }
 
 // Gateway is a running gateway.

@@ -41,7 +41,7 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway cannot read its storage; retry later")
 	}
 
-	senderCheck, rej := g.checkSender(ctx, peer, env)
+	check, rej := g.checkSender(ctx, peer, env)
 	if rej != nil {
 		return nil, rej
 	}
@@ -73,7 +73,7 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 		return nil, err
 	}
 	rec = inboxRecord{Envelope: o.EnvelopeJSON, Signature: o.Signature, From: peer,
-		ReceivedAt: now.UTC(), Receipt: receipt, SenderCheck: senderCheck}
+		ReceivedAt: now.UTC(), Receipt: receipt, SenderCheck: check.text, SenderDirectory: check.directory}
 	if err := putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), rec); err != nil {
 		g.log.Error("storing inbox record", zap.String("bundle", id), zap.Error(err))
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the bundle; retry later")
@@ -85,22 +85,35 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 	return receipt, nil
 }
 
+// senderCheck is how a bundle's sender was checked, for its inbox record.
+type senderCheck struct {
+	// text describes the check for people.
+	text string
+	// directory is the storage key of the kept signed directory the
+	// check used, "" if it was not kept.
+	directory string
+}
+
 // checkSender checks that the envelope's signing key is the one the sending
-// gateway's signed directory lists for the sending unit, and returns a
-// description of the check for the record.
-func (g *Gateway) checkSender(ctx context.Context, peer string, env *crypto.Envelope) (string, *transfer.Rejection) {
+// gateway's signed directory lists for the sending unit. While the sending
+// gateway cannot be reached to fetch its directory, the copy kept from an
+// earlier fetch serves.
+func (g *Gateway) checkSender(ctx context.Context, peer string, env *crypto.Envelope) (senderCheck, *transfer.Rejection) {
 	for _, refresh := range []bool{false, true} {
 		d, err := g.peerDirectory(ctx, peer, refresh)
 		if err != nil {
-			g.log.Warn("fetching peer directory", zap.String("peer", peer), zap.Error(err))
-			return "", transfer.Reject(transfer.CodeUnavailable, "cannot fetch the unit directory of %s to check the sender: retry later", peer)
+			return senderCheck{}, transfer.Reject(transfer.CodeUnavailable, "cannot fetch the unit directory of %s to check the sender: retry later", peer)
 		}
-		e, ok := d.Lookup(env.Sender.Unit)
+		e, ok := d.dir.Lookup(env.Sender.Unit)
 		if ok && api.Role(e.Role) == api.RoleSubmitter && e.SigningKey == env.Sender.Key {
-			return fmt.Sprintf("signing key listed for %s in the directory of %s issued %s", env.Sender.Unit, peer, d.Issued), nil
+			text := fmt.Sprintf("signing key listed for %s in the directory of %s issued %s", env.Sender.Unit, peer, d.dir.Issued)
+			if d.kept {
+				text += fmt.Sprintf(" (the copy kept while %s could not be reached)", peer)
+			}
+			return senderCheck{text: text, directory: d.key}, nil
 		}
 	}
-	return "", transfer.Reject(transfer.CodeUnknownSender, "signing key %s is not listed for submitter %s in the directory of %s", env.Sender.Key, env.Sender.Unit, peer)
+	return senderCheck{}, transfer.Reject(transfer.CodeUnknownSender, "signing key %s is not listed for submitter %s in the directory of %s", env.Sender.Key, env.Sender.Unit, peer)
 }
 
 // checkLocalRecipients checks that the bundle is addressed to at least one

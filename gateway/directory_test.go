@@ -1,0 +1,384 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"evx/api"
+	"evx/client"
+	"evx/crypto"
+	"evx/internal/devenv"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap"
+)
+
+// testClock is a clock that tests move by hand, for Options.Now.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// served is how many directories country's running gateway has signed for
+// its peers since it started.
+func (tw *testWorld) served(country string) int64 { return tw.gateways[country].dirs.served.Load() }
+
+// lookupsConcurrently looks up n made-up units of FR at DE at once and
+// checks that each is unknown.
+func lookupsConcurrently(t *testing.T, tw *testWorld, n int, prefix string) {
+	t.Helper()
+	de, _ := tw.client(t, "DE", "forensics")
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { _, errs[i] = de.Lookup(context.Background(), fmt.Sprintf("FR/%s-%d", prefix, i)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !isAPIError(err, 404, "unknown-unit") {
+			t.Errorf("lookup %d of a made-up unit: %v, want 404 unknown-unit", i, err)
+		}
+	}
+}
+
+// TestPeerDirectoryFetches checks that lookups that miss fetch a peer's
+// directory once however many arrive together, not again within the
+// minimum interval, and again after it, finding a unit added meanwhile.
+func TestPeerDirectoryFetches(t *testing.T) {
+	clock := newTestClock()
+	var judge *devenv.User
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
+		o.Now = clock.Now
+		if id == "FR" && judge != nil {
+			o.Users = append(o.Users, User{Unit: judge.Unit, Role: judge.Role, Key: judge.Key.Public()})
+		}
+	})
+	tw.start(t, "DE")
+	tw.start(t, "FR")
+	ctx := context.Background()
+	de, _ := tw.client(t, "DE", "forensics")
+
+	lookupsConcurrently(t, tw, 16, "made-up")
+	if n := tw.served("FR"); n != 1 {
+		t.Fatalf("16 concurrent lookups made FR sign %d directories, want 1", n)
+	}
+	for i := range 5 {
+		if _, err := de.Lookup(ctx, fmt.Sprintf("FR/again-%d", i)); !isAPIError(err, 404, "unknown-unit") {
+			t.Fatalf("lookup of a made-up unit: %v, want 404 unknown-unit", err)
+		}
+	}
+	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	if n := tw.served("FR"); n != 1 {
+		t.Fatalf("more lookups within %v made FR sign %d directories, want 1", peerDirectoryMinRefresh, n)
+	}
+
+	// A unit added at FR is not found before the interval is over, and
+	// is found after it.
+	judge = tw.newUser(t, "FR", "judge", api.RoleRecipient)
+	tw.stop(t, "FR")
+	tw.start(t, "FR")
+	if _, err := de.Lookup(ctx, "FR/judge"); !isAPIError(err, 404, "unknown-unit") {
+		t.Fatalf("lookup of FR/judge within the interval: %v, want 404 unknown-unit from the cached directory", err)
+	}
+	if n := tw.served("FR"); n != 0 {
+		t.Fatalf("a lookup within the interval made FR sign %d directories, want 0", n)
+	}
+	clock.Add(peerDirectoryMinRefresh)
+	e, err := de.Lookup(ctx, "FR/judge")
+	if err != nil {
+		t.Fatalf("lookup of FR/judge after the interval: %v", err)
+	}
+	if e.Role != "recipient" || e.AgeRecipient != judge.Key.Public().AgeRecipient {
+		t.Errorf("FR/judge resolved to %+v", e)
+	}
+	if n := tw.served("FR"); n != 1 {
+		t.Fatalf("a lookup after the interval made FR sign %d directories, want 1", n)
+	}
+
+	// Known units are answered from the cache until it is stale.
+	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(peerDirectoryMinRefresh)
+	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	if n := tw.served("FR"); n != 1 {
+		t.Fatalf("lookups of known units in a fresh cache made FR sign %d directories, want 1", n)
+	}
+	clock.Add(peerDirectoryTTL)
+	lookupsConcurrently(t, tw, 8, "stale")
+	if n := tw.served("FR"); n != 2 {
+		t.Fatalf("lookups with a stale cache made FR sign %d directories in all, want 2", n)
+	}
+}
+
+// liveGateways lets tests fetch a peer's signed directory as received:
+// the transfer client returns only the verified directory (see
+// Gateway.fetchSignedDirectory). The gateway reaches the peer over QUIC
+// first; the signed document then comes from the running peer gateway.
+type liveGateways struct {
+	mu          sync.Mutex
+	running     map[string]*Gateway
+	unreachable map[string]bool // directory requests to these fail
+}
+
+func newLiveGateways() *liveGateways {
+	return &liveGateways{running: map[string]*Gateway{}, unreachable: map[string]bool{}}
+}
+
+// fetch is Options.fetchSignedDirectory for gateway from.
+func (lg *liveGateways) fetch(from string) func(context.Context, transfer.Peer) (*crypto.Signed, error) {
+	return func(ctx context.Context, p transfer.Peer) (*crypto.Signed, error) {
+		lg.mu.Lock()
+		g, down := lg.running[p.ID], lg.unreachable[p.ID]
+		lg.mu.Unlock()
+		if g == nil || down {
+			return nil, fmt.Errorf("test: the directory of %s cannot be fetched", p.ID)
+		}
+		return g.Directory(ctx, from)
+	}
+}
+
+func (lg *liveGateways) start(t *testing.T, tw *testWorld, id string) {
+	t.Helper()
+	tw.start(t, id)
+	lg.mu.Lock()
+	lg.running[id] = tw.gateways[id]
+	lg.mu.Unlock()
+}
+
+func (lg *liveGateways) stop(t *testing.T, tw *testWorld, id string) {
+	t.Helper()
+	lg.mu.Lock()
+	delete(lg.running, id)
+	lg.mu.Unlock()
+	tw.stop(t, id)
+}
+
+func (lg *liveGateways) setUnreachable(id string, down bool) {
+	lg.mu.Lock()
+	lg.unreachable[id] = down
+	lg.mu.Unlock()
+}
+
+// getAPI sends GET path to country's API as one of its users and decodes
+// the answer into out.
+func (tw *testWorld) getAPI(t *testing.T, country, user, path string, out any) {
+	t.Helper()
+	c := tw.world.Country(country)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: c.CAPool(), Certificates: []tls.Certificate{c.User(user).Cert},
+	}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://" + tw.gateways[country].APIAddr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// verifySenderDirectory checks bundle b's inbox entry at FR as a recipient
+// can, without asking the sending gateway: the signed directory kept with
+// it verifies against the signing key FR's configuration gives for the
+// sending gateway, and lists the envelope's sender with its signing key.
+func verifySenderDirectory(t *testing.T, tw *testWorld, b *sealedBundle) *api.InboxEntry {
+	t.Helper()
+	fr, _ := tw.client(t, "FR", "prosecutor")
+	e, err := fr.InboxEntry(context.Background(), b.env.BundleID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.SenderDirectory == nil {
+		t.Fatalf("inbox entry of %s has no sender directory", b.env.BundleID)
+	}
+	var peers []api.Peer
+	tw.getAPI(t, "FR", "prosecutor", "/v1/peers", &peers)
+	key := ""
+	for _, p := range peers {
+		if p.ID == e.From {
+			key = p.SigningKey
+		}
+	}
+	if want := crypto.FormatSigningKey(tw.world.Country("DE").Signing.SigningPublicKey()); key != want {
+		t.Fatalf("GET /v1/peers gives %q for %s, want DE's signing key %s", key, e.From, want)
+	}
+	d, err := crypto.VerifyDirectory(e.SenderDirectory, key, e.From)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, ok := d.Lookup(b.env.Sender.Unit)
+	if !ok || u.Role != "submitter" || u.SigningKey != b.env.Sender.Key {
+		t.Fatalf("the kept directory lists %+v for %s, want the envelope's signing key %s", u, b.env.Sender.Unit, b.env.Sender.Key)
+	}
+	return e
+}
+
+// TestKeptDirectory checks that peer directories are kept in storage, once
+// per distinct set of units, and serve lookups and sender checks while the
+// peer cannot be reached, also after a restart; that a tampered copy is
+// refused; and that a recipient gets the signed directory its bundle's
+// sender was checked against.
+func TestKeptDirectory(t *testing.T) { forEachBackend(t, testKeptDirectory) }
+
+func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
+	clock := newTestClock()
+	lg := newLiveGateways()
+	tw := newTestWorld(t, newStore, func(id string, o *Options) {
+		o.Now = clock.Now
+		o.fetchSignedDirectory = lg.fetch(id)
+	})
+	lg.start(t, tw, "DE")
+	lg.start(t, tw, "FR")
+	ctx := context.Background()
+	_, deKey := tw.client(t, "DE", "forensics")
+	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
+	lookup := func(unit string) error {
+		t.Helper()
+		de, _ := tw.client(t, "DE", "forensics")
+		_, err := de.Lookup(ctx, unit)
+		return err
+	}
+	kept := func(st storage.Backend, peer string) []string {
+		t.Helper()
+		return storedKeys(t, st, directoryPrefix(peer))
+	}
+
+	if err := lookup("FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	first := kept(tw.stores["DE"], "FR")
+	if len(first) != 1 || !isDirectoryKey("FR", first[0]) {
+		t.Fatalf("DE keeps %q of FR's directories, want one", first)
+	}
+	// FR signs its directory afresh for each request; the same units are
+	// not stored again.
+	clock.Add(peerDirectoryTTL)
+	if err := lookup("FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	if n := tw.served("FR"); n != 2 {
+		t.Fatalf("FR signed %d directories, want 2", n)
+	}
+	if got := kept(tw.stores["DE"], "FR"); len(got) != 1 {
+		t.Fatalf("after a refetch of the same units DE keeps %q, want %q", got, first)
+	}
+
+	t.Run("push while the peer is down, after a restart", func(t *testing.T) {
+		lg.stop(t, tw, "FR")
+		lg.stop(t, tw, "DE")
+		lg.start(t, tw, "DE")
+		if err := lookup("FR/prosecutor"); err != nil {
+			t.Fatalf("lookup at a restarted DE while FR is down: %v", err)
+		}
+		de, _ := tw.client(t, "DE", "forensics")
+		b := seal(t, deKey, to, 20_000)
+		st, err := b.upload(ctx, de)
+		if err != nil {
+			t.Fatalf("upload at a restarted DE while FR is down: %v", err)
+		}
+		if st.State != api.StateQueued {
+			t.Fatalf("state %s, want queued", st.State)
+		}
+		lg.start(t, tw, "FR")
+		if _, err := client.WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		fr, frKey := tw.client(t, "FR", "prosecutor")
+		pulled(t, fr, frKey, b)
+		e := verifySenderDirectory(t, tw, b)
+		if strings.Contains(e.SenderCheck, "kept") {
+			t.Errorf("sender check %q: DE was reachable", e.SenderCheck)
+		}
+		if got := kept(tw.stores["DE"], "FR"); len(got) != 1 {
+			t.Errorf("DE keeps %q of FR's directories, want %q", got, first)
+		}
+	})
+
+	t.Run("sender check while the sender's directory cannot be fetched", func(t *testing.T) {
+		// FR restarts and cannot fetch DE's directory: it checks the
+		// sender against the copy it kept.
+		lg.stop(t, tw, "FR")
+		lg.start(t, tw, "FR")
+		lg.setUnreachable("DE", true)
+		defer lg.setUnreachable("DE", false)
+		de, _ := tw.client(t, "DE", "forensics")
+		b := seal(t, deKey, to, 20_000)
+		if _, err := b.upload(ctx, de); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// The recipient checks the sender while DE is down altogether.
+		lg.stop(t, tw, "DE")
+		e := verifySenderDirectory(t, tw, b)
+		if !strings.Contains(e.SenderCheck, "kept") {
+			t.Errorf("sender check %q does not say that the kept copy was used", e.SenderCheck)
+		}
+		fr, frKey := tw.client(t, "FR", "prosecutor")
+		pulled(t, fr, frKey, b)
+		lg.start(t, tw, "DE")
+	})
+
+	t.Run("tampered copy", func(t *testing.T) {
+		// A newer object in DE's storage, named like a kept directory of
+		// FR, with a changed body: it is the latest, so the only one read,
+		// and its signature does not verify.
+		st := tw.stores["DE"]
+		var signed crypto.Signed
+		if err := getJSONLimit(ctx, st, first[0], &signed, maxDirectorySize); err != nil {
+			t.Fatal(err)
+		}
+		signed.Body = []byte(strings.Replace(string(signed.Body), `"recipient"`, `"submitter"`, 1))
+		forged := directoryKey("FR", &signed, clock.Now().Add(time.Hour))
+		if err := putJSON(ctx, st, forged, &signed); err != nil {
+			t.Fatal(err)
+		}
+		lg.stop(t, tw, "FR")
+		lg.stop(t, tw, "DE")
+		lg.start(t, tw, "DE")
+		if err := lookup("FR/prosecutor"); !isAPIError(err, 503, "unavailable") {
+			t.Fatalf("lookup with a tampered kept directory while FR is down: %v, want 503 unavailable", err)
+		}
+		refused := tw.logs["DE"].FilterMessage("kept peer directory refused").FilterField(zap.String("key", forged)).Len()
+		if refused != 1 {
+			t.Errorf("tampered directory refused %d times in the log, want 1:\n%s", refused, dumpLogs(tw.logs["DE"]))
+		}
+		lg.start(t, tw, "FR")
+		clock.Add(peerDirectoryMinRefresh)
+		if err := lookup("FR/prosecutor"); err != nil {
+			t.Fatalf("lookup once FR is back: %v", err)
+		}
+	})
+}
