@@ -36,6 +36,7 @@ const (
 	CodeUnavailable         Code = "unavailable"
 	CodeDeliveryInterrupted Code = "delivery-interrupted"
 	CodeStorageUnavailable  Code = "storage-unavailable"
+	CodePeerRefused         Code = "peer-refused"
 )
 
 // CodeInfo is one row of the code table: the HTTP status a code is sent
@@ -71,6 +72,7 @@ var codes = []CodeInfo{
 	{CodeLengthRequired, http.StatusLengthRequired, "upload without `Content-Length` (chunked)"},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, "`payload.size` exceeds the gateway's maximum bundle size"},
 	{CodeInternal, http.StatusInternalServerError, "an unexpected error, logged at the gateway"},
+	{CodePeerRefused, http.StatusBadGateway, "the peer gateway's certificate is refused (CA, expiry or identity): a configuration problem at one of the two gateways, not a temporary one"},
 	{CodeDeliveryInterrupted, http.StatusServiceUnavailable, "a direct delivery broke off part-way; nothing was stored: upload again"},
 	{CodeStorageUnavailable, http.StatusServiceUnavailable, "the gateway's storage cannot be reached; nothing was changed: retry later"},
 	{CodeUnavailable, http.StatusServiceUnavailable, "the peer gateway's directory cannot be fetched and none is kept: retry later"},

@@ -220,12 +220,12 @@ func (g *Gateway) refreshDirectory(ctx context.Context, p transfer.Peer) (*peerD
 		kept := st.answer()
 		g.dirs.mu.Unlock()
 		if kept == nil {
-			g.log.Warn("fetching peer directory", zap.String("peer", p.ID), zap.Error(err))
+			logFetchFailure(g.log, p.ID, err, "fetching peer directory")
 			return nil, err
 		}
 		// The last copy the peer signed stands in while it cannot be
 		// reached: lookups keep working, and checks against it hold.
-		g.log.Warn("fetching peer directory; using the copy issued "+kept.dir.Issued, zap.String("peer", p.ID), zap.Error(err))
+		logFetchFailure(g.log, p.ID, err, "fetching peer directory; using the copy issued "+kept.dir.Issued)
 		return kept, nil
 	}
 	if cur != nil && sameUnits(cur.dir, d.dir) {
@@ -383,6 +383,8 @@ var (
 // lookupUnit resolves a unit id, local or at a peer, to its directory
 // entry. A miss in a cached peer directory fetches it again (at most once
 // per peerDirectoryMinRefresh), so a unit added at a peer is found soon.
+// A peer whose certificate this gateway refuses is a configuration problem,
+// not a temporary one: the error is an *api.Error with CodePeerRefused.
 func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.DirectoryEntry, error) {
 	country, _, _ := strings.Cut(unit, "/")
 	if country == g.opts.ID {
@@ -397,6 +399,9 @@ func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.Directory
 	for _, refresh := range []bool{false, true} {
 		d, err := g.peerDirectory(ctx, country, refresh)
 		if err != nil {
+			if msg, ok := peerRefusal(country, err); ok {
+				return crypto.DirectoryEntry{}, api.Errorf(api.CodePeerRefused, "%s", msg)
+			}
 			return crypto.DirectoryEntry{}, fmt.Errorf("%w: %v", errPeerUnavailable, err)
 		}
 		if e, ok := d.dir.Lookup(unit); ok {

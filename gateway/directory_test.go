@@ -19,6 +19,7 @@ import (
 	"evx/transfer"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // testClock is a clock that tests move by hand, for Options.Now.
@@ -381,4 +382,112 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 			t.Fatalf("lookup once FR is back: %v", err)
 		}
 	})
+}
+
+// TestPeerRefused checks that a peer whose certificate is refused is
+// reported as such: lookups answer 502 peer-refused, and deliveries, still
+// retried, are logged as an authentication failure at error level, once
+// per peer per backoff wait.
+func TestPeerRefused(t *testing.T) {
+	clock := newTestClock()
+	lg := newLiveGateways()
+	wrongCA := true
+	failures := make(chan string, 1000)
+	var tw *testWorld
+	tw = newTestWorld(t, diskStore, func(id string, o *Options) {
+		o.Now = clock.Now
+		o.fetchSignedDirectory = lg.fetch(id)
+		if id != "DE" {
+			return
+		}
+		o.onDeliveryFailed = func(id string, _ error) {
+			select {
+			case failures <- id:
+			default:
+			}
+		}
+		if wrongCA {
+			// FR pinned to DE's CA, which did not issue FR's certificate.
+			for i := range o.Peers {
+				o.Peers[i].CA = tw.world.Country("DE").CAPool()
+			}
+		}
+	})
+	lg.start(t, tw, "DE")
+	lg.start(t, tw, "FR")
+	ctx := context.Background()
+	de, deKey := tw.client(t, "DE", "forensics")
+
+	_, err := de.Lookup(ctx, "FR/prosecutor")
+	if !isAPIError(err, 502, "peer-refused") {
+		t.Fatalf("lookup at a peer with the wrong CA: %v, want 502 peer-refused", err)
+	}
+	want := "gateway FR's certificate is not issued by the CA configured for it (peers: FR, ca)"
+	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "not a temporary one") {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
+	if _, err := b.upload(ctx, de); !isAPIError(err, 502, "peer-refused") {
+		t.Fatalf("upload to a peer with the wrong CA: %v, want 502 peer-refused", err)
+	}
+
+	// With FR's directory kept from when the CA was right, the upload is
+	// queued, and its deliveries fail.
+	wrongCA = false
+	lg.stop(t, tw, "DE")
+	lg.start(t, tw, "DE")
+	de, _ = tw.client(t, "DE", "forensics")
+	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
+		t.Fatal(err)
+	}
+	wrongCA = true
+	lg.stop(t, tw, "DE")
+	lg.start(t, tw, "DE")
+	de, _ = tw.client(t, "DE", "forensics")
+	if _, err := b.upload(ctx, de); err != nil {
+		t.Fatalf("upload with FR's directory kept: %v", err)
+	}
+	waitFailures := func(n int) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for range n {
+			select {
+			case id := <-failures:
+				if id != b.env.BundleID {
+					t.Fatalf("delivery of %s failed, want %s", id, b.env.BundleID)
+				}
+			case <-timeout:
+				t.Fatalf("fewer than %d delivery failures:\n%s", n, dumpLogs(tw.logs["DE"]))
+			}
+		}
+	}
+	authFailures := func() []observer.LoggedEntry {
+		return tw.logs["DE"].FilterMessage("peer authentication failed").FilterField(zap.String("during", "delivery")).All()
+	}
+	waitFailures(3)
+	got := authFailures()
+	if len(got) != 1 {
+		t.Fatalf("3 failed deliveries within one backoff logged %d authentication failures, want 1:\n%s", len(got), dumpLogs(tw.logs["DE"]))
+	}
+	if e := got[0]; e.Level.String() != "error" || e.ContextMap()["peer"] != "FR" || !strings.Contains(fmt.Sprint(e.ContextMap()["reason"]), want) {
+		t.Errorf("logged %s %v, want an error for peer FR saying %q", e.Level, e.ContextMap(), want)
+	}
+	if n := tw.logs["DE"].FilterMessage("delivery failed; will retry").Len(); n != 0 {
+		t.Errorf("refused deliveries logged %d times as failures to retry", n)
+	}
+	// Once the longest backoff has passed, the next failure is logged
+	// again. Failures already under way may still see the old time; the
+	// second one after the move is sure to see the new one.
+	clock.Add(time.Hour)
+	for len(failures) > 0 {
+		<-failures
+	}
+	waitFailures(2)
+	if n := len(authFailures()); n != 2 {
+		t.Errorf("after the backoff %d authentication failures are logged, want 2", n)
+	}
+	st, err := de.OutboxStatus(ctx, b.env.BundleID)
+	if err != nil || st.State != api.StateQueued {
+		t.Errorf("outbox status %+v, %v: want still queued", st, err)
+	}
 }

@@ -63,6 +63,9 @@ type Options struct {
 	// fetchSignedDirectory, if set, fetches a peer's signed directory
 	// instead of the transfer client: see Gateway.fetchSignedDirectory.
 	fetchSignedDirectory func(context.Context, transfer.Peer) (*crypto.Signed, error)
+	// onDeliveryFailed, if set, is called after each failed delivery
+	// attempt that will be retried, once it is logged: tests wait on it.
+	onDeliveryFailed func(id string, err error)
 }
 
 // Gateway is a running gateway.
@@ -76,7 +79,8 @@ type Gateway struct {
 	api    *http.Server
 	apiLn  net.Listener
 
-	dirs peerDirectories // see directory.go
+	dirs         peerDirectories // see directory.go
+	authFailures authFailures    // see refused.go
 
 	queue chan string // bundle ids to deliver
 

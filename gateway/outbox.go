@@ -248,8 +248,7 @@ func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan st
 			g.recordRefusal(ctx, id, rej)
 			return
 		}
-		g.log.Warn("delivery failed; will retry", zap.String("bundle", id),
-			zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		g.deliveryFailed(id, attempt, wait, err)
 		select {
 		case <-ctx.Done():
 			return
@@ -285,7 +284,7 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	start := time.Now()
 	d, err := g.client.Send(ctx, peer, rec.Envelope, rec.Signature, obj)
 	if err != nil {
-		return err
+		return &peerError{peer: peer.ID, err: err}
 	}
 	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {

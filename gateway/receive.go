@@ -102,6 +102,9 @@ func (g *Gateway) checkSender(ctx context.Context, peer string, env *crypto.Enve
 	for _, refresh := range []bool{false, true} {
 		d, err := g.peerDirectory(ctx, peer, refresh)
 		if err != nil {
+			if why, ok := peerRefusal(peer, err); ok {
+				g.log.Error("peer authentication failed", zap.String("peer", peer), zap.String("during", "sender check"), zap.String("reason", why))
+			}
 			return senderCheck{}, transfer.Reject(transfer.CodeUnavailable, "cannot fetch the unit directory of %s to check the sender: retry later", peer)
 		}
 		e, ok := d.dir.Lookup(env.Sender.Unit)
