@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -86,16 +86,19 @@ func parseManifest(data []byte, bundleID string) (*Manifest, error) {
 	if len(m.Files) != m.TotalFiles || len(m.Files) > MaxFiles {
 		return nil, fmt.Errorf("manifest lists %d files, total_files says %d (limit %d)", len(m.Files), m.TotalFiles, MaxFiles)
 	}
-	var total int64
-	paths := newPathSet()
-	for i := range m.Files {
-		f := &m.Files[i]
+	paths := make([]string, len(m.Files))
+	for i, f := range m.Files {
 		if err := checkBundlePath(f.Path); err != nil {
 			return nil, fmt.Errorf("manifest: %w", err)
 		}
-		if err := paths.add(f.Path); err != nil {
-			return nil, fmt.Errorf("manifest: %w", err)
-		}
+		paths[i] = f.Path
+	}
+	if _, err := checkPathSet(paths); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	var total int64
+	for i := range m.Files {
+		f := &m.Files[i]
 		if f.Size < 0 || f.Size > MaxPayloadSize {
 			return nil, fmt.Errorf("manifest: file %q: size %d out of range", f.Path, f.Size)
 		}
@@ -141,7 +144,7 @@ func checkBundlePath(p string) error {
 			return fmt.Errorf("file path %q contains a control character", p)
 		}
 	}
-	for _, elem := range strings.Split(p, "/") {
+	for elem := range strings.SplitSeq(p, "/") {
 		switch {
 		case elem == "" || elem == "." || elem == "..":
 			return fmt.Errorf("file path %q has an empty, \".\" or \"..\" element", p)
@@ -152,34 +155,119 @@ func checkBundlePath(p string) error {
 	return nil
 }
 
-// pathSet detects duplicate paths, including paths that differ only in case
-// (they would collide on case-insensitive file systems), and paths that are
-// both a file and the directory of another file.
-type pathSet struct {
-	files map[string]string // case-folded path → path as given
-	dirs  map[string]bool   // case-folded directory paths
-}
-
-func newPathSet() *pathSet {
-	return &pathSet{files: map[string]string{}, dirs: map[string]bool{}}
-}
-
-func (s *pathSet) add(p string) error {
-	folded := strings.ToLower(p)
-	if prev, ok := s.files[folded]; ok {
-		return fmt.Errorf("duplicate file path %q (also %q)", p, prev)
+// checkPathSet checks that paths form a valid set (bundle-format.md
+// section 4.3): no two paths have the same fold (duplicates, and paths that
+// would collide on a case-insensitive file system), and no path's fold is
+// the fold of a directory of another (a path cannot be both a file and a
+// directory). On failure it returns the index of the first path, in the
+// order given, that conflicts with one before it, and the error that adding
+// the paths one by one would give.
+//
+// It never builds the set of directories, which for deep paths would hold
+// hundreds of entries per path: it sorts the folded paths so that each is
+// followed by the paths equal to it or below it, and finds every conflict
+// in one pass over the sorted paths. That costs O(n log n) comparisons of
+// paths, memory for n indices, and a copy of each path that has upper-case
+// letters.
+func checkPathSet(paths []string) (int, error) {
+	folded := make([]string, len(paths))
+	for i, p := range paths {
+		folded[i] = strings.ToLower(p)
 	}
-	if s.dirs[folded] {
-		return fmt.Errorf("file path %q is also the directory of another file", p)
+	// Sorted by fold(p)+"/", the paths equal to p or below it are exactly
+	// those whose key has p's key as a prefix, and they come right after p.
+	order := make([]int, len(paths))
+	for i := range order {
+		order[i] = i
 	}
-	for d := path.Dir(folded); d != "."; d = path.Dir(d) {
-		if prev, ok := s.files[d]; ok {
-			return fmt.Errorf("file path %q lies under %q, which is a file", p, prev)
+	slices.SortFunc(order, func(a, b int) int { return compareDirKeys(folded[a], folded[b]) })
+
+	// A conflict between paths i and j makes adding paths one by one fail
+	// at max(i, j); the first failure is the conflict with the least such
+	// index. Each path on the stack below is equal to or a directory of
+	// the ones above it; low is the least index among the paths that came
+	// after it in the sorted order and conflict with it, or -1.
+	type frame struct{ i, low int }
+	var stack []frame
+	fail, a, b := len(paths), -1, -1 // the first failure and its pair
+	pop := func() {
+		f := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if f.low < 0 {
+			return
 		}
-		s.dirs[d] = true
+		if at := max(f.i, f.low); at < fail {
+			fail, a, b = at, f.i, f.low
+		}
+		if len(stack) > 0 {
+			// Whatever conflicts with f conflicts with the path below it.
+			top := &stack[len(stack)-1]
+			for _, i := range []int{f.i, f.low} {
+				if top.low < 0 || i < top.low {
+					top.low = i
+				}
+			}
+		}
 	}
-	s.files[folded] = p
-	return nil
+	for _, i := range order {
+		for len(stack) > 0 && !isDirKeyPrefix(folded[stack[len(stack)-1].i], folded[i]) {
+			pop()
+		}
+		if len(stack) > 0 {
+			top := &stack[len(stack)-1]
+			if top.low < 0 || i < top.low {
+				top.low = i
+			}
+		}
+		stack = append(stack, frame{i: i, low: -1})
+	}
+	for len(stack) > 0 {
+		pop()
+	}
+	if a < 0 {
+		return -1, nil
+	}
+	// a is equal to b or one of its directories. At the first failure, the
+	// path added conflicts with only one earlier path, or (when it is a
+	// directory of earlier paths) only in one way.
+	switch {
+	case folded[a] == folded[b]:
+		p, prev := paths[max(a, b)], paths[min(a, b)]
+		return max(a, b), fmt.Errorf("duplicate file path %q (also %q)", p, prev)
+	case a < b:
+		return b, fmt.Errorf("file path %q lies under %q, which is a file", paths[b], paths[a])
+	default:
+		return a, fmt.Errorf("file path %q is also the directory of another file", paths[a])
+	}
+}
+
+// compareDirKeys compares a+"/" with b+"/".
+func compareDirKeys(a, b string) int {
+	n := min(len(a), len(b))
+	if c := strings.Compare(a[:n], b[:n]); c != 0 {
+		return c
+	}
+	switch {
+	case len(a) == len(b):
+		return 0
+	case len(a) < len(b):
+		// a+"/" against b[n:]: a+"/" is smaller unless b[n] is below '/'.
+		if b[n] < '/' {
+			return 1
+		}
+		return -1
+	default:
+		if a[n] < '/' {
+			return -1
+		}
+		return 1
+	}
+}
+
+// isDirKeyPrefix reports whether a+"/" is a prefix of b+"/": whether a is
+// b or one of its directories.
+func isDirKeyPrefix(a, b string) bool {
+	return len(a) <= len(b) && b[:len(a)] == a && (len(a) == len(b) || b[len(a)] == '/')
 }
 
 // SourceFile is one file to seal: where it is on disk and the path it gets
@@ -202,7 +290,6 @@ func CollectFiles(args []string) ([]SourceFile, error) {
 		return nil, errors.New("no files to seal")
 	}
 	var out []SourceFile
-	paths := newPathSet()
 	add := func(bundlePath, osPath string, info fs.FileInfo) error {
 		switch {
 		case info.Mode()&fs.ModeSymlink != 0:
@@ -211,9 +298,6 @@ func CollectFiles(args []string) ([]SourceFile, error) {
 			return fmt.Errorf("%q is not a regular file (%v)", osPath, info.Mode().Type())
 		}
 		if err := checkBundlePath(bundlePath); err != nil {
-			return fmt.Errorf("%q: %w", osPath, err)
-		}
-		if err := paths.add(bundlePath); err != nil {
 			return fmt.Errorf("%q: %w", osPath, err)
 		}
 		if len(out) >= MaxFiles {
@@ -259,6 +343,13 @@ func CollectFiles(args []string) ([]SourceFile, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	paths := make([]string, len(out))
+	for i, f := range out {
+		paths[i] = f.Path
+	}
+	if i, err := checkPathSet(paths); err != nil {
+		return nil, fmt.Errorf("%q: %w", out[i].OSPath, err)
 	}
 	if len(out) == 0 {
 		// A bundle of nothing is almost certainly a mistake, such as an

@@ -279,7 +279,7 @@ func checkInnerEntries(inner *zip.Reader) (map[string]*zip.File, *zip.File, erro
 		return nil, nil, fmt.Errorf("inner archive has %d entries, over the limit of %d", len(inner.File), MaxFiles+1)
 	}
 	entries := map[string]*zip.File{}
-	paths := newPathSet()
+	var paths []string
 	var manifest *zip.File
 	for _, f := range inner.File {
 		if f.Name == manifestName {
@@ -302,13 +302,14 @@ func checkInnerEntries(inner *zip.Reader) (map[string]*zip.File, *zip.File, erro
 		if f.Method != zip.Store && f.Method != zip.Deflate {
 			return nil, nil, fmt.Errorf("inner archive: entry %q uses unsupported compression method %d", f.Name, f.Method)
 		}
-		if err := paths.add(p); err != nil {
-			return nil, nil, fmt.Errorf("inner archive: %w", err)
-		}
 		entries[p] = f
+		paths = append(paths, p)
 	}
 	if manifest == nil {
 		return nil, nil, fmt.Errorf("inner archive has no %s", manifestName)
+	}
+	if _, err := checkPathSet(paths); err != nil {
+		return nil, nil, fmt.Errorf("inner archive: %w", err)
 	}
 	return entries, manifest, nil
 }
