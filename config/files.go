@@ -15,6 +15,7 @@ import (
 
 	"evx/api"
 	"evx/crypto"
+	"evx/internal/keyfile"
 )
 
 // Bounds on the files CheckFiles reads: far above real ones, low enough
@@ -49,13 +50,23 @@ func (g *Gateway) CheckFiles() error {
 				certPEM, _ = readFile(p, maxPEMSize)
 			}
 		case tlsKeyFile:
-			err = checkKeyPair(p, certPEM)
+			if err = keyfile.Check(p); err == nil {
+				err = checkKeyPair(p, certPEM)
+			}
 		case signingKeyFile:
-			err = checkSigningKey(p)
+			if err = keyfile.Check(p); err == nil {
+				err = checkSigningKey(p)
+			}
 		case publicKeyFile:
 			err = checkPublicKey(p, f.user)
 		case secretFile:
-			_, err = readSecret(p)
+			// The access key id names an account; the secret key is
+			// the password.
+			if f.field != "storage.s3.secret_key_file" {
+				_, err = readSecret(p)
+			} else if err = keyfile.Check(p); err == nil {
+				_, err = readSecret(p)
+			}
 		case dirPath:
 			err = checkDir(p)
 		}
@@ -70,10 +81,16 @@ func (g *Gateway) CheckFiles() error {
 }
 
 // fileError formats a problem with the file at p, without repeating the
-// path that an *fs.PathError carries.
+// path that an *fs.PathError or a *keyfile.ExposedError carries.
 func fileError(p string, err error) string {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
+	var (
+		pe      *fs.PathError
+		exposed *keyfile.ExposedError
+	)
+	switch {
+	case errors.As(err, &exposed):
+		return fmt.Sprintf("%q: %s", p, exposed.Reason())
+	case errors.As(err, &pe):
 		err = pe.Err
 	}
 	return fmt.Sprintf("%q: %v", p, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -49,11 +50,13 @@ func TestGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g, err := Load(path)
+	// Git keeps no permission bits but the executable one: the keys are
+	// loaded from a copy that only their owner may read, as Load demands.
+	dir := copyPrivate(t, filepath.Dir(path))
+	g, err := Load(filepath.Join(dir, "gateway.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, _ := filepath.Abs(filepath.Dir(path))
 	summary := strings.ReplaceAll(g.Summary(), dir, "$DIR")
 	golden := filepath.Join("testdata", "valid", "summary.golden")
 	if *update {
@@ -71,6 +74,34 @@ func TestGolden(t *testing.T) {
 	if g.Limits.MaxBundleSize != 512*MiB || len(g.Peers) != 2 || len(g.Users) != 4 {
 		t.Errorf("limits %v, %d peers, %d users", g.Limits.MaxBundleSize, len(g.Peers), len(g.Users))
 	}
+}
+
+// copyPrivate copies the files of the tree at src into a new temporary
+// directory, each with mode 0600, and returns the directory.
+func copyPrivate(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o700)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
 
 // TestExample loads example.yaml with real files at the paths it names.
@@ -166,7 +197,8 @@ func TestCheckFilesErrors(t *testing.T) {
 		name  string
 		file  string // relative to the configuration
 		data  func(t *testing.T, dir string) []byte
-		mkdir bool // make a directory at file instead
+		mkdir bool        // make a directory at file instead
+		mode  fs.FileMode // keep file, with these permission bits
 		line  int
 		field string
 		msg   string
@@ -196,13 +228,21 @@ func TestCheckFilesErrors(t *testing.T) {
 		{name: "submitter without signing key", file: "users/forensics.pub", data: unitPublic("", true), line: 35, field: "users[0].public_key", msg: "has no signing key"},
 		{name: "public key garbage", file: "users/prosecutor.pub", data: fixed("age1notakey\n"), line: 38, field: "users[1].public_key", msg: "not a unit public key (made by evx keygen -y)"},
 		{name: "public key missing", file: "users/prosecutor.pub", line: 38, field: "users[1].public_key", msg: "no such file"},
+		{name: "TLS key readable by others", file: "pki/gateway-key.pem", mode: 0o644, line: 11, field: "tls.key", msg: "has mode 0644: group or others may read it; make it private with: chmod 600 "},
+		{name: "signing key readable by group", file: "gateway.key", mode: 0o640, line: 12, field: "signing_key", msg: "has mode 0640: group or others may read it; make it private with: chmod 600 "},
+		{name: "signing key writable by others", file: "gateway.key", mode: 0o602, line: 12, field: "signing_key", msg: "has mode 0602: group or others may write it"},
+		{name: "S3 secret key readable by others", file: "s3/secret-key", mode: 0o604, line: 18, field: "storage.s3.secret_key_file", msg: "has mode 0604: group or others may read it; make it private with: chmod 600 "},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path, _ := fixture(t)
 			dir := filepath.Dir(path)
 			target := filepath.Join(dir, tc.file)
-			if err := os.RemoveAll(target); err != nil {
+			if tc.mode != 0 {
+				if err := os.Chmod(target, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.RemoveAll(target); err != nil {
 				t.Fatal(err)
 			}
 			switch {
@@ -236,6 +276,20 @@ func TestCheckFilesErrors(t *testing.T) {
 				t.Errorf("errors.As gives %+v", e)
 			}
 		})
+	}
+}
+
+// TestCheckFilesPublicParts checks that the files that hold no secret
+// may be readable by all: certificates, public keys, the S3 access key id.
+func TestCheckFilesPublicParts(t *testing.T) {
+	path, g := fixture(t)
+	for _, p := range []string{g.TLS.CA, g.TLS.Cert, g.Storage.S3.AccessKeyFile, g.Storage.S3.CA, g.Users[0].PublicKey, g.Peers[0].CA} {
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 func newOpenCmd() *cobra.Command {
 	var keyFile, out, expect, only string
+	var allowExposed bool
 	cmd := &cobra.Command{
 		Use:   "open BUNDLE.evx --key RECIPIENT.key -o DIR [--expect-sender KEY] [--only PATH]",
 		Short: "Verify, decrypt and extract a bundle",
@@ -33,7 +34,7 @@ the payload that hold it.`,
 			case out == "":
 				return errors.New("-o is required")
 			}
-			key, err := crypto.ReadUnitKeyFile(keyFile)
+			key, err := readUnitKey(keyFile, "--key", allowExposed, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -73,6 +74,7 @@ the payload that hold it.`,
 	f.StringVarP(&out, "output", "o", "", "extract into `DIR` (must not exist or be empty)")
 	f.StringVar(&expect, "expect-sender", "", "require this sender signing `KEY` (or @FILE)")
 	f.StringVar(&only, "only", "", "extract only the file at `PATH` inside the bundle")
+	registerAllowExposed(f, &allowExposed)
 	return cmd
 }
 

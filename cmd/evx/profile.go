@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"evx/client"
 	"evx/config"
 	"evx/crypto"
+	"evx/internal/keyfile"
 )
 
 // profileEnv names the environment variable that gives the profile when
@@ -60,23 +62,38 @@ func defaultProfilePath(getenv func(string) string) string {
 // loadProfile reads a profile and returns an API client and the unit key.
 // An empty path chooses the profile as profilePath does. Problems with the
 // files the profile names are reported at the profile's line that names
-// them.
+// them. The client certificate's key and the unit key are refused if group
+// or others may read or write them.
 func loadProfile(path string) (*client.Client, *crypto.UnitKey, error) {
+	return loadProfileFrom(path, false, io.Discard)
+}
+
+// loadProfileFrom is loadProfile for a command with --allow-exposed-key
+// (registerAllowExposed): when allowExposed, an exposed key gets a warning
+// on stderr instead of an error.
+func loadProfileFrom(path string, allowExposed bool, stderr io.Writer) (*client.Client, *crypto.UnitKey, error) {
 	path, from, err := profilePath(path, os.Getenv)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, key, err := readProfile(path)
+	c, key, err := readProfile(path, allowExposed, stderr)
 	if err != nil && from == profileEnv {
 		err = fmt.Errorf("%s: %w", profileEnv, err)
 	}
 	return c, key, err
 }
 
-func readProfile(path string) (*client.Client, *crypto.UnitKey, error) {
+func readProfile(path string, allowExposed bool, stderr io.Writer) (*client.Client, *crypto.UnitKey, error) {
 	p, err := config.LoadProfile(path)
 	if err != nil {
 		return nil, nil, err
+	}
+	key, err := readUnitKey(p.UnitKey, "unit_key", allowExposed, stderr)
+	if err != nil {
+		return nil, nil, profileFileError(p, "unit_key", p.UnitKey, err)
+	}
+	if err := checkKeyFile(p.Key, allowExposed, stderr); err != nil {
+		return nil, nil, profileFileError(p, "key", p.Key, err)
 	}
 	certPEM, err := os.ReadFile(p.Cert)
 	if err != nil {
@@ -99,18 +116,17 @@ func readProfile(path string) (*client.Client, *crypto.UnitKey, error) {
 	if err != nil {
 		return nil, nil, profileFileError(p, "ca", p.CA, err)
 	}
-	key, err := crypto.ReadUnitKeyFile(p.UnitKey)
-	if err != nil {
-		return nil, nil, profileFileError(p, "unit_key", p.UnitKey, err)
-	}
 	return client.New(p.Gateway, cert, &tls.Config{RootCAs: roots}), key, nil
 }
 
 // profileFileError locates err, about the file at path that field of p
 // names, at the profile's line, quoting the path once.
 func profileFileError(p *config.Profile, field, path string, err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
+	var (
+		pe      *fs.PathError
+		exposed *keyfile.ExposedError
+	)
+	if errors.As(err, &pe) || errors.As(err, &exposed) {
 		return p.FileError(field, path, err)
 	}
 	return p.Errorf(field, "%v", err)

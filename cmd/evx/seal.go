@@ -18,6 +18,7 @@ func newSealCmd() *cobra.Command {
 		keyFile, out string
 		to           []string
 		ef           envelopeFlags
+		allowExposed bool
 	)
 	cmd := &cobra.Command{
 		Use:   "seal --key SENDER.key --to RECIPIENT... --purpose P --legal-basis REF -o BUNDLE.evx FILES_OR_DIRS...",
@@ -48,7 +49,7 @@ writes a bundle whose envelope is signed with the sender's key.
 			if err != nil {
 				return err
 			}
-			key, err := crypto.ReadUnitKeyFile(keyFile)
+			key, err := readUnitKey(keyFile, "--key", allowExposed, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -88,6 +89,7 @@ writes a bundle whose envelope is signed with the sender's key.
 	f.StringArrayVar(&to, "to", nil, "recipient: an age1pq1… string or @FILE (repeatable)")
 	ef.register(f)
 	f.StringVarP(&out, "output", "o", "", "write the bundle to `FILE` (never overwritten)")
+	registerAllowExposed(f, &allowExposed)
 	return cmd
 }
 
