@@ -28,15 +28,23 @@ type Bundle struct {
 	payload   *io.SectionReader
 }
 
+// bundleEntryCount is the number of entries of a bundle container.
+const bundleEntryCount = 3
+
 // ReadBundle parses the container in ra (of the given size): the three
 // stored entries, the envelope and the signature's encoding. It reads only
-// the zip directory and the small entries, never the payload.
+// the zip directory and the small entries, never the payload, and refuses a
+// directory of more than three entries before parsing it.
 func ReadBundle(ra io.ReaderAt, size int64) (*Bundle, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("%w: the file is empty", ErrNotBundle)
 	}
-	zr, err := zip.NewReader(ra, size)
+	zr, err := newZipReader(ra, size, bundleEntryCount)
 	if err != nil {
+		var limit *zipLimitError
+		if errors.As(err, &limit) {
+			return nil, fmt.Errorf("%w: container: %v", ErrNotBundle, err)
+		}
 		return nil, fmt.Errorf("%w: not a zip container (%v)", ErrNotBundle, err)
 	}
 	entries := map[string]*zip.File{}

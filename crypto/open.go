@@ -172,8 +172,12 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 		}
 		return nil, fmt.Errorf("decrypting payload.age: %w", err)
 	}
-	inner, err := zip.NewReader(plain, plainSize)
+	inner, err := newZipReader(plain, plainSize, MaxFiles+1)
 	if err != nil {
+		var limit *zipLimitError
+		if errors.As(err, &limit) {
+			return nil, fmt.Errorf("inner archive: %w", err)
+		}
 		return nil, fmt.Errorf("decrypted payload is not a valid inner archive: %w", err)
 	}
 	entries, manifestEntry, err := checkInnerEntries(inner)
