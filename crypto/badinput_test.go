@@ -288,7 +288,7 @@ func TestOpenManifestMismatch(t *testing.T) {
 		}, nil, "inner archive holds 2 files, the manifest lists 1"},
 		{"file not in archive", []innerEntry{a}, func(id string) []byte {
 			return manifestFor(t, id, []innerEntry{a, b})
-		}, nil, "inner archive holds 1 files, the manifest lists 2"},
+		}, nil, "inner archive holds 1 files, the manifest lists more"},
 		{"file renamed", []innerEntry{a, {name: "files/c.txt", data: b.data}}, func(id string) []byte {
 			return manifestFor(t, id, []innerEntry{a, b})
 		}, nil, `file "b.txt" is in the manifest but not in the inner archive`},

@@ -2,9 +2,11 @@ package crypto
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -107,6 +109,37 @@ func FuzzReadBundle(f *testing.F) {
 		}
 		if err := b.VerifyPayloadHash(); err != nil && !errors.Is(err, ErrPayloadHash) {
 			t.Fatalf("VerifyPayloadHash: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeManifest checks the streaming manifest decoder against
+// encoding/json, which the reader used before: what decodeManifest accepts,
+// encoding/json decodes to the same manifest.
+func FuzzDecodeManifest(f *testing.F) {
+	for _, dir := range vectorDirs(f) {
+		f.Add([]byte(readVector(f, dir).ManifestJSON))
+	}
+	for _, s := range []string{
+		`{}`, `{"files":null}`, `{"files":[]}`, `{"FILES":[{"PATH":"a","Size":1}]}`,
+		`{"files":[{"path":"a"}],"files":[{"path":"b","size":2}]} trailing`,
+		`{"total_files":1.5}`, `{"files":[null,{}]}`, `{"salt":"\u0041"}`, `[]`, `null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := decodeManifest(bytes.NewReader(data), 16)
+		if err != nil {
+			return
+		}
+		var want Manifest
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&want); err != nil {
+			t.Fatalf("decodeManifest accepted what encoding/json refuses (%v): %+v", err, m)
+		}
+		if !reflect.DeepEqual(*m, want) {
+			t.Fatalf("decodeManifest gives %+v, encoding/json %+v", *m, want)
 		}
 	})
 }

@@ -1,12 +1,12 @@
 package crypto
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -70,54 +70,203 @@ func (f *ManifestFile) fileMode() (fs.FileMode, error) {
 	return fs.FileMode(m), nil
 }
 
-func parseManifest(data []byte, bundleID string) (*Manifest, error) {
-	var m Manifest
-	dec := json.NewDecoder(bytes.NewReader(data))
+// Bounds on manifest.json beyond MaxManifestSize. A reader decodes the
+// manifest as it decompresses it, and holds one value at a time.
+const (
+	// maxManifestValue bounds each element of "files" and each other
+	// member's key and value. A canonical element is at most about 2.2 KB
+	// (a path of 1,024 bytes escapes to at most 2,048); written with every
+	// character escaped as \uXXXX, the largest valid element is under
+	// 7,000 bytes, which leaves room for some white space.
+	maxManifestValue = 8 << 10
+	// manifestHeadroom is what the members other than "files" may take.
+	manifestHeadroom = 4 << 10
+)
+
+// manifestLimit returns the size of the largest manifest.json that a
+// reader accepts beside an inner archive of the given number of files.
+func manifestLimit(files int) int64 {
+	return min(MaxManifestSize, manifestHeadroom+int64(files)*maxManifestValue)
+}
+
+// tooManyFilesError reports a manifest that lists more files than the
+// inner archive holds; decoding stops at the first one too many.
+type tooManyFilesError struct{ files int }
+
+func (e *tooManyFilesError) Error() string {
+	return fmt.Sprintf("inner archive holds %d files, the manifest lists more", e.files)
+}
+
+// decodeManifest decodes a manifest from r, listing at most maxFiles files.
+// It decodes as it reads, one value at a time, each value at most
+// maxManifestValue bytes: a manifest of millions of entries costs no more
+// than its first maxFiles+1. It checks the JSON's shape only (see
+// Manifest.validate). Like encoding/json, it matches member names without
+// regard to case, lets a repeated member replace an earlier one and ignores
+// what follows the object.
+func decodeManifest(r io.Reader, maxFiles int) (*Manifest, error) {
+	src := &valueBound{r: r}
+	dec := json.NewDecoder(src)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("malformed manifest: %v", err)
+	src.dec = dec
+	m, err := decodeManifestObject(dec, src, maxFiles)
+	if err != nil {
+		var tooMany *tooManyFilesError
+		if errors.As(err, &tooMany) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("malformed manifest: %w", err)
 	}
+	return m, nil
+}
+
+func decodeManifestObject(dec *json.Decoder, src *valueBound, maxFiles int) (*Manifest, error) {
+	src.next()
+	if tok, err := dec.Token(); err != nil {
+		return nil, err
+	} else if tok != json.Delim('{') {
+		return nil, fmt.Errorf("the manifest is %v, not a JSON object", tok)
+	}
+	var m Manifest
+	for {
+		src.next()
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		if tok == json.Delim('}') {
+			return &m, nil
+		}
+		key, _ := tok.(string) // in an object, Token returns keys or '}'
+		src.next()
+		switch {
+		case strings.EqualFold(key, "files"):
+			m.Files, err = decodeManifestFiles(dec, src, maxFiles)
+		case strings.EqualFold(key, "format"):
+			err = dec.Decode(&m.Format)
+		case strings.EqualFold(key, "bundle_id"):
+			err = dec.Decode(&m.BundleID)
+		case strings.EqualFold(key, "salt"):
+			err = dec.Decode(&m.Salt)
+		case strings.EqualFold(key, "total_files"):
+			err = dec.Decode(&m.TotalFiles)
+		case strings.EqualFold(key, "total_size"):
+			err = dec.Decode(&m.TotalSize)
+		default:
+			err = fmt.Errorf("json: unknown field %q", key)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+func decodeManifestFiles(dec *json.Decoder, src *valueBound, maxFiles int) ([]ManifestFile, error) {
+	tok, err := dec.Token()
+	switch {
+	case err != nil:
+		return nil, err
+	case tok == nil:
+		return nil, nil
+	case tok != json.Delim('['):
+		return nil, fmt.Errorf("files is %v, not an array", tok)
+	}
+	files := []ManifestFile{}
+	for {
+		src.next()
+		if !dec.More() {
+			break
+		}
+		if len(files) == maxFiles {
+			return nil, &tooManyFilesError{maxFiles}
+		}
+		var f ManifestFile
+		if err := dec.Decode(&f); err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	// More reports a read error as the end of the array: Token returns it.
+	if tok, err := dec.Token(); err != nil {
+		return nil, err
+	} else if tok != json.Delim(']') {
+		return nil, fmt.Errorf("unexpected %v in files", tok)
+	}
+	return files, nil
+}
+
+// valueBound is the manifest decoder's source. json.Decoder reads a whole
+// value into its buffer before decoding it, so valueBound delivers at most
+// maxManifestValue bytes past the decoder's position when it started on
+// the current value (set by next).
+type valueBound struct {
+	r     io.Reader
+	dec   *json.Decoder
+	read  int64 // bytes delivered
+	start int64 // the decoder's position at the start of the current value
+}
+
+func (b *valueBound) next() { b.start = b.dec.InputOffset() }
+
+func (b *valueBound) Read(p []byte) (int, error) {
+	limit := b.start + maxManifestValue
+	if b.read >= limit {
+		return 0, fmt.Errorf("the value at offset %d is longer than %d bytes", b.start, maxManifestValue)
+	}
+	n, err := b.r.Read(p[:min(int64(len(p)), limit-b.read)])
+	b.read += int64(n)
+	return n, err
+}
+
+// validate checks a decoded manifest: that it belongs to the bundle, lists
+// exactly the inner archive's number of files, and that every value is
+// valid and the paths form a valid set. The counts are compared first, as
+// they bound the work on the paths.
+func (m *Manifest) validate(bundleID string, files int) error {
 	if m.Format != ManifestFormat {
-		return nil, fmt.Errorf("unsupported manifest format %q", m.Format)
+		return fmt.Errorf("unsupported manifest format %q", m.Format)
 	}
 	if m.BundleID != bundleID {
-		return nil, fmt.Errorf("manifest belongs to bundle %q, not %q", m.BundleID, bundleID)
+		return fmt.Errorf("manifest belongs to bundle %q, not %q", m.BundleID, bundleID)
+	}
+	if len(m.Files) != files {
+		return fmt.Errorf("inner archive holds %d files, the manifest lists %d", files, len(m.Files))
 	}
 	if len(m.Files) != m.TotalFiles || len(m.Files) > MaxFiles {
-		return nil, fmt.Errorf("manifest lists %d files, total_files says %d (limit %d)", len(m.Files), m.TotalFiles, MaxFiles)
+		return fmt.Errorf("manifest lists %d files, total_files says %d (limit %d)", len(m.Files), m.TotalFiles, MaxFiles)
 	}
 	paths := make([]string, len(m.Files))
 	for i, f := range m.Files {
 		if err := checkBundlePath(f.Path); err != nil {
-			return nil, fmt.Errorf("manifest: %w", err)
+			return fmt.Errorf("manifest: %w", err)
 		}
 		paths[i] = f.Path
 	}
 	if _, err := checkPathSet(paths); err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	var total int64
 	for i := range m.Files {
 		f := &m.Files[i]
 		if f.Size < 0 || f.Size > MaxPayloadSize {
-			return nil, fmt.Errorf("manifest: file %q: size %d out of range", f.Path, f.Size)
+			return fmt.Errorf("manifest: file %q: size %d out of range", f.Path, f.Size)
 		}
 		var d [32]byte
 		if err := decodeDigest(&d, f.SHA256); err != nil {
-			return nil, fmt.Errorf("manifest: file %q: %w", f.Path, err)
+			return fmt.Errorf("manifest: file %q: %w", f.Path, err)
 		}
 		if _, err := f.fileMode(); err != nil {
-			return nil, fmt.Errorf("manifest: %w", err)
+			return fmt.Errorf("manifest: %w", err)
 		}
 		if _, err := time.Parse(time.RFC3339Nano, f.Modified); err != nil {
-			return nil, fmt.Errorf("manifest: file %q: malformed modification time %q", f.Path, f.Modified)
+			return fmt.Errorf("manifest: file %q: malformed modification time %q", f.Path, f.Modified)
 		}
 		total += f.Size
 	}
 	if total != m.TotalSize {
-		return nil, fmt.Errorf("manifest: files add up to %d bytes, total_size says %d", total, m.TotalSize)
+		return fmt.Errorf("manifest: files add up to %d bytes, total_size says %d", total, m.TotalSize)
 	}
-	return &m, nil
+	return nil
 }
 
 // checkBundlePath admits the relative, slash-separated paths that a bundle

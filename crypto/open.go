@@ -184,19 +184,9 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 	if err != nil {
 		return nil, err
 	}
-	mjson, err := readSmallEntry(manifestEntry, MaxManifestSize)
+	m, err := readManifest(manifestEntry, env, len(entries))
 	if err != nil {
 		return nil, err
-	}
-	if sha256.Sum256(mjson) != env.ManifestSHA256 {
-		return nil, errors.New("manifest does not match the digest in the signed envelope")
-	}
-	m, err := parseManifest(mjson, env.BundleID)
-	if err != nil {
-		return nil, err
-	}
-	if len(m.Files) != len(entries) {
-		return nil, fmt.Errorf("inner archive holds %d files, the manifest lists %d", len(entries), len(m.Files))
 	}
 	var selected []ManifestFile
 	for _, mf := range m.Files {
@@ -274,6 +264,63 @@ func moveIntoPlace(tmp, dir string) error {
 		return fmt.Errorf("moving extracted files into place: %w", err)
 	}
 	return nil
+}
+
+// readManifest reads manifest.json from the inner archive, whose number of
+// files is given, checks it against the signed digest and validates it.
+// Its size is bounded before it is decompressed by what that many files can
+// need, and it is decoded as it is read, up to the first file too many, so
+// that a deflated manifest of millions of entries costs no more than one of
+// as many entries as the archive holds. A manifest that does not decode is
+// refused as malformed; one that does must match the signed digest before
+// any of its values is checked.
+func readManifest(f *zip.File, env *Envelope, files int) (*Manifest, error) {
+	limit := manifestLimit(files)
+	if f.UncompressedSize64 > uint64(limit) {
+		return nil, fmt.Errorf("manifest.json is %d bytes, over the limit of %d for %d files", f.UncompressedSize64, limit, files)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, fmt.Errorf("malformed bundle: manifest.json: %v", err)
+	}
+	defer rc.Close()
+	// archive/zip reads no more than the declared size: the limit holds
+	// twice.
+	h := sha256.New()
+	src := &readRecorder{r: io.TeeReader(io.LimitReader(rc, limit), h)}
+	m, err := decodeManifest(src, files)
+	if err == nil {
+		// The digest covers all of the entry, also what follows the JSON.
+		_, err = io.Copy(io.Discard, src)
+	}
+	if src.err != nil {
+		return nil, fmt.Errorf("malformed bundle: manifest.json: %v", src.err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(h.Sum(nil), env.ManifestSHA256[:]) {
+		return nil, errors.New("manifest does not match the digest in the signed envelope")
+	}
+	if err := m.validate(env.BundleID, files); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// readRecorder keeps the first error of its reader other than io.EOF, so
+// that a failure to read can be told from one to decode what was read.
+type readRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readRecorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 // checkInnerEntries rejects inner archives with entries that could escape

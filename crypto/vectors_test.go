@@ -423,8 +423,11 @@ func checkVector(t *testing.T, dir string) {
 	if sum := sha256.Sum256([]byte(v.ManifestJSON)); hex.EncodeToString(sum[:]) != v.Envelope.ManifestSHA256 {
 		t.Errorf("manifest digest %x, the envelope says %s", sum, v.Envelope.ManifestSHA256)
 	}
-	m, err := parseManifest([]byte(v.ManifestJSON), v.Envelope.BundleID)
+	m, err := decodeManifest(strings.NewReader(v.ManifestJSON), len(v.Files))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.validate(v.Envelope.BundleID, len(v.Files)); err != nil {
 		t.Fatal(err)
 	}
 	var wantFiles []ManifestFile
