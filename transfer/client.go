@@ -373,7 +373,7 @@ func (o *Outgoing) checkReceipt(receipt *crypto.Signed) error {
 	p := o.peer
 	r, err := crypto.VerifyReceipt(receipt, p.SigningKey)
 	if err != nil {
-		return fmt.Errorf("bundle %s delivered to %s: %w", o.env.BundleID, p.ID, err)
+		return fmt.Errorf("bundle %s at %s: %w", o.env.BundleID, p.ID, err)
 	}
 	want := crypto.NewReceipt(o.env, o.c.id, p.ID, time.Time{})
 	if r.BundleID != want.BundleID || r.PayloadSHA256 != want.PayloadSHA256 || r.Sender != o.c.id || r.Receiver != p.ID {

@@ -80,7 +80,10 @@ func writeFrame(w io.Writer, typ byte, body any) error {
 // errMalformedFrame is wrapped by every framing error.
 var errMalformedFrame = errors.New("malformed frame")
 
-// readFrame reads one frame, refusing bodies over limit before reading them.
+// readFrame reads one frame, refusing bodies over limit before reading
+// them. The body's buffer grows with the bytes that arrive rather than
+// being allocated whole from the header, so that a peer that announces
+// large frames and sends none costs nothing.
 func readFrame(r io.Reader, limit int) (byte, []byte, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -90,12 +93,19 @@ func readFrame(r io.Reader, limit int) (byte, []byte, error) {
 	if n > uint32(limit) {
 		return 0, nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", errMalformedFrame, n, limit)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	body := bytes.NewBuffer(make([]byte, 0, min(int(n), frameReadChunk)))
+	if _, err := io.CopyN(body, r, int64(n)); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, nil, fmt.Errorf("%w: truncated body: %v", errMalformedFrame, err)
 	}
-	return hdr[0], body, nil
+	return hdr[0], body.Bytes(), nil
 }
+
+// frameReadChunk is the buffer a frame body starts with: enough for every
+// frame but an offer or a directory.
+const frameReadChunk = 4 << 10
 
 // decodeFrame reads a frame of type want into v. A reject frame instead is
 // returned as a *Rejection error.
@@ -121,7 +131,17 @@ func decodeFrame(r io.Reader, want byte, v any) error {
 	return unmarshalStrict(body, v)
 }
 
+// unmarshalStrict decodes a frame body: one JSON object, with no member
+// that v does not define and no member twice. encoding/json would keep the
+// last of repeated members where another implementation may keep the
+// first, and would take null for an empty object.
 func unmarshalStrict(body []byte, v any) error {
+	if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
+		return fmt.Errorf("%w: the body is not a JSON object", errMalformedFrame)
+	}
+	if err := crypto.CheckUniqueMembers(body); err != nil {
+		return fmt.Errorf("%w: %v", errMalformedFrame, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
