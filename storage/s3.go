@@ -97,6 +97,49 @@ var _ Backend = (*S3)(nil)
 // NewS3 returns an S3 backend for cfg. It makes no request: see
 // [S3.EnsureBucket].
 func NewS3(cfg S3Config) (*S3, error) {
+	return newS3(cfg, defaultS3Limits)
+}
+
+// s3Limits bound how long one S3 call can wait, so that a server that is
+// down, or a network that black-holes its packets, makes a call fail with
+// [ErrUnavailable] instead of holding it (and the gateway request behind
+// it) for as long as TCP keeps trying.
+type s3Limits struct {
+	// dial bounds connecting, and handshake the TLS handshake.
+	dial, handshake time.Duration
+	// wait bounds every wait for the server once connected: for the
+	// response header after a request is sent, and for any byte of a
+	// request or response body to move (see progressConn).
+	wait time.Duration
+	// attempts is how many times minio-go sends a request that fails
+	// with a network error or a retryable S3 error (minio-go's
+	// MaxRetries, which counts attempts).
+	attempts int
+}
+
+// defaultS3Limits: a request to a dead server fails after at most three
+// attempts and minio-go's backoff between them (under 0.2 s, then under
+// 0.4 s): within a second when connections are refused, after 3 × 10 s
+// when the server's address drops packets, after 3 × 20 s when it accepts
+// connections and never answers. A body that stalls fails after 20 s
+// (body reads are not retried). minio-go's defaults are 10 attempts with a
+// 30 s connect and a 1 minute wait for each answer: over 15 minutes.
+//
+// Three attempts still ride out what retries are for (a keep-alive
+// connection that the server has just closed, one SlowDown), while an
+// outage shows as ErrUnavailable soon enough for the caller's own retries
+// (a gateway's delivery loop, push) to take over. A healthy S3 server
+// answers in milliseconds: 20 s without a byte is an outage, not load.
+// Completing a multipart upload is the slowest request, and it only joins
+// metadata.
+var defaultS3Limits = s3Limits{
+	dial:      10 * time.Second,
+	handshake: 10 * time.Second,
+	wait:      20 * time.Second,
+	attempts:  3,
+}
+
+func newS3(cfg S3Config, lim s3Limits) (*S3, error) {
 	switch {
 	case cfg.Endpoint == "":
 		return nil, errors.New("s3 storage: no endpoint")
@@ -117,6 +160,20 @@ func NewS3(cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 storage: %w", err)
 	}
+	dialer := &net.Dialer{Timeout: lim.dial, KeepAlive: 30 * time.Second}
+	transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &progressConn{Conn: c, timeout: lim.wait}, nil
+	}
+	transport.TLSHandshakeTimeout = lim.handshake
+	transport.ResponseHeaderTimeout = lim.wait
+	// Idle connections are closed by the transport well before
+	// progressConn's deadline on their idle read would close them, so
+	// that a request never picks a connection that is about to fail.
+	transport.IdleConnTimeout = lim.wait / 2
 	if cfg.UseTLS {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if cfg.CAFile != "" {
@@ -133,10 +190,11 @@ func NewS3(cfg S3Config) (*S3, error) {
 		transport.TLSClientConfig = tc
 	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
-		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-		Secure:    cfg.UseTLS,
-		Region:    cfg.Region,
-		Transport: transport,
+		Creds:      credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:     cfg.UseTLS,
+		Region:     cfg.Region,
+		Transport:  transport,
+		MaxRetries: lim.attempts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3 storage: %w", err)
@@ -156,6 +214,42 @@ func NewS3(cfg S3Config) (*S3, error) {
 		s.partConcurrency = DefaultPartConcurrency
 	}
 	return s, nil
+}
+
+// progressConn fails a Read or Write on which no byte moves for timeout.
+// http.Transport bounds connecting, the TLS handshake and the wait for a
+// response header, but not a request or response body that stops moving:
+// a server or middlebox that stalls mid-body would hold the request until
+// TCP gives up, which it never does while the peer acknowledges.
+type progressConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+// progressChunk is how much of a Write one deadline covers, so that a
+// large Write (a whole part, which bytes.Reader.WriteTo hands over at
+// once) needs to progress within timeout, not to complete.
+const progressChunk = 64 << 10
+
+// Read and Write set both deadlines: progress either way shows the peer
+// alive, and while a request body is sent the transport is already
+// reading, waiting for the answer.
+func (c *progressConn) Read(p []byte) (int, error) {
+	c.Conn.SetDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
+}
+
+func (c *progressConn) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c.Conn.SetDeadline(time.Now().Add(c.timeout))
+		m, err := c.Conn.Write(p[n:min(len(p), n+progressChunk)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // s3Failure returns err, from a request to the server, wrapped with

@@ -13,6 +13,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 )
@@ -78,5 +79,16 @@ func TestS3Unavailable(t *testing.T) {
 		if !errors.Is(err, tc.err) {
 			t.Errorf("s3Failure(%v) = %v, which does not wrap it", tc.err, err)
 		}
+	}
+}
+
+// The default limits bound a call against a dead server to about a minute.
+func TestDefaultS3Limits(t *testing.T) {
+	l := defaultS3Limits
+	if l.dial <= 0 || l.handshake <= 0 || l.wait <= 0 || l.attempts <= 0 {
+		t.Fatalf("defaultS3Limits = %+v: every limit must be set", l)
+	}
+	if worst := time.Duration(l.attempts) * (l.dial + l.handshake + l.wait); worst > 2*time.Minute {
+		t.Errorf("defaultS3Limits = %+v: a request can wait %v", l, worst)
 	}
 }

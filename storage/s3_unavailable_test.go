@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +57,103 @@ func TestS3ConnectionRefused(t *testing.T) {
 	}
 }
 
+// countingListener accepts connections on loopback and hands each to
+// handle, counting them.
+type countingListener struct {
+	addr  string
+	conns atomic.Int64
+}
+
+func newCountingListener(t *testing.T, handle func(net.Conn)) *countingListener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{addr: l.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			cl.conns.Add(1)
+			wg.Go(func() { handle(c) })
+		}
+	})
+	return cl
+}
+
+// Each request is sent at most S3Attempts times: a server that closes
+// every connection at once costs that many connections per call, no more.
+func TestS3AttemptsBounded(t *testing.T) {
+	cl := newCountingListener(t, func(c net.Conn) { c.Close() })
+	s, err := storage.NewS3(downConfig(cl.addr, "us-east-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, tc := range []struct {
+		call string
+		f    func() error
+	}{
+		{"Create", func() error { return s.Create(ctx, "k", strings.NewReader("data"), 4) }},
+		{"Create of a multipart object", func() error {
+			return s.Create(ctx, "k", storagetest.DataReader(1, storage.MinPartSize+1), storage.MinPartSize+1)
+		}},
+		{"Open", func() error { _, err := s.Open(ctx, "k"); return err }},
+		{"Stat", func() error { _, err := s.Stat(ctx, "k"); return err }},
+		{"List", func() error { _, err := s.List(ctx, "k"); return err }},
+		{"Delete", func() error { return s.Delete(ctx, "k") }},
+	} {
+		before := cl.conns.Load()
+		err := tc.f()
+		if !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("%s = %v, want ErrUnavailable", tc.call, err)
+		}
+		// The server closes each connection only after counting it,
+		// and the client gives up only after the close.
+		if n := cl.conns.Load() - before; n != int64(storage.S3Attempts) {
+			t.Errorf("%s made %d connections, want %d", tc.call, n, storage.S3Attempts)
+		}
+	}
+}
+
+// isTimeout reports whether err says that something timed out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// A server that accepts connections and never answers cannot hold a call:
+// the wait for its answer is bounded, and so is the number of attempts.
+func TestS3BlackHole(t *testing.T) {
+	stop := make(chan struct{})
+	cl := newCountingListener(t, func(c net.Conn) {
+		defer c.Close()
+		<-stop
+	})
+	t.Cleanup(func() { close(stop) })
+	for _, region := range []string{"", "us-east-1"} {
+		t.Run("region="+region, func(t *testing.T) {
+			s, err := storage.NewS3WithWait(downConfig(cl.addr, region), 200*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			storagetest.RunUnavailable(t, s)
+			_, err = s.Stat(t.Context(), "k")
+			if !isTimeout(err) {
+				t.Errorf("Stat = %v, want a timeout", err)
+			}
+		})
+	}
+}
+
 // fakeS3 is a minimal S3 server for one object of size bytes, "obj" in
 // bucket "evx-down", whose handlers stall where a test says.
 func fakeS3(t *testing.T, size int64, handle func(w http.ResponseWriter, r *http.Request) bool) *httptest.Server {
@@ -72,6 +170,104 @@ func fakeS3(t *testing.T, size int64, handle func(w http.ResponseWriter, r *http
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// A response body that stops coming fails the read that waits for it,
+// once no byte has come for the wait bound.
+func TestS3StalledDownload(t *testing.T) {
+	const size = 1 << 20
+	stop := make(chan struct{})
+	srv := fakeS3(t, size, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet {
+			return false
+		}
+		// Some bytes of the range asked for, then nothing.
+		var start, end int64
+		fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &start, &end)
+		w.Header().Set("ETag", `"0123456789abcdef0123456789abcdef"`)
+		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+		w.Header().Set("Content-Length", fmt.Sprint(end-start+1))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, size))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		select {
+		case <-stop:
+		case <-r.Context().Done():
+		}
+		return true
+	})
+	t.Cleanup(func() { close(stop) })
+	s, err := storage.NewS3WithWait(downConfig(srv.Listener.Addr().String(), "us-east-1"), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Open(t.Context(), "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	n, err := io.Copy(io.Discard, o)
+	if n != 1000 || !errors.Is(err, storage.ErrUnavailable) || !isTimeout(err) || !strings.Contains(err.Error(), `"obj"`) {
+		t.Errorf("Read of a stalled body: %d bytes, %v; want 1000 bytes, then ErrUnavailable", n, err)
+	}
+	k, err := o.ReadAt(make([]byte, 5000), 1000)
+	if !errors.Is(err, storage.ErrUnavailable) || !isTimeout(err) || !strings.Contains(err.Error(), `"obj" at 1000`) {
+		t.Errorf("ReadAt of a stalled body: %d bytes, %v; want ErrUnavailable", k, err)
+	}
+}
+
+// A request body that the server stops taking fails the upload once no
+// byte has moved for the wait bound; the upload is then aborted.
+func TestS3StalledUpload(t *testing.T) {
+	stop := make(chan struct{})
+	var parts, aborts atomic.Int64
+	srv := fakeS3(t, 0, func(w http.ResponseWriter, r *http.Request) bool {
+		q := r.URL.Query()
+		switch {
+		case r.Method == http.MethodHead:
+			w.WriteHeader(http.StatusNotFound)
+		case r.Method == http.MethodPost && q.Has("uploads"):
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult><Bucket>evx-down</Bucket><Key>obj</Key><UploadId>upload-1</UploadId></InitiateMultipartUploadResult>`)
+		case r.Method == http.MethodPut && q.Has("partNumber"):
+			// The body is never read: once the socket buffers are
+			// full, the client's writes stall.
+			parts.Add(1)
+			<-stop
+		case r.Method == http.MethodDelete && q.Get("uploadId") == "upload-1":
+			aborts.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			t.Errorf("unexpected request %s %s", r.Method, r.URL)
+			w.WriteHeader(http.StatusNotImplemented)
+		}
+		return true
+	})
+	cfg := downConfig(srv.Listener.Addr().String(), "us-east-1")
+	// Larger than what loopback sockets buffer (a few MiB each way).
+	cfg.PartSize = 32 << 20
+	cfg.PartConcurrency = 1
+	s, err := storage.NewS3WithWait(cfg, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 32<<20 + 1
+	err = s.Create(t.Context(), "obj", storagetest.DataReader(1, n), n)
+	// The write times out, or the read that waits for the answer does
+	// and the transport closes the connection under the write.
+	if !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), "part 1 of 2") {
+		t.Errorf("Create with a stalled part upload = %v, want ErrUnavailable", err)
+	}
+	// Every request the client sent has been handled once the server
+	// has closed.
+	close(stop)
+	srv.Close()
+	if k := parts.Load(); k != int64(storage.S3Attempts) {
+		t.Errorf("part 1 was sent %d times, want %d", k, storage.S3Attempts)
+	}
+	if aborts.Load() != 1 {
+		t.Errorf("the upload was aborted %d times, want once", aborts.Load())
+	}
 }
 
 // A server that answers every request with 503 SlowDown is unavailable.
