@@ -172,6 +172,7 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 		}
 		return nil, fmt.Errorf("decrypting payload.age: %w", err)
 	}
+	plain = &chunkReaderAt{r: plain, size: plainSize}
 	inner, err := newZipReader(plain, plainSize, MaxFiles+1)
 	if err != nil {
 		var limit *zipLimitError
@@ -245,6 +246,59 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 	}
 	ok = true
 	return selected, nil
+}
+
+// chunkReaderAt serves small reads of a payload's plaintext from a copy of
+// the last age chunk read. age's DecryptReaderAt allocates a whole chunk
+// (64 KiB) on every call, however few bytes are read, and archive/zip reads
+// the central directory 4 KiB at a time and a small file in one small read:
+// without the copy, reading the inner archive's directory would allocate 16
+// times its size, and each small file 64 KiB.
+type chunkReaderAt struct {
+	r    io.ReaderAt
+	size int64
+
+	mu   sync.Mutex
+	buf  []byte // the plaintext of the chunk at off, once read
+	off  int64
+	used bool
+}
+
+// ageChunk is the plaintext size of an age payload chunk.
+const ageChunk = 64 << 10
+
+func (c *chunkReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) >= ageChunk || off < 0 || off >= c.size {
+		return c.r.ReadAt(p, off)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for n < len(p) && off < c.size {
+		start := off - off%ageChunk
+		if !c.used || c.off != start {
+			if c.buf == nil {
+				c.buf = make([]byte, ageChunk)
+			}
+			want := min(ageChunk, c.size-start)
+			m, err := c.r.ReadAt(c.buf[:want], start)
+			if int64(m) < want {
+				c.used = false
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return n, err
+			}
+			c.buf, c.off, c.used = c.buf[:want], start, true
+		}
+		k := copy(p[n:], c.buf[off-start:])
+		n += k
+		off += int64(k)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // moveIntoPlace renames the temporary directory tmp to dir. os.Rename

@@ -3,6 +3,8 @@ package crypto
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 )
@@ -62,4 +64,47 @@ func TestOpenOnlyRandomAccess(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	checkExtracted(t, out, "evidence/", files)
+}
+
+// TestChunkReaderAt reads through chunkReaderAt at random offsets and
+// lengths, across chunk boundaries and the end, and compares with the
+// reader below it.
+func TestChunkReaderAt(t *testing.T) {
+	data := patterned(3*ageChunk+ageChunk/2, 5)
+	src := bytes.NewReader(data)
+	c := &chunkReaderAt{r: src, size: int64(len(data))}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 5000 {
+		off := rng.Int64N(int64(len(data)) + 10)
+		p := make([]byte, rng.IntN(2*ageChunk))
+		n, err := c.ReadAt(p, off)
+		q := make([]byte, len(p))
+		wantN, wantErr := src.ReadAt(q, off)
+		if n != wantN || !bytes.Equal(p[:n], q[:wantN]) || (n < len(p) && err == nil) {
+			t.Fatalf("ReadAt(%d bytes, %d): %d, %v; want %d, %v", len(p), off, n, err, wantN, wantErr)
+		}
+	}
+}
+
+// TestOpenManySmallFiles bounds what opening a bundle of many small files
+// allocates: age's DecryptReaderAt allocates a 64 KiB chunk on every read,
+// and archive/zip reads a small file in one small read.
+func TestOpenManySmallFiles(t *testing.T) {
+	const files = 2000
+	key := newTestKey(t, "FR/prosecutor")
+	var tree []testFile
+	for i := range files {
+		tree = append(tree, testFile{path: fmt.Sprintf("f%04d.txt", i), data: patterned(100, byte(i))})
+	}
+	data, _ := sealTree(t, tree, defaultSealOptions(key, key))
+	var res *OpenResult
+	var err error
+	alloc := allocatedBy(func() { res, _, _, err = openInto(t, data, key, OpenOptions{}) })
+	if err != nil || len(res.Files) != files {
+		t.Fatalf("open: %v", err)
+	}
+	t.Logf("opening %d files of 100 bytes allocated %d bytes", files, alloc)
+	if alloc > 32<<20 {
+		t.Errorf("over the limit of %d bytes", 32<<20)
+	}
 }

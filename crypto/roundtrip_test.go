@@ -15,8 +15,6 @@ import (
 	"filippo.io/age"
 )
 
-const ageChunk = 64 << 10
-
 // patterned returns n bytes that differ from chunk to chunk, so that a
 // swapped or repeated chunk would not go unnoticed: a block whose length is
 // prime repeats out of step with the 64 KiB chunks. The block is copied
