@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -67,7 +68,7 @@ func BenchmarkQUICStream(b *testing.B) {
 	size := benchSize(b)
 	certDE, certFR, poolDE, poolFR := benchPeers(b)
 	nop := func(error) {}
-	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(certFR, map[string]*x509.CertPool{"DE": poolDE}, time.Now, nop), quicConfig())
+	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(certFR, map[string]*x509.CertPool{"DE": poolDE}, time.Now, func(net.Addr, error) {}), quicConfig())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"net"
 	"reflect"
 	"runtime"
 	"strings"
@@ -86,7 +87,7 @@ func TestOfferWithRepeatedMembers(t *testing.T) {
 // stream's first frame with answer.
 func hostileFR(t *testing.T, w *world, answer []byte) Peer {
 	t.Helper()
-	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(w.certFR, map[string]*x509.CertPool{"DE": w.poolDE}, time.Now, func(error) {}), quicConfig())
+	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(w.certFR, map[string]*x509.CertPool{"DE": w.poolDE}, time.Now, func(net.Addr, error) {}), quicConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

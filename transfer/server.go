@@ -70,6 +70,8 @@ type Server struct {
 	tr  *quic.Transport
 	ln  *quic.Listener
 	log *zap.Logger
+	// refusals logs refused handshakes; Close flushes it.
+	refusals *refusalLog
 
 	// closing is canceled by Close, ending the context of every handler
 	// whatever the context given to Serve.
@@ -86,6 +88,20 @@ type Server struct {
 
 // Listen starts listening on addr (UDP host:port).
 func Listen(addr string, cfg ServerConfig) (*Server, error) {
+	return listen(addr, cfg, listenOptions{})
+}
+
+// listenOptions are what tests change of a server; zero values mean the
+// defaults.
+type listenOptions struct {
+	refusalWindow     time.Duration
+	maxRefusalSources int
+	// schedule runs f after d, like time.AfterFunc, and returns what
+	// cancels it.
+	schedule func(d time.Duration, f func()) (stop func() bool)
+}
+
+func listen(addr string, cfg ServerConfig, o listenOptions) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -93,8 +109,9 @@ func Listen(addr string, cfg ServerConfig) (*Server, error) {
 	if cfg.OnRefuse == nil {
 		cfg.OnRefuse = func(string, string) {}
 	}
-	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(err error) {
-		cfg.OnRefuse("handshake", logRefusal(log, err))
+	refusals := newRefusalLog(log, o)
+	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(remote net.Addr, err error) {
+		cfg.OnRefuse("handshake", refusals.record(remote, err))
 	})
 	// The server owns its UDP socket and transport, so that Close
 	// releases the port at once for a restart on the same address.
@@ -112,20 +129,9 @@ func Listen(addr string, cfg ServerConfig) (*Server, error) {
 		udp.Close()
 		return nil, fmt.Errorf("listening for peers on %s: %w", addr, err)
 	}
-	s := &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, conns: map[*quic.Conn]bool{}}
+	s := &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, refusals: refusals, conns: map[*quic.Conn]bool{}}
 	s.closing, s.stopAll = context.WithCancel(context.Background())
 	return s, nil
-}
-
-// logRefusal logs a refused handshake and returns its reason category.
-func logRefusal(log *zap.Logger, err error) string {
-	var he *HandshakeError
-	reason := "other"
-	if errors.As(err, &he) {
-		reason = he.Reason
-	}
-	log.Warn("peer handshake refused", zap.String("reason", reason), zap.Error(err))
-	return reason
 }
 
 // Addr returns the listening address.
@@ -202,6 +208,8 @@ func (s *Server) Close() error {
 	if cerr := s.udp.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
 		err = cerr
 	}
+	// No handshake can be refused any more, but one may just have been.
+	s.refusals.close()
 	return err
 }
 

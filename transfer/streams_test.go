@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -240,7 +241,7 @@ func TestOpeningAStreamIsBounded(t *testing.T) {
 	w := newWorld(t)
 	conf := quicConfig()
 	conf.MaxIncomingStreams = -1
-	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(w.certFR, map[string]*x509.CertPool{"DE": w.poolDE}, time.Now, func(error) {}), conf)
+	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS(w.certFR, map[string]*x509.CertPool{"DE": w.poolDE}, time.Now, func(net.Addr, error) {}), conf)
 	if err != nil {
 		t.Fatal(err)
 	}

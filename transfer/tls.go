@@ -6,6 +6,7 @@ import (
 	"errors"
 	"evx/crypto"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -118,9 +119,10 @@ func verifyPeer(rawCerts [][]byte, cas map[string]*x509.CertPool, want string, u
 
 // serverTLS returns the TLS configuration of a gateway's peer listener: TLS
 // 1.3, a client certificate required and checked against the CA of the
-// peer it claims to be. onRefuse is called for every refused handshake.
-func serverTLS(cert tls.Certificate, cas map[string]*x509.CertPool, now func() time.Time, onRefuse func(error)) *tls.Config {
-	return &tls.Config{
+// peer it claims to be. onRefuse is called for every refused handshake,
+// with the address it came from.
+func serverTLS(cert tls.Certificate, cas map[string]*x509.CertPool, now func() time.Time, onRefuse func(net.Addr, error)) *tls.Config {
+	base := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{ALPN},
@@ -132,14 +134,31 @@ func serverTLS(cert tls.Certificate, cas map[string]*x509.CertPool, now func() t
 		// A resumed session would skip VerifyPeerCertificate, and so the
 		// pinning; a handshake per connection costs little.
 		SessionTicketsDisabled: true,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+	}
+	verify := func(remote net.Addr) func([][]byte, [][]*x509.Certificate) error {
+		return func(raw [][]byte, _ [][]*x509.Certificate) error {
 			_, err := verifyPeer(raw, cas, "", x509.ExtKeyUsageClientAuth, now())
 			if err != nil {
-				onRefuse(err)
+				onRefuse(remote, err)
 			}
 			return err
-		},
+		}
 	}
+	conf := base.Clone()
+	conf.VerifyPeerCertificate = verify(nil)
+	// VerifyPeerCertificate is not told where the handshake comes from;
+	// the ClientHello is, through the connection quic-go gives it, so
+	// each handshake gets a configuration that knows.
+	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		var remote net.Addr
+		if hello.Conn != nil {
+			remote = hello.Conn.RemoteAddr()
+		}
+		c := base.Clone()
+		c.VerifyPeerCertificate = verify(remote)
+		return c, nil
+	}
+	return conf
 }
 
 // clientTLS returns the TLS configuration for dialling peer, pinned to that

@@ -149,7 +149,12 @@ func startFR(t *testing.T, w *world) (*Server, *memReceiver, *observer.ObservedL
 // serve starts a server and serves until the test ends.
 func serve(t *testing.T, cfg ServerConfig) *Server {
 	t.Helper()
-	srv, err := Listen("127.0.0.1:0", cfg)
+	return serveWith(t, cfg, listenOptions{})
+}
+
+func serveWith(t *testing.T, cfg ServerConfig, o listenOptions) *Server {
+	t.Helper()
+	srv, err := listen("127.0.0.1:0", cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +244,13 @@ func TestSendReceiptAndDuplicate(t *testing.T) {
 
 func TestHandshakeRefusals(t *testing.T) {
 	w := newWorld(t)
-	srv, recv, logs := startFR(t, w)
+	refused := make(chan string, 1)
+	core, logs := observer.New(zap.InfoLevel)
+	recv := &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}
+	srv := serve(t, ServerConfig{ID: "FR", Certificate: w.certFR,
+		PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE}, Receiver: recv, Logger: zap.New(core),
+		OnRefuse: func(stage, code string) { refused <- stage + " " + code },
+	})
 	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 1000)
 	expired := issueGateway(t, w.caDE, "DE", time.Now().Add(-time.Hour))
 	tests := []struct {
@@ -255,7 +266,6 @@ func TestHandshakeRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := logs.FilterMessage("peer handshake refused").FilterField(zap.String("reason", tt.reason)).Len()
 			c := newTestClient(t, "DE", tt.cert)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -263,11 +273,19 @@ func TestHandshakeRefusals(t *testing.T) {
 			if err == nil {
 				t.Fatal("send succeeded")
 			}
-			after := logs.FilterMessage("peer handshake refused").FilterField(zap.String("reason", tt.reason)).Len()
-			if after != before+1 {
-				t.Errorf("refusals logged with reason %q: %d, want %d (err: %v)", tt.reason, after, before+1, err)
+			// The server calls OnRefuse before its alert ends the handshake.
+			if got := <-refused; got != "handshake "+tt.reason {
+				t.Errorf("refusal %q, want handshake %s (err: %v)", got, tt.reason, err)
 			}
 		})
+	}
+	// The first refusal of each reason from this source is logged at
+	// once; the second wrong-ca waits for the window's summary.
+	for reason, want := range map[string]int{"wrong-ca": 1, "expired": 1, "unknown-peer": 1, "no-certificate": 1} {
+		got := logs.FilterMessage("peer handshake refused").FilterField(zap.String("reason", reason)).FilterField(zap.String("source", "127.0.0.0/24"))
+		if got.Len() != want {
+			t.Errorf("refusals logged at once from 127.0.0.0/24 with reason %q: %d, want %d", reason, got.Len(), want)
+		}
 	}
 	if n := recv.count(); n != 0 {
 		t.Errorf("%d bundles stored after refused handshakes", n)
