@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"strings"
 
 	"evx/crypto"
@@ -28,9 +26,9 @@ func (e *envelopeFlags) register(f *pflag.FlagSet) {
 func (e *envelopeFlags) required() error {
 	switch {
 	case e.purpose == "":
-		return fmt.Errorf("--purpose is required (accepted: %s)", strings.Join(crypto.Purposes, ", "))
+		return usagef("--purpose is required (accepted: %s)", strings.Join(crypto.Purposes, ", "))
 	case e.legalBasis == "":
-		return errors.New("--legal-basis is required")
+		return usagef("--legal-basis is required")
 	}
 	return nil
 }
@@ -41,11 +39,11 @@ func (e *envelopeFlags) required() error {
 func (e *envelopeFlags) options() (crypto.SealOptions, error) {
 	period, err := crypto.ParseRetention(e.retain)
 	if err != nil {
-		return crypto.SealOptions{}, err
+		return crypto.SealOptions{}, usage(err)
 	}
 	for _, err := range []error{crypto.CheckPurpose(e.purpose), crypto.CheckHandling(e.handling), crypto.CheckTLP(crypto.NormalizeTLP(e.tlp))} {
 		if err != nil {
-			return crypto.SealOptions{}, err
+			return crypto.SealOptions{}, usage(err)
 		}
 	}
 	return crypto.SealOptions{Purpose: e.purpose, Handling: e.handling, TLP: crypto.NormalizeTLP(e.tlp),

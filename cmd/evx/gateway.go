@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -32,7 +33,7 @@ func newGatewayCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfgPath == "" {
-				return fmt.Errorf("--config is required")
+				return usagef("--config is required")
 			}
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
@@ -146,20 +147,43 @@ func openStorage(ctx context.Context, cfg *config.Gateway) (storage.Backend, err
 }
 
 func newConfigCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "config", Short: "Work with gateway configuration files"}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "check gateway.yaml",
+	cmd := &cobra.Command{
+		Use:   "config check gateway.yaml",
+		Short: "Work with gateway configuration files",
+		Args:  cobra.NoArgs,
+		// Without this, cobra would print the help and exit 0.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usagef("config needs a subcommand: config check FILE")
+		},
+	}
+	var asJSON bool
+	check := &cobra.Command{
+		Use:   "check gateway.yaml [--json]",
 		Short: "Validate a gateway configuration without starting anything",
-		Args:  cobra.ExactArgs(1),
+		Long: `check validates a gateway configuration and the files it names, as the
+gateway does when it starts, and prints a summary. With --json it prints
+the effective configuration (defaults filled in, paths absolute), and a
+failure lists each problem with its file, line and field.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(args[0])
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				// The keys of the configuration file, from its YAML form.
+				var effective map[string]any
+				if err := yaml.Unmarshal([]byte(cfg.String()), &effective); err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), map[string]any{"file": args[0], "valid": true, "config": effective})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n%s", args[0], cfg.Summary())
 			return nil
 		},
-	})
+	}
+	check.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(check)
 	return cmd
 }
 

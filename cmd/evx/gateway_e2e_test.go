@@ -229,11 +229,12 @@ func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
 		t.Error("the inbox does not show the retrieval acknowledged")
 	}
 
-	// A submitter cannot list an inbox: refused with its code, and logged.
+	// A submitter cannot list an inbox: refused (exit 3) with its code,
+	// and logged.
 	_, stderr, err = procRun(t, bin, nil, "inbox", "--profile", deForensics)
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr, "forbidden") {
-		t.Errorf("inbox as DE/forensics: %v, stderr %q; want exit 1 and forbidden", err, stderr)
+	if !errors.As(err, &ee) || ee.ExitCode() != exitRefused || !strings.Contains(stderr, "forbidden") {
+		t.Errorf("inbox as DE/forensics: %v, stderr %q; want exit 3 and forbidden", err, stderr)
 	}
 	procWantLog(t, deLog, `"code":"forbidden"`)
 	procWantLog(t, deLog, `"msg":"bundle delivered"`)

@@ -18,7 +18,7 @@ func newInspectCmd() *cobra.Command {
 		Short: "Show a bundle's envelope and check its signature, without any secret key",
 		Long: `inspect prints the envelope of a bundle and whether the sender's signature
 over it is valid. It needs no key and never reads the encrypted payload.
-It exits 1 if the signature is not valid.`,
+It exits 5 if the signature is not valid.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, f, err := crypto.OpenBundleFile(args[0])
@@ -44,11 +44,9 @@ It exits 1 if the signature is not valid.`,
 			} else {
 				printEnvelope(cmd.OutOrStdout(), b.Envelope, sigErr)
 			}
-			if sigErr != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "evx: %v\n", sigErr)
-				return exitError{1}
-			}
-			return nil
+			// An invalid signature fails the command (exit 5), after the
+			// envelope was shown.
+			return sigErr
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: the envelope as signed, and the signature verdict")

@@ -24,7 +24,7 @@ the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if public != "" {
 				if out != "" || unit != "" {
-					return errors.New("-y cannot be combined with -o or --unit")
+					return usagef("-y cannot be combined with -o or --unit")
 				}
 				k, err := crypto.ReadUnitKeyFile(public)
 				if err != nil {
@@ -33,10 +33,13 @@ the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
 				return printPublicKey(cmd, k.Public(), asJSON)
 			}
 			if asJSON {
-				return errors.New("--json goes with -y")
+				return usagef("--json goes with -y")
 			}
 			k, err := crypto.GenerateUnitKey(unit)
 			if err != nil {
+				if unit != "" && !crypto.ValidUnitID(unit) {
+					return usage(err)
+				}
 				return err
 			}
 			text, _ := k.MarshalText()

@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -18,27 +16,47 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// exitError carries an exit code other than 1, after its message was printed.
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
-
-// run executes the command line args and returns the process exit code.
+// run executes the command line args and returns the process exit code,
+// as exitCodes documents. A failure is reported on stderr, as one JSON
+// object when the command was given --json.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd(stdout, stderr)
 	root.SetArgs(args)
 	root.SetIn(stdin)
-	if err := root.ExecuteContext(ctx); err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			return ee.code
-		}
-		fmt.Fprintf(stderr, "evx: %v\n", err)
-		return 1
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
 	}
-	return 0
+	exit, code := classify(err)
+	if cmd == root && exit == exitFailure {
+		// The root command runs nothing itself: what fails there is
+		// the choice of a subcommand, such as an unknown one.
+		exit, code = exitUsage, category(exitUsage)
+	}
+	reportError(stderr, err, exit, code, wantsJSON(cmd, args))
+	return exit
+}
+
+// wantsJSON reports whether the command line asked for JSON output: the
+// command's --json flag, or, when the flags could not all be parsed, a
+// --json among the arguments.
+func wantsJSON(cmd *cobra.Command, args []string) bool {
+	if cmd != nil {
+		if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" {
+			return true
+		}
+	}
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--json", "--json=true":
+			return true
+		}
+	}
+	return false
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -46,7 +64,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "evx",
 		Short: "evx exchanges sealed digital evidence across borders",
 		Long: `evx seals evidence files into signed, post-quantum encrypted bundles,
-and opens them on the recipient's machine.`,
+and opens them on the recipient's machine.
+
+` + exitHelp(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -71,5 +91,19 @@ and opens them on the recipient's machine.`,
 		newDevEnvCmd(),
 		newVersionCmd(),
 	)
+	markUsageErrors(root)
 	return root
+}
+
+// markUsageErrors makes cobra's own errors about the command line (a flag
+// it cannot parse, a wrong number of arguments) usage errors, which exit
+// 2, for cmd and every command below it.
+func markUsageErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error { return usage(args(c, a)) }
+	}
+	for _, c := range cmd.Commands() {
+		markUsageErrors(c)
+	}
 }

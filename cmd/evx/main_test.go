@@ -3,14 +3,22 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
+
+	"evx/api"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -47,8 +55,62 @@ func TestScripts(t *testing.T) {
 			"flip":     cmdFlip,
 			"mkzip":    cmdMkzip,
 			"randfile": cmdRandfile,
+			"exits":    cmdExits,
+			"fakegw":   cmdFakeGateway,
 		},
 	})
+}
+
+// cmdExits runs a program and checks its exit code, which "! exec" cannot
+// tell apart: exits CODE PROGRAM ARGS...
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exits CODE PROGRAM ARGS...")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var exitErr *exec.ExitError
+	switch {
+	case errors.As(err, &exitErr):
+		got = exitErr.ExitCode()
+	case err != nil:
+		ts.Fatalf("%s: %v", args[1], err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
+	}
+}
+
+// cmdFakeGateway starts, for the rest of the script, an HTTPS server with
+// the certificate of the gateway DE of an evx dev-env set-up in DIR, which
+// answers every request with STATUS and an API error of CODE, and writes
+// DIR/fake.yaml, the profile of DE/forensics pointed at it:
+// fakegw DIR STATUS CODE.
+func cmdFakeGateway(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: fakegw DIR STATUS CODE")
+	}
+	dir := ts.MkAbs(args[0])
+	status, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "DE", "gateway.pem"), filepath.Join(dir, "DE", "gateway-key.pem"))
+	ts.Check(err)
+	body, err := json.Marshal(api.ErrorBody{Error: &api.Error{Code: api.Code(args[2]), Message: "the fake gateway says no"}})
+	ts.Check(err)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		w.Write(body)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	ts.Defer(srv.Close)
+	user := filepath.Join(dir, "DE", "forensics")
+	profile := fmt.Sprintf("gateway: %s\nca: %s\ncert: %s\nkey: %s\nunit_key: %s\n", srv.URL,
+		filepath.Join(dir, "DE", "ca.pem"), filepath.Join(user, "cert.pem"), filepath.Join(user, "cert-key.pem"), filepath.Join(user, "unit.key"))
+	ts.Check(os.WriteFile(filepath.Join(dir, "fake.yaml"), []byte(profile), 0o600))
 }
 
 // cmdPerm checks a file's permission bits: perm FILE 0600.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +13,7 @@ import (
 
 func newOpenCmd() *cobra.Command {
 	var keyFile, out, expect, only string
-	var allowExposed bool
+	var allowExposed, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "open BUNDLE.evx --key RECIPIENT.key -o DIR [--expect-sender KEY] [--only PATH]",
 		Short: "Verify, decrypt and extract a bundle",
@@ -30,9 +29,9 @@ the payload that hold it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case keyFile == "":
-				return errors.New("--key is required")
+				return usagef("--key is required")
 			case out == "":
-				return errors.New("-o is required")
+				return usagef("-o is required")
 			}
 			key, err := readUnitKey(keyFile, "--key", allowExposed, cmd.ErrOrStderr())
 			if err != nil {
@@ -51,6 +50,10 @@ the payload that hold it.`,
 					return fmt.Errorf("--expect-sender %s: no signing key in that file", expect)
 				}
 				expect = p.SigningKey
+			} else if expect != "" {
+				if _, err := crypto.ParseSigningKey(expect); err != nil {
+					return usagef("--expect-sender: %v", err)
+				}
 			}
 			b, f, err := crypto.OpenBundleFile(args[0])
 			if err != nil {
@@ -65,6 +68,9 @@ the payload that hold it.`,
 			if err != nil {
 				return fmt.Errorf("open failed: %w", err)
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), openJSON(res, expect != "", out))
+			}
 			printOpenSummary(cmd.OutOrStdout(), res, expect != "", out)
 			return nil
 		},
@@ -75,7 +81,24 @@ the payload that hold it.`,
 	f.StringVar(&expect, "expect-sender", "", "require this sender signing `KEY` (or @FILE)")
 	f.StringVar(&only, "only", "", "extract only the file at `PATH` inside the bundle")
 	registerAllowExposed(f, &allowExposed)
+	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// openJSON is what open --json prints: the keys of pull --json that open
+// has too.
+func openJSON(res *crypto.OpenResult, senderPinned bool, dir string) map[string]any {
+	env := res.Envelope
+	files := []map[string]any{}
+	for _, f := range res.Files {
+		files = append(files, map[string]any{"path": f.Path, "size": f.Size, "sha256": f.SHA256})
+	}
+	return map[string]any{
+		"bundle_id": env.BundleID, "sender": env.Sender.Unit, "signing_key": env.Sender.Key, "sender_pinned": senderPinned,
+		"purpose": env.Purpose, "legal_basis": env.LegalBasis, "case": env.Case, "handling": env.Handling,
+		"tlp": env.TLP, "retain_until": env.RetainUntil, "payload_size": env.PayloadSize,
+		"payload_verified": res.PayloadVerified, "files": files, "output": dir,
+	}
 }
 
 func printOpenSummary(w io.Writer, res *crypto.OpenResult, senderPinned bool, dir string) {

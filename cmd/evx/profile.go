@@ -42,7 +42,7 @@ func profilePath(flag string, getenv func(string) string) (path, from string, er
 	} else {
 		def = "$XDG_CONFIG_HOME/evx/profile.yaml (neither XDG_CONFIG_HOME nor HOME is set)"
 	}
-	return "", "", fmt.Errorf("no profile: give --profile FILE, or set %s=FILE, or write the profile at %s", profileEnv, def)
+	return "", "", usagef("no profile: give --profile FILE, or set %s=FILE, or write the profile at %s", profileEnv, def)
 }
 
 // defaultProfilePath returns where the profile is looked for when neither

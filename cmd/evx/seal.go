@@ -19,6 +19,7 @@ func newSealCmd() *cobra.Command {
 		to           []string
 		ef           envelopeFlags
 		allowExposed bool
+		asJSON       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "seal --key SENDER.key --to RECIPIENT... --purpose P --legal-basis REF -o BUNDLE.evx FILES_OR_DIRS...",
@@ -32,18 +33,18 @@ writes a bundle whose envelope is signed with the sender's key.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case keyFile == "":
-				return errors.New("--key is required")
+				return usagef("--key is required")
 			case len(to) == 0:
-				return errors.New("at least one --to recipient is required")
+				return usagef("at least one --to recipient is required")
 			}
 			if err := ef.required(); err != nil {
 				return err
 			}
 			switch {
 			case out == "":
-				return errors.New("-o is required")
+				return usagef("-o is required")
 			case len(args) == 0:
-				return errors.New("no files to seal")
+				return usagef("no files to seal")
 			}
 			opts, err := ef.options()
 			if err != nil {
@@ -79,6 +80,12 @@ writes a bundle whose envelope is signed with the sender's key.
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), map[string]any{
+					"bundle_id": env.BundleID, "output": out, "files": len(files), "size": total,
+					"payload_size": env.PayloadSize, "retain_until": env.RetainUntil,
+				})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "sealed %s (%d bytes) into %s\nbundle %s, payload %d bytes, retain until %s\n",
 				plural(len(files), "file"), total, out, env.BundleID, env.PayloadSize, env.RetainUntil.Format("2006-01-02T15:04:05Z"))
 			return nil
@@ -90,6 +97,7 @@ writes a bundle whose envelope is signed with the sender's key.
 	ef.register(f)
 	f.StringVarP(&out, "output", "o", "", "write the bundle to `FILE` (never overwritten)")
 	registerAllowExposed(f, &allowExposed)
+	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
@@ -98,7 +106,7 @@ func readRecipient(arg string) (crypto.PublicKey, error) {
 	name, isFile := strings.CutPrefix(arg, "@")
 	if !isFile {
 		if _, err := crypto.ParseRecipient(arg); err != nil {
-			return crypto.PublicKey{}, err
+			return crypto.PublicKey{}, usage(err)
 		}
 		return crypto.PublicKey{AgeRecipient: arg}, nil
 	}
