@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"strings"
+	"time"
 
 	"evx/crypto"
 
@@ -19,7 +21,7 @@ func (e *envelopeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&e.caseRef, "case", "", "case reference")
 	f.StringVar(&e.handling, "handling", crypto.DefaultHandling, "handling code")
 	f.StringVar(&e.tlp, "tlp", crypto.DefaultTLP, "TLP label")
-	f.StringVar(&e.retain, "retain", "90d", "retention period: days, weeks or hours (90d, 12w, 36h)")
+	f.StringVar(&e.retain, "retain", "90d", "retention period in hours, days or weeks (36h, 90d, 12w), "+retentionRange)
 }
 
 // required checks the flags that have no default.
@@ -37,9 +39,9 @@ func (e *envelopeFlags) required() error {
 // checked here, before any file is read or any gateway asked (crypto.Seal
 // checks it again).
 func (e *envelopeFlags) options() (crypto.SealOptions, error) {
-	period, err := crypto.ParseRetention(e.retain)
+	period, err := parseRetain(e.retain)
 	if err != nil {
-		return crypto.SealOptions{}, usage(err)
+		return crypto.SealOptions{}, err
 	}
 	for _, err := range []error{crypto.CheckPurpose(e.purpose), crypto.CheckHandling(e.handling), crypto.CheckTLP(crypto.NormalizeTLP(e.tlp))} {
 		if err != nil {
@@ -48,6 +50,30 @@ func (e *envelopeFlags) options() (crypto.SealOptions, error) {
 	}
 	return crypto.SealOptions{Purpose: e.purpose, Handling: e.handling, TLP: crypto.NormalizeTLP(e.tlp),
 		LegalBasis: e.legalBasis, Case: e.caseRef, Retain: period}, nil
+}
+
+// retentionRange is the range of retention periods crypto accepts.
+var retentionRange = fmt.Sprintf("from 1h to %dd", crypto.MaxRetention/(24*time.Hour))
+
+// parseRetain parses --retain with crypto.ParseRetention, which takes whole
+// hours, days or weeks only (no minutes or seconds), and says what it
+// accepts when it does not accept s.
+func parseRetain(s string) (time.Duration, error) {
+	d, err := crypto.ParseRetention(s)
+	if err == nil {
+		return d, nil
+	}
+	digits := strings.TrimLeft(s, "0123456789")
+	n, unit := s[:len(s)-len(digits)], digits
+	switch {
+	case n != "" && (unit == "h" || unit == "d" || unit == "w"):
+		return 0, usagef("--retain %s is out of range: a retention period is %s", s, retentionRange)
+	case n != "" && (unit == "m" || unit == "s" || unit == "min" || unit == "ms"):
+		return 0, usagef("--retain %q: minutes and seconds are not accepted, nor months (m is ambiguous); give hours, days or weeks, such as 36h, 90d or 12w, %s", s, retentionRange)
+	case n != "" && (unit == "mo" || unit == "y"):
+		return 0, usagef("--retain %q: months and years are not accepted; give days or weeks, such as 90d or 52w, %s", s, retentionRange)
+	}
+	return 0, usagef("--retain %q: want a whole number of hours, days or weeks, such as 36h, 90d or 12w, %s", s, retentionRange)
 }
 
 // vocabularyHelp lists the accepted values, for the commands' long help.
