@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 )
@@ -68,12 +69,29 @@ func newGatewayCmd() *cobra.Command {
 	return cmd
 }
 
-// newLogger returns a JSON logger on stderr without sampling: refusals and
-// other security-relevant events must all be kept.
+// newLogger returns the gateway's JSON logger on stderr (see newLoggerTo).
 func newLogger() (*zap.Logger, error) {
-	c := zap.NewProductionConfig()
-	c.Sampling = nil
-	return c.Build()
+	return newLoggerTo(zapcore.Lock(os.Stderr)), nil
+}
+
+// newLoggerTo returns a JSON logger writing to w, as zap's production
+// logger does but without sampling (refusals and other security-relevant
+// events must all be kept) and with times and durations people and log
+// tools read without conversion: "ts":"2026-12-03T10:22:09.123Z" in UTC
+// (ISO 8601 with milliseconds) and "took":"1.2s".
+func newLoggerTo(w zapcore.WriteSyncer) *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = utcMillis
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), w, zap.InfoLevel)
+	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zap.ErrorLevel), zap.ErrorOutput(w))
+}
+
+// utcMillis encodes a log entry's time as ISO 8601 in UTC with
+// milliseconds, so that lines from gateways in different time zones sort
+// and compare as text.
+func utcMillis(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	enc.AppendString(t.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
 }
 
 // gatewayOptions turns a loaded configuration into gateway options, reading
