@@ -68,9 +68,16 @@ func Load(base, certFile, keyFile, caFile string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := New(base, cert, &tls.Config{RootCAs: roots})
-	c.certFile, c.caFile = certFile, caFile
-	return c, nil
+	return New(base, cert, &tls.Config{RootCAs: roots}).WithFiles(certFile, caFile), nil
+}
+
+// WithFiles returns a client like c whose errors name certFile and caFile
+// as the files the client certificate and the trusted CA came from, for a
+// client made with [New] from files, as [Load] does.
+func (c *Client) WithFiles(certFile, caFile string) *Client {
+	n := *c
+	n.certFile, n.caFile = certFile, caFile
+	return &n
 }
 
 // Gateway returns the base URL of the API.

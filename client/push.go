@@ -174,10 +174,30 @@ func RecipientCountry(to []string) (string, error) {
 }
 
 func refusedErr(st *api.OutboxStatus) error {
-	if st.Refusal == nil {
-		return fmt.Errorf("the peer gateway refused bundle %s", Printable(st.BundleID))
+	return &RefusedError{BundleID: st.BundleID, Refusal: st.Refusal}
+}
+
+// RefusedError is a peer gateway's final refusal of a pushed bundle.
+type RefusedError struct {
+	BundleID string
+	// Refusal is the peer's code and reason; nil if the gateway gave none.
+	Refusal *api.Refusal
+}
+
+func (e *RefusedError) Error() string {
+	if e.Refusal == nil {
+		return fmt.Sprintf("the peer gateway refused bundle %s", Printable(e.BundleID))
 	}
-	return fmt.Errorf("the peer gateway refused bundle %s (%s): %s", Printable(st.BundleID), Printable(st.Refusal.Code), Printable(st.Refusal.Reason))
+	return fmt.Sprintf("the peer gateway refused bundle %s (%s): %s", Printable(e.BundleID), Printable(e.Refusal.Code), Printable(e.Refusal.Reason))
+}
+
+// RefusalCode returns the peer's refusal code (protocol.md section 6), or
+// "refused" if the gateway gave none.
+func (e *RefusedError) RefusalCode() string {
+	if e.Refusal == nil {
+		return "refused"
+	}
+	return Printable(e.Refusal.Code)
 }
 
 // maxUploadAttempts bounds the uploads of one push whose direct delivery

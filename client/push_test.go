@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"evx/api"
 	"evx/client"
+	"evx/gateway"
 )
 
 // Push refuses, before sealing anything, recipients it can tell are wrong:
@@ -72,5 +74,25 @@ func TestPushWaitRunsOut(t *testing.T) {
 	st, err := de.OutboxStatus(ctx, res.Envelope.BundleID)
 	if err != nil || st.State != api.StateQueued || !strings.HasPrefix(st.SubmittedBy, "DE/") {
 		t.Errorf("outbox status %+v, %v; want queued", st, err)
+	}
+}
+
+// A bundle the peer refuses is a *RefusedError with the peer's code, and
+// the result still names the bundle.
+func TestPushRefused(t *testing.T) {
+	w := startWorldWith(t, func(id string, o *gateway.Options) {
+		if id == "FR" {
+			o.MaxBundleSize = 10_000
+		}
+	})
+	de, deKey := w.client("DE", "forensics")
+	res, err := client.Push(context.Background(), de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"},
+		Files: evidence(t, 50_000), Seal: sealOpts(), TempDir: t.TempDir(), Wait: 20 * time.Second})
+	var re *client.RefusedError
+	if !errors.As(err, &re) || re.RefusalCode() != "too-large" || re.BundleID != res.Envelope.BundleID {
+		t.Fatalf("push: %v; want refused as too-large", err)
+	}
+	if res.Status.State != api.StateRefused {
+		t.Errorf("state %s, want refused", res.Status.State)
 	}
 }

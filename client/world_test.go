@@ -21,20 +21,28 @@ import (
 // world runs DE's and FR's gateways on loopback, from a devenv world, for
 // the client to talk to as it would in production.
 type world struct {
-	dev   *devenv.World
-	addrs map[string]string // peer (UDP) addresses, fixed across restarts
-	store map[string]storage.Backend
-	gws   map[string]*gateway.Gateway
-	stops map[string]func()
+	// modify, if set, adjusts a gateway's options each time it starts.
+	modify func(id string, o *gateway.Options)
+	dev    *devenv.World
+	addrs  map[string]string // peer (UDP) addresses, fixed across restarts
+	store  map[string]storage.Backend
+	gws    map[string]*gateway.Gateway
+	stops  map[string]func()
 }
 
 func startWorld(t *testing.T) *world {
+	t.Helper()
+	return startWorldWith(t, nil)
+}
+
+// startWorldWith is startWorld with gateway options adjusted by modify.
+func startWorldWith(t *testing.T, modify func(id string, o *gateway.Options)) *world {
 	t.Helper()
 	dev, err := devenv.New("DE", "FR")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{dev: dev, addrs: map[string]string{}, store: map[string]storage.Backend{},
+	w := &world{modify: modify, dev: dev, addrs: map[string]string{}, store: map[string]storage.Backend{},
 		gws: map[string]*gateway.Gateway{}, stops: map[string]func(){}}
 	for _, id := range []string{"DE", "FR"} {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -75,6 +83,9 @@ func (w *world) start(t *testing.T, id string) {
 	}
 	for _, u := range c.Users {
 		opts.Users = append(opts.Users, gateway.User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public()})
+	}
+	if w.modify != nil {
+		w.modify(id, &opts)
 	}
 	g, err := gateway.New(opts)
 	if err != nil {
