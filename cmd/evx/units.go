@@ -53,11 +53,11 @@ bundle stays queued at your gateway if it is not over by then. With
 			}
 			for _, unit := range to {
 				if !crypto.ValidUnitID(unit) {
-					return fmt.Errorf("--to %q: want COUNTRY/unit, such as FR/prosecutor", printable(unit))
+					return usagef("--to %q: want COUNTRY/unit, such as FR/prosecutor", printable(unit))
 				}
 			}
 			if _, err := client.RecipientCountry(to); err != nil {
-				return err
+				return usage(err)
 			}
 			if err := ef.required(); err != nil {
 				return err
