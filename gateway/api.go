@@ -73,7 +73,9 @@ func (g *Gateway) refusal(log *zap.Logger, u User, err error) *api.Error {
 	var ae *api.Error
 	switch {
 	case errors.As(err, &ae):
-	// STORAGE-UNAVAILABLE: mapped once storage.ErrUnavailable exists.
+	case errors.Is(err, storage.ErrUnavailable):
+		log.Error("storage unavailable", zap.String("unit", u.Unit), zap.Error(err))
+		ae = api.Errorf(api.CodeStorageUnavailable, "the gateway cannot reach its storage; retry later")
 	default:
 		log.Error("request failed", zap.String("unit", u.Unit), zap.Error(err))
 		return api.Errorf(api.CodeInternal, "the gateway failed to process the request; it has been logged there")

@@ -73,8 +73,7 @@ type peerDirectoryState struct {
 // a new directory replaces it.
 type peerDirectory struct {
 	dir *crypto.Directory
-	// signed is the document as the peer signed it, nil if the transfer
-	// client did not return it (see fetchSignedDirectory).
+	// signed is the document as the peer signed it.
 	signed *crypto.Signed
 	// key is where signed is kept in storage, "" if it is not.
 	key string
@@ -267,25 +266,13 @@ func (g *Gateway) fetchDirectory(ctx context.Context, p transfer.Peer) (*peerDir
 
 // fetchSignedDirectory returns p's directory, verified, and the signed
 // document as received, to be kept in storage.
-//
-// The transfer client returns the verified directory only, not the signed
-// document: until it does, a directory fetched over the network is cached
-// in memory but not kept (signed is nil). Tests set
-// Options.fetchSignedDirectory to supply the signed document.
 func (g *Gateway) fetchSignedDirectory(ctx context.Context, p transfer.Peer) (*crypto.Signed, *crypto.Directory, error) {
-	if g.opts.fetchSignedDirectory != nil {
-		signed, err := g.opts.fetchSignedDirectory(ctx, p)
-		if err != nil {
+	if g.opts.directoryFault != nil {
+		if err := g.opts.directoryFault(p.ID); err != nil {
 			return nil, nil, err
 		}
-		d, err := crypto.VerifyDirectory(signed, p.SigningKey, p.ID)
-		if err != nil {
-			return nil, nil, err
-		}
-		return signed, d, nil
 	}
-	d, err := g.client.FetchDirectory(ctx, p)
-	return nil, d, err
+	return g.client.FetchSignedDirectory(ctx, p)
 }
 
 // sameUnits reports whether a and b list the same units with the same

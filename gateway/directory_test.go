@@ -16,7 +16,6 @@ import (
 	"evx/crypto"
 	"evx/internal/devenv"
 	"evx/storage"
-	"evx/transfer"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -138,47 +137,25 @@ func TestPeerDirectoryFetches(t *testing.T) {
 	}
 }
 
-// liveGateways lets tests fetch a peer's signed directory as received:
-// the transfer client returns only the verified directory (see
-// Gateway.fetchSignedDirectory). The gateway reaches the peer over QUIC
-// first; the signed document then comes from the running peer gateway.
+// liveGateways makes the directory of a running peer unreachable on demand (a fault injected
+// through Options.directoryFault), while deliveries still reach it.
 type liveGateways struct {
 	mu          sync.Mutex
-	running     map[string]*Gateway
 	unreachable map[string]bool // directory requests to these fail
 }
 
 func newLiveGateways() *liveGateways {
-	return &liveGateways{running: map[string]*Gateway{}, unreachable: map[string]bool{}}
+	return &liveGateways{unreachable: map[string]bool{}}
 }
 
-// fetch is Options.fetchSignedDirectory for gateway from.
-func (lg *liveGateways) fetch(from string) func(context.Context, transfer.Peer) (*crypto.Signed, error) {
-	return func(ctx context.Context, p transfer.Peer) (*crypto.Signed, error) {
-		lg.mu.Lock()
-		g, down := lg.running[p.ID], lg.unreachable[p.ID]
-		lg.mu.Unlock()
-		if g == nil || down {
-			return nil, fmt.Errorf("test: the directory of %s cannot be fetched", p.ID)
-		}
-		return g.Directory(ctx, from)
+// fault is Options.directoryFault.
+func (lg *liveGateways) fault(peer string) error {
+	lg.mu.Lock()
+	defer lg.mu.Unlock()
+	if lg.unreachable[peer] {
+		return fmt.Errorf("test: the directory of %s cannot be fetched", peer)
 	}
-}
-
-func (lg *liveGateways) start(t *testing.T, tw *testWorld, id string) {
-	t.Helper()
-	tw.start(t, id)
-	lg.mu.Lock()
-	lg.running[id] = tw.gateways[id]
-	lg.mu.Unlock()
-}
-
-func (lg *liveGateways) stop(t *testing.T, tw *testWorld, id string) {
-	t.Helper()
-	lg.mu.Lock()
-	delete(lg.running, id)
-	lg.mu.Unlock()
-	tw.stop(t, id)
+	return nil
 }
 
 func (lg *liveGateways) setUnreachable(id string, down bool) {
@@ -257,10 +234,10 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 	lg := newLiveGateways()
 	tw := newTestWorld(t, newStore, func(id string, o *Options) {
 		o.Now = clock.Now
-		o.fetchSignedDirectory = lg.fetch(id)
+		o.directoryFault = lg.fault
 	})
-	lg.start(t, tw, "DE")
-	lg.start(t, tw, "FR")
+	tw.start(t, "DE")
+	tw.start(t, "FR")
 	ctx := context.Background()
 	_, deKey := tw.client(t, "DE", "forensics")
 	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
@@ -296,9 +273,9 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 	}
 
 	t.Run("push while the peer is down, after a restart", func(t *testing.T) {
-		lg.stop(t, tw, "FR")
-		lg.stop(t, tw, "DE")
-		lg.start(t, tw, "DE")
+		tw.stop(t, "FR")
+		tw.stop(t, "DE")
+		tw.start(t, "DE")
 		if err := lookup("FR/prosecutor"); err != nil {
 			t.Fatalf("lookup at a restarted DE while FR is down: %v", err)
 		}
@@ -311,7 +288,7 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 		if st.State != api.StateQueued {
 			t.Fatalf("state %s, want queued", st.State)
 		}
-		lg.start(t, tw, "FR")
+		tw.start(t, "FR")
 		if _, err := client.WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -329,8 +306,8 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 	t.Run("sender check while the sender's directory cannot be fetched", func(t *testing.T) {
 		// FR restarts and cannot fetch DE's directory: it checks the
 		// sender against the copy it kept.
-		lg.stop(t, tw, "FR")
-		lg.start(t, tw, "FR")
+		tw.stop(t, "FR")
+		tw.start(t, "FR")
 		lg.setUnreachable("DE", true)
 		defer lg.setUnreachable("DE", false)
 		de, _ := tw.client(t, "DE", "forensics")
@@ -342,14 +319,14 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 			t.Fatal(err)
 		}
 		// The recipient checks the sender while DE is down altogether.
-		lg.stop(t, tw, "DE")
+		tw.stop(t, "DE")
 		e := verifySenderDirectory(t, tw, b)
 		if !strings.Contains(e.SenderCheck, "kept") {
 			t.Errorf("sender check %q does not say that the kept copy was used", e.SenderCheck)
 		}
 		fr, frKey := tw.client(t, "FR", "prosecutor")
 		pulled(t, fr, frKey, b)
-		lg.start(t, tw, "DE")
+		tw.start(t, "DE")
 	})
 
 	t.Run("tampered copy", func(t *testing.T) {
@@ -366,9 +343,9 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 		if err := putJSON(ctx, st, forged, &signed); err != nil {
 			t.Fatal(err)
 		}
-		lg.stop(t, tw, "FR")
-		lg.stop(t, tw, "DE")
-		lg.start(t, tw, "DE")
+		tw.stop(t, "FR")
+		tw.stop(t, "DE")
+		tw.start(t, "DE")
 		if err := lookup("FR/prosecutor"); !isAPIError(err, 503, "unavailable") {
 			t.Fatalf("lookup with a tampered kept directory while FR is down: %v, want 503 unavailable", err)
 		}
@@ -376,7 +353,7 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 		if refused != 1 {
 			t.Errorf("tampered directory refused %d times in the log, want 1:\n%s", refused, dumpLogs(tw.logs["DE"]))
 		}
-		lg.start(t, tw, "FR")
+		tw.start(t, "FR")
 		clock.Add(peerDirectoryMinRefresh)
 		if err := lookup("FR/prosecutor"); err != nil {
 			t.Fatalf("lookup once FR is back: %v", err)
@@ -396,7 +373,7 @@ func TestPeerRefused(t *testing.T) {
 	var tw *testWorld
 	tw = newTestWorld(t, diskStore, func(id string, o *Options) {
 		o.Now = clock.Now
-		o.fetchSignedDirectory = lg.fetch(id)
+		o.directoryFault = lg.fault
 		if id != "DE" {
 			return
 		}
@@ -413,8 +390,8 @@ func TestPeerRefused(t *testing.T) {
 			}
 		}
 	})
-	lg.start(t, tw, "DE")
-	lg.start(t, tw, "FR")
+	tw.start(t, "DE")
+	tw.start(t, "FR")
 	ctx := context.Background()
 	de, deKey := tw.client(t, "DE", "forensics")
 
@@ -434,15 +411,15 @@ func TestPeerRefused(t *testing.T) {
 	// With FR's directory kept from when the CA was right, the upload is
 	// queued, and its deliveries fail.
 	wrongCA = false
-	lg.stop(t, tw, "DE")
-	lg.start(t, tw, "DE")
+	tw.stop(t, "DE")
+	tw.start(t, "DE")
 	de, _ = tw.client(t, "DE", "forensics")
 	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
 		t.Fatal(err)
 	}
 	wrongCA = true
-	lg.stop(t, tw, "DE")
-	lg.start(t, tw, "DE")
+	tw.stop(t, "DE")
+	tw.start(t, "DE")
 	de, _ = tw.client(t, "DE", "forensics")
 	if _, err := b.upload(ctx, de); err != nil {
 		t.Fatalf("upload with FR's directory kept: %v", err)

@@ -60,9 +60,10 @@ type Options struct {
 	// Tests set it to pass the cache's intervals without waiting.
 	Now func() time.Time
 
-	// fetchSignedDirectory, if set, fetches a peer's signed directory
-	// instead of the transfer client: see Gateway.fetchSignedDirectory.
-	fetchSignedDirectory func(context.Context, transfer.Peer) (*crypto.Signed, error)
+	// directoryFault, if set, is asked before each fetch of a peer's
+	// directory; an error it returns fails the fetch, as if the peer could
+	// not be reached for it. Tests inject faults with it.
+	directoryFault func(peer string) error
 	// onDeliveryFailed, if set, is called after each failed delivery
 	// attempt that will be retried, once it is logged: tests wait on it.
 	onDeliveryFailed func(id string, err error)

@@ -405,13 +405,21 @@ func decodeRejection(body []byte) error {
 
 // FetchDirectory asks peer for its signed unit directory and verifies it.
 func (c *Client) FetchDirectory(ctx context.Context, p Peer) (*crypto.Directory, error) {
+	_, d, err := c.FetchSignedDirectory(ctx, p)
+	return d, err
+}
+
+// FetchSignedDirectory is FetchDirectory that also returns the signed
+// document as received, so that the caller can keep it and show it to
+// others, who verify it against the peer's key themselves.
+func (c *Client) FetchSignedDirectory(ctx context.Context, p Peer) (*crypto.Signed, *crypto.Directory, error) {
 	conn, err := c.conn(ctx, p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	str, err := c.openStream(ctx, conn, p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Both halves end here, so that the peer gets the stream back: the
 	// sending half with the request's FIN, or reset if the request was
@@ -428,7 +436,7 @@ func (c *Client) FetchDirectory(ctx context.Context, p Peer) (*crypto.Directory,
 	// One deadline for the exchange: the request out, the directory in.
 	str.SetDeadline(time.Now().Add(c.wait.stall))
 	if err := writeFrame(str, frameDirectoryRequest, struct{}{}); err != nil {
-		return nil, fmt.Errorf("asking %s for its unit directory: %w", p.ID, err)
+		return nil, nil, fmt.Errorf("asking %s for its unit directory: %w", p.ID, err)
 	}
 	// Close fails if the peer has read the request and stopped reading
 	// already, which is no failure: the answer tells.
@@ -436,9 +444,13 @@ func (c *Client) FetchDirectory(ctx context.Context, p Peer) (*crypto.Directory,
 	sent = true
 	var df directoryFrame
 	if err := decodeFrame(str, frameDirectory, &df); err != nil {
-		return nil, fmt.Errorf("unit directory of %s: %w", p.ID, err)
+		return nil, nil, fmt.Errorf("unit directory of %s: %w", p.ID, err)
 	}
-	return crypto.VerifyDirectory(df.Directory, p.SigningKey, p.ID)
+	d, err := crypto.VerifyDirectory(df.Directory, p.SigningKey, p.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return df.Directory, d, nil
 }
 
 // stallWriter fails a write that does not complete within its timeout, so

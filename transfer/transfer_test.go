@@ -240,6 +240,20 @@ func TestSendReceiptAndDuplicate(t *testing.T) {
 	if _, ok := dir.Lookup("FR/prosecutor"); !ok {
 		t.Errorf("directory lacks FR/prosecutor: %+v", dir)
 	}
+	// The signed document as received verifies on its own, for whoever
+	// the fetching gateway shows it to.
+	p := w.peerFR(srv)
+	signed, dir2, err := c.FetchSignedDirectory(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again2, err := crypto.VerifyDirectory(signed, p.SigningKey, "FR")
+	if err != nil {
+		t.Fatalf("the signed directory returned does not verify: %v", err)
+	}
+	if _, ok := again2.Lookup("FR/prosecutor"); !ok || again2.Issued != dir2.Issued {
+		t.Errorf("signed directory %+v differs from the verified one %+v", again2, dir2)
+	}
 }
 
 func TestHandshakeRefusals(t *testing.T) {

@@ -1,0 +1,40 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+
+	"evx/crypto"
+	"evx/storage"
+	"evx/storage/storagetest"
+)
+
+// A storage outage is answered 503 storage-unavailable, which a client may
+// retry, not 500 internal; once storage is back the same request succeeds.
+func TestStorageUnavailable(t *testing.T) {
+	stores := map[string]*storagetest.Faulty{}
+	tw := startWorld(t, func(t *testing.T, id string) storage.Backend {
+		stores[id] = storagetest.NewFaulty(diskStore(t, id))
+		return stores[id]
+	})
+	ctx := context.Background()
+	de, deKey := tw.client(t, "DE", "forensics")
+	fr, _ := tw.client(t, "FR", "prosecutor")
+
+	stores["FR"].InjectError(storagetest.OpList, inboxPrefix, storagetest.BeforePersist, storage.ErrUnavailable)
+	if _, err := fr.Inbox(ctx); !isAPIError(err, 503, "storage-unavailable") {
+		t.Errorf("inbox with FR's storage down: %v, want 503 storage-unavailable", err)
+	}
+	if _, err := fr.Inbox(ctx); err != nil {
+		t.Errorf("inbox once FR's storage is back: %v", err)
+	}
+
+	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 10_000)
+	stores["DE"].InjectError(storagetest.OpCreate, key(outboxPrefix, b.env.BundleID, payloadFile), storagetest.BeforePersist, storage.ErrUnavailable)
+	if _, err := b.upload(ctx, de); !isAPIError(err, 503, "storage-unavailable") {
+		t.Errorf("upload with DE's storage down: %v, want 503 storage-unavailable", err)
+	}
+	if _, err := b.upload(ctx, de); err != nil {
+		t.Errorf("the same upload once DE's storage is back: %v", err)
+	}
+}
