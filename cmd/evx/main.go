@@ -88,6 +88,9 @@ and opens them on the recipient's machine.
 		newPushCmd(),
 		newInboxCmd(),
 		newPullCmd(),
+		newWhoamiCmd(),
+		newStatusCmd(),
+		newOutboxCmd(),
 		newDevEnvCmd(),
 		newVersionCmd(),
 	)

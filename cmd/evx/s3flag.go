@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"net/url"
 	"os"
 
@@ -14,11 +12,11 @@ import (
 func parseDevS3(s string) (*devenv.S3, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("--s3 %q: want http://host:port or https://host:port", s)
+		return nil, usagef("--s3 %q: want http://host:port or https://host:port", s)
 	}
 	access, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
 	if access == "" || secret == "" {
-		return nil, errors.New("--s3 needs the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables")
+		return nil, usagef("--s3 needs the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables")
 	}
 	return &devenv.S3{Endpoint: u.Host, TLS: u.Scheme == "https", AccessKey: access, SecretKey: secret}, nil
 }
