@@ -468,3 +468,28 @@ func TestPeerRefused(t *testing.T) {
 		t.Errorf("outbox status %+v, %v: want still queued", st, err)
 	}
 }
+
+// A peer that refuses this gateway's certificate is reported as such too:
+// the lookup answers 502 peer-refused and says which side must change.
+func TestRefusedByPeer(t *testing.T) {
+	var tw *testWorld
+	tw = newTestWorld(t, diskStore, func(id string, o *Options) {
+		if id == "FR" {
+			// DE pinned at FR to FR's own CA, which did not issue DE's
+			// certificate.
+			for i := range o.Peers {
+				o.Peers[i].CA = tw.world.Country("FR").CAPool()
+			}
+		}
+	})
+	tw.start(t, "DE")
+	tw.start(t, "FR")
+	de, _ := tw.client(t, "DE", "forensics")
+	_, err := de.Lookup(context.Background(), "FR/prosecutor")
+	if !isAPIError(err, 502, "peer-refused") {
+		t.Fatalf("lookup at a peer that refuses DE's certificate: %v, want 502 peer-refused", err)
+	}
+	if want := "gateway FR refuses this gateway's certificate"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+}

@@ -35,6 +35,8 @@ func peerRefusal(peer string, err error) (string, bool) {
 		what = fmt.Sprintf("gateway %s's certificate does not name exactly one valid evx://gateway/ identity", peer)
 	case "unknown-peer":
 		what = fmt.Sprintf("gateway %s presents the certificate of a gateway that is not a configured peer", peer)
+	case "refused-by-peer":
+		what = fmt.Sprintf("gateway %s refuses this gateway's certificate (its peers entry for this gateway must pin this country's CA and identity)", peer)
 	case "no-certificate":
 		what = fmt.Sprintf("gateway %s presents no certificate", peer)
 	default:

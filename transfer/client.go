@@ -78,7 +78,7 @@ func (c *Client) conn(ctx context.Context, p Peer) (*quic.Conn, error) {
 	}
 	conn, err = quic.DialAddr(dctx, addr, tlsConf, quicConfig())
 	if err != nil {
-		return nil, fmt.Errorf("connecting to gateway %s at %s: %w", p.ID, p.Address, err)
+		return nil, fmt.Errorf("connecting to gateway %s at %s: %w", p.ID, p.Address, refusedByPeer(p.ID, err))
 	}
 	c.mu.Lock()
 	if old := c.conns[p.ID]; old != nil && old.Context().Err() == nil {
@@ -213,15 +213,18 @@ func (c *Client) Offer(ctx context.Context, p Peer, envJSON, sig []byte) (*Outgo
 	if err != nil {
 		return nil, err
 	}
+	// A peer that refuses this gateway's certificate may say so only
+	// once the handshake is over on this side (TLS 1.3 ends the client's
+	// part first), when the stream is opened or the offer answered.
 	str, err := c.openStream(ctx, conn, p)
 	if err != nil {
-		return nil, err
+		return nil, refusedByPeer(p.ID, err)
 	}
 	o := &Outgoing{c: c, peer: p, env: env, str: str}
 	o.stop = context.AfterFunc(ctx, func() { str.CancelWrite(0); str.CancelRead(0) })
 	if err := o.offer(envJSON, sig); err != nil {
 		o.Abort()
-		return nil, err
+		return nil, refusedByPeer(p.ID, err)
 	}
 	return o, nil
 }
@@ -413,6 +416,11 @@ func (c *Client) FetchDirectory(ctx context.Context, p Peer) (*crypto.Directory,
 // document as received, so that the caller can keep it and show it to
 // others, who verify it against the peer's key themselves.
 func (c *Client) FetchSignedDirectory(ctx context.Context, p Peer) (*crypto.Signed, *crypto.Directory, error) {
+	signed, d, err := c.fetchSignedDirectory(ctx, p)
+	return signed, d, refusedByPeer(p.ID, err)
+}
+
+func (c *Client) fetchSignedDirectory(ctx context.Context, p Peer) (*crypto.Signed, *crypto.Directory, error) {
 	conn, err := c.conn(ctx, p)
 	if err != nil {
 		return nil, nil, err

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // ALPN is the application protocol negotiated in the TLS handshake; its
@@ -64,8 +66,24 @@ func GatewayIDFromURI(u *url.URL) (string, bool) {
 // HandshakeError is a refused TLS handshake: the peer's certificate did not
 // authenticate it. Reason is a fixed category, suitable as a metric label.
 type HandshakeError struct {
-	Reason string // unknown-peer, wrong-ca, expired, no-certificate, bad-identity, wrong-peer
+	// Reason is unknown-peer, wrong-ca, expired, no-certificate,
+	// bad-identity or wrong-peer when this side refused the peer's
+	// certificate, or refused-by-peer when the peer ended the handshake
+	// with a TLS alert, refusing this gateway's certificate.
+	Reason string
 	Err    error
+}
+
+// refusedByPeer turns err, the failure of a dial to peer, into a
+// *HandshakeError if the peer ended the handshake with a TLS alert: it
+// refused this gateway's certificate, which no retry changes until a
+// configuration does, here or there.
+func refusedByPeer(peer string, err error) error {
+	var te *quic.TransportError
+	if !errors.As(err, &te) || !te.Remote || !te.ErrorCode.IsCryptoError() {
+		return err
+	}
+	return &HandshakeError{"refused-by-peer", fmt.Errorf("gateway %s ended the TLS handshake with alert %d (%w): it does not accept this gateway's certificate", peer, uint64(te.ErrorCode)-0x100, err)}
 }
 
 func (e *HandshakeError) Error() string { return fmt.Sprintf("peer refused (%s): %v", e.Reason, e.Err) }

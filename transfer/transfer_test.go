@@ -287,6 +287,12 @@ func TestHandshakeRefusals(t *testing.T) {
 			if err == nil {
 				t.Fatal("send succeeded")
 			}
+			// The client learns that the peer refused its certificate,
+			// which no retry mends.
+			var he *HandshakeError
+			if !errors.As(err, &he) || he.Reason != "refused-by-peer" {
+				t.Errorf("client error %v, want a HandshakeError refused-by-peer", err)
+			}
 			// The server calls OnRefuse before its alert ends the handshake.
 			if got := <-refused; got != "handshake "+tt.reason {
 				t.Errorf("refusal %q, want handshake %s (err: %v)", got, tt.reason, err)
