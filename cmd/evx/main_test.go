@@ -4,10 +4,12 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -85,18 +87,27 @@ func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 
 // cmdFakeGateway starts, for the rest of the script, an HTTPS server with
 // the certificate of the gateway DE of an evx dev-env set-up in DIR, which
-// answers every request with STATUS and an API error of CODE, and writes
-// DIR/fake.yaml, the profile of DE/forensics pointed at it:
-// fakegw DIR STATUS CODE.
+// requires a client certificate from DE's CA and answers every request
+// with STATUS and an API error of CODE, and writes DIR/fake.yaml, the
+// profile of USER (default DE/forensics) pointed at it:
+// fakegw DIR STATUS CODE [USER].
 func cmdFakeGateway(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 3 {
-		ts.Fatalf("usage: fakegw DIR STATUS CODE")
+	if neg || len(args) < 3 || len(args) > 4 {
+		ts.Fatalf("usage: fakegw DIR STATUS CODE [USER]")
 	}
 	dir := ts.MkAbs(args[0])
 	status, err := strconv.Atoi(args[1])
 	ts.Check(err)
+	user := filepath.Join(dir, "DE", "forensics")
+	if len(args) == 4 {
+		user = filepath.Join(dir, filepath.FromSlash(args[3]))
+	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "DE", "gateway.pem"), filepath.Join(dir, "DE", "gateway-key.pem"))
 	ts.Check(err)
+	caPEM, err := os.ReadFile(filepath.Join(dir, "DE", "ca.pem"))
+	ts.Check(err)
+	clients := x509.NewCertPool()
+	clients.AppendCertsFromPEM(caPEM)
 	body, err := json.Marshal(api.ErrorBody{Error: &api.Error{Code: api.Code(args[2]), Message: "the fake gateway says no"}})
 	ts.Check(err)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -104,10 +115,11 @@ func cmdFakeGateway(ts *testscript.TestScript, neg bool, args []string) {
 		w.WriteHeader(status)
 		w.Write(body)
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients}
+	// The handshake errors of refused clients are expected, not news.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	ts.Defer(srv.Close)
-	user := filepath.Join(dir, "DE", "forensics")
 	profile := fmt.Sprintf("gateway: %s\nca: %s\ncert: %s\nkey: %s\nunit_key: %s\n", srv.URL,
 		filepath.Join(dir, "DE", "ca.pem"), filepath.Join(user, "cert.pem"), filepath.Join(user, "cert-key.pem"), filepath.Join(user, "unit.key"))
 	ts.Check(os.WriteFile(filepath.Join(dir, "fake.yaml"), []byte(profile), 0o600))

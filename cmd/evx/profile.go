@@ -116,7 +116,9 @@ func readProfile(path string, allowExposed bool, stderr io.Writer) (*client.Clie
 	if err != nil {
 		return nil, nil, profileFileError(p, "ca", p.CA, err)
 	}
-	return client.New(p.Gateway, cert, &tls.Config{RootCAs: roots}), key, nil
+	// The client's errors name the files, such as the certificate a
+	// gateway refuses.
+	return client.New(p.Gateway, cert, &tls.Config{RootCAs: roots}).WithFiles(p.Cert, p.CA), key, nil
 }
 
 // profileFileError locates err, about the file at path that field of p
