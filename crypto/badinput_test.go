@@ -328,6 +328,15 @@ func TestOpenManifestMismatch(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
+			// What contradicts the signed envelope or manifest is told
+			// apart from a malformed bundle, for callers that report a
+			// failed verification.
+			switch tc.name {
+			case "content differs", "size differs", "file not in manifest", "file not in archive", "file renamed", "other bundle", "unsigned manifest":
+				if !errors.Is(err, ErrContentMismatch) {
+					t.Errorf("%v does not wrap ErrContentMismatch", err)
+				}
+			}
 			assertNothingWritten(t, parent)
 		})
 	}

@@ -97,6 +97,8 @@ func (e *tooManyFilesError) Error() string {
 	return fmt.Sprintf("inner archive holds %d files, the manifest lists more", e.files)
 }
 
+func (e *tooManyFilesError) Unwrap() error { return ErrContentMismatch }
+
 // decodeManifest decodes a manifest from r, listing at most maxFiles files.
 // It decodes as it reads, one value at a time, each value at most
 // maxManifestValue bytes: a manifest of millions of entries costs no more
@@ -227,10 +229,10 @@ func (m *Manifest) validate(bundleID string, files int) error {
 		return fmt.Errorf("unsupported manifest format %q", m.Format)
 	}
 	if m.BundleID != bundleID {
-		return fmt.Errorf("manifest belongs to bundle %q, not %q", m.BundleID, bundleID)
+		return mismatch("manifest belongs to bundle %q, not %q", m.BundleID, bundleID)
 	}
 	if len(m.Files) != files {
-		return fmt.Errorf("inner archive holds %d files, the manifest lists %d", files, len(m.Files))
+		return mismatch("inner archive holds %d files, the manifest lists %d", files, len(m.Files))
 	}
 	if len(m.Files) != m.TotalFiles || len(m.Files) > MaxFiles {
 		return fmt.Errorf("manifest lists %d files, total_files says %d (limit %d)", len(m.Files), m.TotalFiles, MaxFiles)

@@ -50,6 +50,24 @@ var ErrNotRecipient = errors.New("this key is not a recipient of this bundle")
 // than OpenOptions.ExpectSender.
 var ErrUnexpectedSender = errors.New("bundle was sealed by an unexpected sender")
 
+// ErrContentMismatch is wrapped by the errors of [Bundle.Open] for a payload
+// whose content is not what its sender signed: it does not decrypt, or the
+// manifest, a file's size or a file's SHA-256 differs from what the signed
+// envelope and manifest say. Such a bundle was damaged or forged.
+var ErrContentMismatch = errors.New("the bundle's content does not match what its sender signed")
+
+// mismatchError keeps its own message and matches [ErrContentMismatch].
+type mismatchError struct{ msg string }
+
+func (e *mismatchError) Error() string { return e.msg }
+func (e *mismatchError) Unwrap() error { return ErrContentMismatch }
+
+// mismatch returns an error with a formatted message that wraps
+// ErrContentMismatch.
+func mismatch(format string, args ...any) error {
+	return &mismatchError{fmt.Sprintf(format, args...)}
+}
+
 // Open verifies the bundle and extracts its files into dir, which must not
 // exist or be empty. Nothing is left in dir unless every check passes: files
 // are written to a temporary directory beside it, which is renamed to dir at
@@ -170,7 +188,7 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 		if errors.As(err, &noMatch) {
 			return nil, ErrNotRecipient
 		}
-		return nil, fmt.Errorf("decrypting payload.age: %w", err)
+		return nil, mismatch("decrypting payload.age: %v", err)
 	}
 	plain = &chunkReaderAt{r: plain, size: plainSize}
 	inner, err := newZipReader(plain, plainSize, MaxFiles+1)
@@ -193,10 +211,10 @@ func (b *Bundle) extract(ctx context.Context, key *UnitKey, dir string, opts Ope
 	for _, mf := range m.Files {
 		e := entries[mf.Path]
 		if e == nil {
-			return nil, fmt.Errorf("file %q is in the manifest but not in the inner archive", mf.Path)
+			return nil, mismatch("file %q is in the manifest but not in the inner archive", mf.Path)
 		}
 		if int64(e.UncompressedSize64) != mf.Size {
-			return nil, fmt.Errorf("file %q is %d bytes in the inner archive, %d in the manifest", mf.Path, e.UncompressedSize64, mf.Size)
+			return nil, mismatch("file %q is %d bytes in the inner archive, %d in the manifest", mf.Path, e.UncompressedSize64, mf.Size)
 		}
 		if opts.Only == "" || mf.Path == opts.Only {
 			selected = append(selected, mf)
@@ -354,7 +372,7 @@ func readManifest(f *zip.File, env *Envelope, files int) (*Manifest, error) {
 		return nil, err
 	}
 	if !bytes.Equal(h.Sum(nil), env.ManifestSHA256[:]) {
-		return nil, errors.New("manifest does not match the digest in the signed envelope")
+		return nil, mismatch("manifest does not match the digest in the signed envelope")
 	}
 	if err := m.validate(env.BundleID, files); err != nil {
 		return nil, err
@@ -450,7 +468,7 @@ func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile,
 		if len(data) > 0 {
 			n += int64(len(data))
 			if n > mf.Size {
-				return fmt.Errorf("file %q is longer than the manifest says", mf.Path)
+				return mismatch("file %q is longer than the manifest says", mf.Path)
 			}
 			h.Write(data)
 			if _, err := out.Write(data); err != nil {
@@ -466,10 +484,10 @@ func extractFile(ctx context.Context, root string, e *zip.File, mf ManifestFile,
 		}
 	}
 	if n != mf.Size {
-		return fmt.Errorf("file %q is %d bytes, the manifest says %d", mf.Path, n, mf.Size)
+		return mismatch("file %q is %d bytes, the manifest says %d", mf.Path, n, mf.Size)
 	}
 	if hex.EncodeToString(h.Sum(nil)) != mf.SHA256 {
-		return fmt.Errorf("file %q does not match its SHA-256 in the manifest", mf.Path)
+		return mismatch("file %q does not match its SHA-256 in the manifest", mf.Path)
 	}
 	if err := out.Close(); err != nil {
 		return err

@@ -88,6 +88,7 @@ type refusedBundle interface {
 var verificationErrors = []error{
 	crypto.ErrBadSignature, crypto.ErrPayloadHash, crypto.ErrPayloadSize,
 	crypto.ErrNotRecipient, crypto.ErrUnexpectedSender, crypto.ErrNotBundle,
+	crypto.ErrContentMismatch,
 }
 
 // classify returns the exit code of err and the code a JSON error
