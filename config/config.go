@@ -248,7 +248,8 @@ func Parse(data []byte, baseDir string) (*Gateway, error) {
 	g := &Gateway{
 		Limits: Limits{MaxBundleSize: DefaultMaxBundleSize},
 	}
-	d, ok := decodeDocument(data, g)
+	d, ok := decodeDocument(data, "configuration", g)
+	g.lines = d.lines
 	decodeErrs := d.errs
 	if !ok {
 		return nil, decodeErrs

@@ -38,16 +38,18 @@ func (s *S3) setDefaults() {
 	s.TLS = true
 }
 
-// decodeDocument decodes data into g. It returns the decoder, holding the
-// problems found, and false if there is no document to validate further.
-func decodeDocument(data []byte, g *Gateway) (*decoder, bool) {
+// decodeDocument decodes data, one YAML document holding a mapping, into
+// v, a pointer to a struct, with the decoder's strict rules; what names the
+// document in messages ("configuration", "profile"). It returns the
+// decoder, holding the problems found and the line of each field, and
+// false if there is no document to validate further.
+func decodeDocument(data []byte, what string, v any) (*decoder, bool) {
 	d := &decoder{lines: make(map[string]int), nulls: make(map[string]bool)}
-	g.lines = d.lines
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			d.errs = Errors{{Msg: "empty configuration"}}
+			d.errs = Errors{{Msg: "empty " + what}}
 			return d, false
 		}
 		d.errs = Errors{syntaxError(err)}
@@ -60,7 +62,7 @@ func decodeDocument(data []byte, g *Gateway) (*decoder, bool) {
 		d.errs = Errors{syntaxError(err)}
 		return d, false
 	default:
-		d.errs = Errors{{Line: next.Line, Msg: "more than one YAML document; a configuration is one"}}
+		d.errs = Errors{{Line: next.Line, Msg: "more than one YAML document; a " + what + " is one"}}
 		return d, false
 	}
 	root := &doc
@@ -68,7 +70,7 @@ func decodeDocument(data []byte, g *Gateway) (*decoder, bool) {
 		root = doc.Content[0]
 	}
 	if isNull(root) {
-		d.errs = Errors{{Line: root.Line, Msg: "empty configuration"}}
+		d.errs = Errors{{Line: root.Line, Msg: "empty " + what}}
 		return d, false
 	}
 	if root.Kind != yaml.MappingNode {
@@ -76,7 +78,7 @@ func decodeDocument(data []byte, g *Gateway) (*decoder, bool) {
 		return d, false
 	}
 	d.lines[""] = root.Line
-	d.value(root, reflect.ValueOf(g).Elem(), "")
+	d.value(root, reflect.ValueOf(v).Elem(), "")
 	return d, true
 }
 

@@ -1,13 +1,10 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"path/filepath"
-	"reflect"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -61,36 +58,11 @@ func LoadProfile(path string) (*Profile, error) {
 // configurations, so that its errors are alike.
 func parseProfile(data []byte, base string) (*Profile, Errors) {
 	p := &Profile{}
-	d := &decoder{lines: make(map[string]int), nulls: make(map[string]bool)}
+	d, ok := decodeDocument(data, "profile", p)
 	p.lines = d.lines
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, Errors{{Msg: "empty profile"}}
-		}
-		return nil, Errors{syntaxError(err)}
+	if !ok {
+		return nil, d.errs
 	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, Errors{syntaxError(err)}
-	default:
-		return nil, Errors{{Line: next.Line, Msg: "more than one YAML document; a profile is one"}}
-	}
-	root := &doc
-	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
-		root = doc.Content[0]
-	}
-	switch {
-	case isNull(root):
-		return nil, Errors{{Line: root.Line, Msg: "empty profile"}}
-	case root.Kind != yaml.MappingNode:
-		return nil, Errors{{Line: root.Line, Msg: "want a mapping, got " + describe(root)}}
-	}
-	d.lines[""] = root.Line
-	d.value(root, reflect.ValueOf(p).Elem(), "")
 	errs := d.errs
 	add := func(field, format string, args ...any) {
 		if !below(field, d.errs) {
