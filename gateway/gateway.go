@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -48,6 +47,16 @@ type Options struct {
 	// MaxBundleSize bounds payloads accepted from units and peers.
 	MaxBundleSize int64
 	Logger        *zap.Logger
+	// APIMaxConns and APIMaxConnsPerSource bound the local API's open
+	// connections, in total and from one source (an IPv4 address, or the
+	// /64 of an IPv6 address); a connection over either limit is closed at
+	// once. APIHandshakeTimeout bounds an API connection's TLS handshake,
+	// from its acceptance. Zero means 1024, 64 and 10 s (see listener.go).
+	APIMaxConns, APIMaxConnsPerSource int
+	APIHandshakeTimeout               time.Duration
+	// UploadStallTimeout ends an upload whose body brings no byte for that
+	// long, however long the upload as a whole takes. Zero means 30 s.
+	UploadStallTimeout time.Duration
 	// RetryInterval is the first wait before retrying a failed delivery;
 	// it doubles up to RetryMax. Zero means 1 s and 5 min.
 	RetryInterval, RetryMax time.Duration
@@ -161,6 +170,10 @@ func New(opts Options) (*Gateway, error) {
 		Handler:           g.apiHandler(),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// The TLS handshake gets its own, shorter deadline (see
+		// apiConn.setDeadline), not the least of the server's timeouts
+		// that http.Server would give it: the header timeout stays.
+		ConnState: trackAPIConn,
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS13,
 			Certificates: []tls.Certificate{opts.Certificate},
@@ -195,7 +208,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.server.Serve(ctx) })
 	eg.Go(func() error {
-		err := g.api.ServeTLS(readBufferedListener{g.apiLn}, "", "")
+		err := g.api.ServeTLS(g.newAPIListener(g.apiLn), "", "")
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
@@ -229,29 +242,3 @@ func (g *Gateway) Close() error {
 	})
 	return g.closeErr
 }
-
-// apiReadBuffer is the read buffer under each API connection's TLS. TLS
-// reads one record (at most 16 KiB) per read from its connection; with the
-// buffer, one read system call takes in whatever has arrived, up to this
-// size, and an upload costs a fraction of the system calls, which are dear
-// on virtual machines.
-const apiReadBuffer = 128 << 10
-
-// readBufferedListener returns connections whose reads go through a
-// buffer of apiReadBuffer bytes.
-type readBufferedListener struct{ net.Listener }
-
-func (l readBufferedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &readBufferedConn{Conn: c, r: bufio.NewReaderSize(c, apiReadBuffer)}, nil
-}
-
-type readBufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *readBufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -10,10 +10,13 @@ type metrics struct {
 	bundles  *prometheus.CounterVec
 	refusals *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
+
+	apiConns        prometheus.Gauge
+	apiConnsRefused *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "evx_bundles_total",
 			Help: "Bundles by event: submitted by a local unit, delivered to a peer, received from a peer, retrieved by a recipient.",
@@ -26,10 +29,23 @@ func newMetrics() *metrics {
 			Name: "evx_payload_bytes_total",
 			Help: "Payload bytes stored, by event: submitted or received.",
 		}, []string{"event"}),
+		apiConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evx_api_connections",
+			Help: "Open connections to the local API, authenticated or not.",
+		}),
+		apiConnsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_api_connections_refused_total",
+			Help: "Connections to the local API closed at once, by the limit they were over: total or source (per source address).",
+		}, []string{"limit"}),
 	}
+	// Both series exist from the start, at zero.
+	m.apiConnsRefused.WithLabelValues(limitTotal)
+	m.apiConnsRefused.WithLabelValues(limitSource)
+	return m
 }
 
 // Collectors returns the gateway's metrics, for the binary's registry.
 func (g *Gateway) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{g.metrics.bundles, g.metrics.refusals, g.metrics.bytes}
+	return []prometheus.Collector{g.metrics.bundles, g.metrics.refusals, g.metrics.bytes,
+		g.metrics.apiConns, g.metrics.apiConnsRefused}
 }
