@@ -29,6 +29,7 @@ const (
 	CodeUnknownSenderKey    Code = "unknown-sender-key"
 	CodeUnknownUnit         Code = "unknown-unit"
 	CodeNotFound            Code = "not-found"
+	CodeUploadStalled       Code = "upload-stalled"
 	CodeDuplicate           Code = "duplicate"
 	CodeLengthRequired      Code = "length-required"
 	CodeTooLarge            Code = "too-large"
@@ -68,6 +69,7 @@ var codes = []CodeInfo{
 	{CodeUnknownSenderKey, http.StatusForbidden, "the envelope is signed with a key other than the caller's configured one"},
 	{CodeNotFound, http.StatusNotFound, "no such bundle for this caller"},
 	{CodeUnknownUnit, http.StatusNotFound, "directory lookup: no such unit, or its country is not a peer"},
+	{CodeUploadStalled, http.StatusRequestTimeout, "the upload's body brought no byte for the gateway's stall timeout (30 s by default); nothing was stored: upload again"},
 	{CodeDuplicate, http.StatusConflict, "the bundle id was already submitted"},
 	{CodeLengthRequired, http.StatusLengthRequired, "upload without `Content-Length` (chunked)"},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, "`payload.size` exceeds the gateway's maximum bundle size"},

@@ -130,7 +130,29 @@ func (g *Gateway) directoryLookup(_ http.ResponseWriter, r *http.Request, u User
 	return e, nil
 }
 
-func (g *Gateway) upload(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
+// upload takes a bundle from a submitter. Its body is read through a
+// stallGuard: one that brings no byte for the stall timeout ends the upload
+// as upload-stalled, which releases the bundle's lock, the storage object
+// being written or the delivery to the peer, and the connection. A body
+// left unread, whatever the answer, is not drained: net/http would read up
+// to 256 KiB of it before answering, waiting for a client that may send
+// slowly or not at all, so the answer closes the HTTP/1 connection instead
+// (HTTP/2 resets the stream by itself).
+func (g *Gateway) upload(w http.ResponseWriter, r *http.Request, u User) (any, error) {
+	timeout := g.opts.uploadStallTimeout()
+	body := newStallGuard(w, r.Body, timeout)
+	out, err := g.uploadBody(r, u, body)
+	stalled, read := body.stop()
+	if r.ProtoMajor == 1 && (r.ContentLength < 0 || read < r.ContentLength) {
+		w.Header().Set("Connection", "close")
+	}
+	if err != nil && stalled {
+		return nil, api.Errorf(api.CodeUploadStalled, "the request body brought no byte for %v, after %d of %d bytes; nothing was stored: upload again", timeout, read, r.ContentLength)
+	}
+	return out, err
+}
+
+func (g *Gateway) uploadBody(r *http.Request, u User, body io.Reader) (any, error) {
 	envJSON, err := base64.StdEncoding.DecodeString(r.Header.Get(api.HeaderEnvelope))
 	if err != nil || len(envJSON) == 0 {
 		return nil, api.Errorf(api.CodeMalformedEnvelope, "the %s header must hold the base64 envelope", api.HeaderEnvelope)
@@ -150,7 +172,7 @@ func (g *Gateway) upload(_ http.ResponseWriter, r *http.Request, u User) (any, e
 	default:
 		return nil, api.Errorf(api.CodeBadDeliver, "deliver=%q: want queue or direct", d)
 	}
-	return g.submit(r.Context(), u, envJSON, sig, r.Body, r.ContentLength, direct)
+	return g.submit(r.Context(), u, envJSON, sig, body, r.ContentLength, direct)
 }
 
 // outboxStatus answers at once, or with ?wait=DURATION, for a queued
