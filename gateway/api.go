@@ -335,8 +335,13 @@ func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, 
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(obj.Size(), 10))
 	w.WriteHeader(http.StatusOK)
-	if _, err := io.Copy(w, io.NewSectionReader(obj, 0, obj.Size())); err != nil {
+	out := &stallWriter{w: w, rc: http.NewResponseController(w), timeout: g.opts.uploadStallTimeout()}
+	_, err = io.Copy(out, io.NewSectionReader(obj, 0, obj.Size()))
+	if err != nil {
 		g.log.Warn("sending payload", zap.String("bundle", id), zap.String("unit", u.Unit), zap.Error(err))
+	}
+	if g.opts.onDownloadEnded != nil {
+		g.opts.onDownloadEnded(id, err)
 	}
 	return nil, nil
 }

@@ -55,7 +55,8 @@ type Options struct {
 	APIMaxConns, APIMaxConnsPerSource int
 	APIHandshakeTimeout               time.Duration
 	// UploadStallTimeout ends an upload whose body brings no byte for that
-	// long, however long the upload as a whole takes. Zero means 30 s.
+	// long, and a payload download that the recipient stops reading for
+	// that long, however long either takes as a whole. Zero means 30 s.
 	UploadStallTimeout time.Duration
 	// RetryInterval is the first wait before retrying a failed delivery;
 	// it doubles up to RetryMax. Zero means 1 s and 5 min.
@@ -73,6 +74,9 @@ type Options struct {
 	// directory; an error it returns fails the fetch, as if the peer could
 	// not be reached for it. Tests inject faults with it.
 	directoryFault func(peer string) error
+	// onDownloadEnded, if set, is called when a payload download ends,
+	// with its error (nil when sent in full): tests wait on it.
+	onDownloadEnded func(id string, err error)
 	// onDeliveryFailed, if set, is called after each failed delivery
 	// attempt that will be retried, once it is logged: tests wait on it.
 	onDeliveryFailed func(id string, err error)

@@ -102,3 +102,20 @@ func (s *stallGuard) stop() (stalled bool, read int64) {
 	}
 	return s.stalled, s.n
 }
+
+// stallWriter gives each write of a download the stall timeout, as a
+// write deadline on the connection: a recipient that stops reading is cut
+// off after it, releasing the connection and the storage object, while
+// one that reads slowly but steadily is not.
+type stallWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil {
+		return 0, err
+	}
+	return s.w.Write(p)
+}
