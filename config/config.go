@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Gateway is the configuration of one country's gateway. Its yaml tags are
@@ -152,6 +153,20 @@ type Limits struct {
 	// KiB, MiB, GiB or TiB, such as 64GiB. Optional; default 64GiB, at most
 	// 5TiB (the largest object S3 stores).
 	MaxBundleSize Size `yaml:"max_bundle_size"`
+
+	// APIConnections and APIConnectionsPerSource bound the local API's
+	// open connections, in total and from one source (an IPv4 address, or
+	// the /64 of an IPv6 address); a connection over either is closed at
+	// once. Optional; default 1024 and 64. Raise the second for many
+	// units behind one address (NAT).
+	APIConnections          int `yaml:"api_connections"`
+	APIConnectionsPerSource int `yaml:"api_connections_per_source"`
+
+	// StallTimeout ends an upload whose body brings no byte for that long,
+	// and a download its recipient stops reading for that long, however
+	// long either takes as a whole: a duration such as 30s or 2m.
+	// Optional; default 30s, from 1s to 1h.
+	StallTimeout Duration `yaml:"stall_timeout"`
 }
 
 // Peer is another country's gateway.
@@ -200,6 +215,14 @@ const DefaultStorageDir = "data"
 // DefaultRegion is the S3 region used when none is configured.
 const DefaultRegion = "us-east-1"
 
+// Defaults of limits.api_connections, limits.api_connections_per_source
+// and limits.stall_timeout.
+const (
+	DefaultAPIConnections          = 1024
+	DefaultAPIConnectionsPerSource = 64
+	DefaultStallTimeout            = Duration(30 * time.Second)
+)
+
 // DefaultMaxBundleSize is limits.max_bundle_size when it is not configured.
 const DefaultMaxBundleSize = 64 * GiB
 
@@ -246,7 +269,8 @@ func Parse(data []byte, baseDir string) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		Limits: Limits{MaxBundleSize: DefaultMaxBundleSize},
+		Limits: Limits{MaxBundleSize: DefaultMaxBundleSize, APIConnections: DefaultAPIConnections,
+			APIConnectionsPerSource: DefaultAPIConnectionsPerSource, StallTimeout: DefaultStallTimeout},
 	}
 	d, ok := decodeDocument(data, "configuration", g)
 	g.lines = d.lines

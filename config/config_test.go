@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"evx/api"
+	"evx/crypto"
+	"evx/storage"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -114,8 +116,13 @@ var errorCases = []struct {
 	{name: "storage dir and s3", yaml: head + "storage:\n  dir: data\n  s3: " + s3ok + "\n", line: 5, field: "storage", msg: "set one of dir and s3, not both"},
 	{name: "storage empty", yaml: head + "storage: {}\n", line: 5, field: "storage", msg: "set one of dir and s3"},
 	{name: "decimal size unit", yaml: head + "limits:\n  max_bundle_size: 10GB\n", line: 6, field: "limits.max_bundle_size", msg: `bad value "10GB": unknown unit "GB"`},
-	{name: "zero size", yaml: head + "limits:\n  max_bundle_size: 0\n", line: 6, field: "limits.max_bundle_size", msg: `bad value "0B": want from 1B to 5TiB`},
-	{name: "size above S3 limit", yaml: head + "limits:\n  max_bundle_size: 6TiB\n", line: 6, field: "limits.max_bundle_size", msg: `bad value "6TiB"`},
+	{name: "zero size", yaml: head + "limits:\n  max_bundle_size: 0\n", line: 6, field: "limits.max_bundle_size", msg: `bad value "0B": want from 1B to 64GiB`},
+	{name: "size above the storage limit", yaml: head + "limits:\n  max_bundle_size: 65GiB\n", line: 6, field: "limits.max_bundle_size", msg: `bad value "65GiB": want from 1B to 64GiB`},
+	{name: "no API connections", yaml: head + "limits:\n  api_connections: 0\n", line: 6, field: "limits.api_connections", msg: `bad value "0": want from 1 to 65536`},
+	{name: "API connections not a number", yaml: head + "limits:\n  api_connections: many\n", line: 6, field: "limits.api_connections", msg: `want a whole number, got "many"`},
+	{name: "more per source than in all", yaml: head + "limits:\n  api_connections: 10\n  api_connections_per_source: 11\n", line: 7, field: "limits.api_connections_per_source", msg: `bad value "11": want from 1 to limits.api_connections (10)`},
+	{name: "stall timeout too short", yaml: head + "limits:\n  stall_timeout: 5ms\n", line: 6, field: "limits.stall_timeout", msg: `bad value "5ms": want from 1s to 1h`},
+	{name: "stall timeout without unit", yaml: head + "limits:\n  stall_timeout: 30\n", line: 6, field: "limits.stall_timeout", msg: `bad value "30": want a duration such as 30s, 2m or 1h30m`},
 	{name: "negative size", yaml: head + "limits:\n  max_bundle_size: -1\n", line: 6, field: "limits.max_bundle_size", msg: `bad value "-1": want a size such as 64GiB`},
 	{name: "overflowing size", yaml: head + "limits:\n  max_bundle_size: 99999999999TiB\n", line: 6, field: "limits.max_bundle_size", msg: `bad value "99999999999TiB": size too large`},
 	{name: "peer with own id", yaml: peersDoc("  - {id: DE, address: 'de.example.org:7443', ca: de.pem, signing_key: " + key1 + "}\n"), line: 6, field: "peers[0].id", msg: `bad value "DE": that is this gateway's own id`},
@@ -372,7 +379,8 @@ func TestValidateBuiltInCode(t *testing.T) {
 		TLS:        TLS{CA: "/a", Cert: "/b", Key: "/c"},
 		SigningKey: "/d",
 		Storage:    Storage{Dir: "/data"},
-		Limits:     Limits{MaxBundleSize: GiB},
+		Limits: Limits{MaxBundleSize: GiB, APIConnections: DefaultAPIConnections,
+			APIConnectionsPerSource: DefaultAPIConnectionsPerSource, StallTimeout: DefaultStallTimeout},
 	}
 	if err := g.Validate(); err != nil {
 		t.Fatal(err)
@@ -385,5 +393,13 @@ func TestValidateBuiltInCode(t *testing.T) {
 		if !strings.Contains(fmt.Sprint(err), w) || strings.Contains(fmt.Sprint(err), "line ") {
 			t.Errorf("Validate error %q lacks %q or has a line", err, w)
 		}
+	}
+}
+
+// The largest bundle size the configuration accepts is what storage holds,
+// and no more than the bundle format allows.
+func TestMaxBundleSizeLimit(t *testing.T) {
+	if MaxBundleSizeLimit != storage.MaxObjectSize || int64(MaxBundleSizeLimit) > crypto.MaxPayloadSize {
+		t.Errorf("MaxBundleSizeLimit %v; storage holds %d bytes, the format allows %d", Size(MaxBundleSizeLimit), int64(storage.MaxObjectSize), int64(crypto.MaxPayloadSize))
 	}
 }

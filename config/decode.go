@@ -171,6 +171,13 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, field string) {
 			return
 		}
 		v.SetBool(b)
+	case reflect.Int:
+		var i int
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
+			d.errorf(n, field, "want a whole number, got %s", describe(n))
+			return
+		}
+		v.SetInt(int64(i))
 	default:
 		panic("config: field " + field + " has unsupported type " + v.Type().String())
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Size is a number of bytes, written in the configuration with a binary
@@ -83,5 +84,26 @@ func (s *Size) UnmarshalText(text []byte) error {
 		return err
 	}
 	*s = n
+	return nil
+}
+
+// Duration is a span of time, written in the configuration as Go writes
+// durations, such as 30s, 2m or 1h30m.
+type Duration time.Duration
+
+// String returns d as Go writes it, a form UnmarshalText accepts.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText implements [encoding.TextMarshaler].
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements [encoding.TextUnmarshaler] with
+// [time.ParseDuration].
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(strings.TrimSpace(string(text)))
+	if err != nil {
+		return fmt.Errorf("want a duration such as 30s, 2m or 1h30m")
+	}
+	*d = Duration(v)
 	return nil
 }

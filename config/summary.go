@@ -64,6 +64,8 @@ func (g *Gateway) Summary() string {
 		row("  storage", "local disk, "+g.Storage.Dir)
 	}
 	row("  max bundle size", g.Limits.MaxBundleSize.String())
+	row("  API connections", fmt.Sprintf("%d, %d per source", g.Limits.APIConnections, g.Limits.APIConnectionsPerSource))
+	row("  stall timeout", g.Limits.StallTimeout.String())
 	tw.Flush()
 
 	fmt.Fprintf(&b, "peers: %d\n", len(g.Peers))

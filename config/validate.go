@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"evx/api"
 	"evx/crypto"
@@ -19,8 +20,9 @@ var (
 )
 
 // MaxBundleSizeLimit is the largest limits.max_bundle_size accepted: the
-// largest object S3 stores.
-const MaxBundleSizeLimit = 5 * TiB
+// largest object evx's storage backends store (storage.MaxObjectSize, which
+// a test keeps equal), below the bundle format's own limit of 1 TiB.
+const MaxBundleSizeLimit = 64 * GiB
 
 const (
 	idHint   = "want 2 to 16 upper-case letters or digits, starting with a letter, such as DE"
@@ -134,6 +136,15 @@ func (g *Gateway) validate() Errors {
 
 	if n := g.Limits.MaxBundleSize; n <= 0 || n > MaxBundleSizeLimit {
 		add(g.badValue("limits.max_bundle_size", n.String(), "want from 1B to %v", Size(MaxBundleSizeLimit)))
+	}
+	if n := g.Limits.APIConnections; n < 1 || n > 65536 {
+		add(g.badValue("limits.api_connections", strconv.Itoa(n), "want from 1 to 65536"))
+	}
+	if n := g.Limits.APIConnectionsPerSource; n < 1 || n > g.Limits.APIConnections {
+		add(g.badValue("limits.api_connections_per_source", strconv.Itoa(n), "want from 1 to limits.api_connections (%d)", g.Limits.APIConnections))
+	}
+	if d := g.Limits.StallTimeout; d < Duration(time.Second) || d > Duration(time.Hour) {
+		add(g.badValue("limits.stall_timeout", d.String(), "want from 1s to 1h"))
 	}
 
 	peerIDs := make(map[string]string)

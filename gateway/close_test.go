@@ -3,9 +3,11 @@ package gateway
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 
 	"evx/internal/devenv"
+	"evx/storage"
 
 	"go.uber.org/zap"
 )
@@ -60,4 +62,20 @@ func TestClose(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	relisten()
+}
+
+// A maximum bundle size that storage cannot hold is refused, not lowered.
+func TestNewRefusesOversizedBundles(t *testing.T) {
+	w, err := devenv.New("DE", "FR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := devOptions(w, "DE", map[string]string{"DE": "127.0.0.1:0", "FR": "127.0.0.1:9"}, "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop())
+	o.MaxBundleSize = storage.MaxObjectSize + 1
+	if g, err := New(o); err == nil {
+		g.Close()
+		t.Fatal("New accepted a maximum bundle size over what storage holds")
+	} else if !strings.Contains(err.Error(), "maximum bundle size 68719476737 is out of range") {
+		t.Errorf("error %q does not say what is wrong", err)
+	}
 }

@@ -44,7 +44,8 @@ type Options struct {
 	Storage    storage.Backend
 	Peers      []transfer.Peer
 	Users      []User
-	// MaxBundleSize bounds payloads accepted from units and peers.
+	// MaxBundleSize bounds payloads accepted from units and peers: at most
+	// storage.MaxObjectSize, the default.
 	MaxBundleSize int64
 	Logger        *zap.Logger
 	// APIMaxConns and APIMaxConnsPerSource bound the local API's open
@@ -121,8 +122,13 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("no logger")
 	}
-	if opts.MaxBundleSize <= 0 || opts.MaxBundleSize > storage.MaxObjectSize {
+	switch {
+	case opts.MaxBundleSize == 0:
 		opts.MaxBundleSize = storage.MaxObjectSize
+	case opts.MaxBundleSize < 0 || opts.MaxBundleSize > storage.MaxObjectSize:
+		// Refused rather than lowered: the operator asked for bundles
+		// the storage cannot hold.
+		return nil, fmt.Errorf("maximum bundle size %d is out of range: want 1 to %d bytes, the largest object storage holds", opts.MaxBundleSize, int64(storage.MaxObjectSize))
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = time.Second

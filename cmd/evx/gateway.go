@@ -98,7 +98,9 @@ func utcMillis(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 // every key, certificate and credential it names.
 func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (gateway.Options, error) {
 	o := gateway.Options{ID: cfg.ID, PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
-		MaxBundleSize: int64(cfg.Limits.MaxBundleSize), Logger: log}
+		MaxBundleSize: int64(cfg.Limits.MaxBundleSize), Logger: log,
+		APIMaxConns: cfg.Limits.APIConnections, APIMaxConnsPerSource: cfg.Limits.APIConnectionsPerSource,
+		UploadStallTimeout: time.Duration(cfg.Limits.StallTimeout)}
 	var err error
 	if o.Certificate, err = tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
 		return o, fmt.Errorf("tls: %w", err)
