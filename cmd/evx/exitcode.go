@@ -39,7 +39,7 @@ var exitCodes = []struct {
 	{exitUsage, "usage", "bad usage: an unknown command or flag, a wrong number of arguments, a missing or bad flag value"},
 	{exitRefused, "refused", "refused: the gateway refused the request (an API error that is not temporary) or a peer gateway refused the bundle or the client certificate"},
 	{exitUnavailable, "unavailable", "unavailable: the gateway cannot be reached, or answered that it cannot serve for now (a temporary API error); the same command may succeed later"},
-	{exitVerify, "verification", "verification failed: a signature, a hash or size, the expected sender or the recipient did not check out, the file is not a well-formed bundle, or the gateway's certificate did not verify"},
+	{exitVerify, "verification", "verification failed: a signature, a hash or size, the expected sender or the recipient did not check out, the file is not a well-formed bundle, the gateway's certificate did not verify, or its answer contradicts the request (another bundle's envelope, more bytes than the envelope declares)"},
 }
 
 // exitHelp is the table of exit codes for evx --help.
@@ -89,6 +89,8 @@ var verificationErrors = []error{
 	crypto.ErrBadSignature, crypto.ErrPayloadHash, crypto.ErrPayloadSize,
 	crypto.ErrNotRecipient, crypto.ErrUnexpectedSender, crypto.ErrNotBundle,
 	crypto.ErrContentMismatch,
+	// A gateway whose answer contradicts the bundle asked for.
+	client.ErrBadAnswer,
 }
 
 // classify returns the exit code of err and the code a JSON error

@@ -46,6 +46,7 @@ func TestClassify(t *testing.T) {
 		{"payload size", fmt.Errorf("%w: it ended early", crypto.ErrPayloadSize), 5, "verification"},
 		{"not a recipient", fmt.Errorf("%w (its recipients: x)", crypto.ErrNotRecipient), 5, "verification"},
 		{"content mismatch", fmt.Errorf("opening bundle x: %w", crypto.ErrContentMismatch), 5, "verification"},
+		{"bad gateway answer", fmt.Errorf("downloading bundle x: %w", client.ErrBadAnswer), 5, "verification"},
 		{"unexpected sender", fmt.Errorf("%w: signed by y", crypto.ErrUnexpectedSender), 5, "verification"},
 		{"not a bundle", fmt.Errorf("x: %w: empty", crypto.ErrNotBundle), 5, "verification"},
 		{"missing file", &os.PathError{Op: "open", Path: "x", Err: os.ErrNotExist}, 1, "failure"},

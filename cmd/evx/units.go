@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,11 +25,11 @@ func printJSON(w io.Writer, v any) error {
 
 func newPushCmd() *cobra.Command {
 	var (
-		profile        string
-		to             []string
-		ef             envelopeFlags
-		asJSON, noWait bool
-		wait           time.Duration
+		profile                      string
+		to                           []string
+		ef                           envelopeFlags
+		asJSON, noWait, allowExposed bool
+		wait                         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "push --profile P --to COUNTRY/unit --purpose P --legal-basis REF FILES_OR_DIRS...",
@@ -49,7 +48,7 @@ bundle stays queued at your gateway if it is not over by then. With
 ` + vocabularyHelp(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(to) == 0 {
-				return errors.New("at least one --to recipient is required")
+				return usagef("at least one --to recipient is required")
 			}
 			for _, unit := range to {
 				if !crypto.ValidUnitID(unit) {
@@ -63,13 +62,13 @@ bundle stays queued at your gateway if it is not over by then. With
 				return err
 			}
 			if len(args) == 0 {
-				return errors.New("no files to push")
+				return usagef("no files to push")
 			}
 			opts, err := ef.options()
 			if err != nil {
 				return err
 			}
-			c, key, err := loadProfile(profile)
+			c, key, err := loadProfileFrom(profile, allowExposed, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -102,6 +101,7 @@ bundle stays queued at your gateway if it is not over by then. With
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&noWait, "no-wait", false, "return once the gateway has stored the bundle, before delivery")
 	f.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for a delivery your gateway queued")
+	registerAllowExposed(f, &allowExposed)
 	return cmd
 }
 
@@ -173,7 +173,7 @@ func newInboxCmd() *cobra.Command {
 
 func newPullCmd() *cobra.Command {
 	var profile, out, keep string
-	var asJSON bool
+	var asJSON, allowExposed bool
 	cmd := &cobra.Command{
 		Use:   "pull --profile P BUNDLE_ID -o DIR [--keep-bundle FILE] [--json]",
 		Short: "Download, verify and open a bundle addressed to you",
@@ -189,9 +189,9 @@ that the sender's country's directory lists for the sender.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
-				return errors.New("-o is required")
+				return usagef("-o is required")
 			}
-			c, key, err := loadProfile(profile)
+			c, key, err := loadProfileFrom(profile, allowExposed, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -218,6 +218,7 @@ that the sender's country's directory lists for the sender.`,
 	cmd.Flags().StringVarP(&out, "output", "o", "", "extract into `DIR` (must not exist or be empty)")
 	cmd.Flags().StringVar(&keep, "keep-bundle", "", "also keep the bundle itself at `FILE` (must not exist)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	registerAllowExposed(cmd.Flags(), &allowExposed)
 	return cmd
 }
 
@@ -271,7 +272,7 @@ func newDevEnvCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
-				return errors.New("--dir is required")
+				return usagef("--dir is required")
 			}
 			if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 				return fmt.Errorf("%q is not empty", dir)
