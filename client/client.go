@@ -191,6 +191,13 @@ func (c *Client) Lookup(ctx context.Context, unit string) (*crypto.DirectoryEntr
 	return &e, nil
 }
 
+// Peers returns the peer gateways of the client's gateway, with their
+// signing keys, as its configuration names them.
+func (c *Client) Peers(ctx context.Context) ([]api.Peer, error) {
+	var peers []api.Peer
+	return peers, c.get(ctx, "/v1/peers", &peers)
+}
+
 // ErrBadAnswer is wrapped by the errors of answers that do not fit the
 // request: another bundle's envelope, a payload longer than its envelope
 // declares. The gateway, or something between, is faulty or hostile.

@@ -35,6 +35,7 @@ type fakeGateway struct {
 	entryFor      map[string]string                  // answer GET /v1/inbox/{id} with another bundle's entry
 	senderCheck   string                             // the entry's sender_check
 	signingKey    string                             // the directory's signing key for DE/forensics, if set
+	keptDirectory *crypto.Signed                     // the entry's sender_directory, if set
 	payload       func(http.ResponseWriter, *sealed) // serves the payload, if set
 	refuse        *api.Error                         // answer every request with this refusal, if set
 	refuseRawBody string                             // or with this body and status 403
@@ -141,6 +142,8 @@ func (f *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			e.SigningKey = f.signingKey
 		}
 		writeJSON(w, 200, e)
+	case r.Method == "GET" && len(parts) == 1 && parts[0] == "peers":
+		writeJSON(w, 200, []api.Peer{{ID: "DE", SigningKey: f.dev.Country("DE").Signing.Signer().Public()}})
 	case r.Method == "GET" && len(parts) == 2 && parts[0] == "inbox":
 		id := parts[1]
 		if other, ok := f.entryFor[id]; ok {
@@ -155,7 +158,7 @@ func (f *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			BundleID: b.env.BundleID, From: "DE", Sender: b.env.Sender.Unit, Purpose: b.env.Purpose,
 			LegalBasis: b.env.LegalBasis, Handling: b.env.Handling, TLP: b.env.TLP, Size: b.env.PayloadSize,
 			ReceivedAt: time.Now().UTC(), RetainUntil: b.env.RetainUntil, SenderCheck: f.senderCheck,
-			Envelope: b.envJSON, Signature: b.sig,
+			Envelope: b.envJSON, Signature: b.sig, SenderDirectory: f.keptDirectory,
 		})
 	case r.Method == "GET" && len(parts) == 3 && parts[0] == "inbox" && parts[2] == "payload":
 		b := f.bundles[parts[1]]
@@ -180,4 +183,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// signedDirectory returns DE's directory listing key as DE/forensics's
+// signing key, signed by signer.
+func (f *fakeGateway) signedDirectory(signer *crypto.SigningKey, key string) *crypto.Signed {
+	f.t.Helper()
+	d, err := signer.SignDirectory(crypto.Directory{Format: crypto.DirectoryFormat, Gateway: "DE",
+		Issued: "2026-12-01T10:00:00Z", Units: []crypto.DirectoryEntry{{Unit: "DE/forensics", Role: string(api.RoleSubmitter), SigningKey: key}}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return d
 }

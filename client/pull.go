@@ -31,6 +31,10 @@ type PullResult struct {
 	// SenderPinned reports that the signing key was checked, on this
 	// machine, against the sender's entry in its country's directory.
 	SenderPinned bool
+	// SenderChecked says, for people, which directory that was: the
+	// signed copy the gateway kept when the bundle arrived, verified here,
+	// or the directory as the gateway looks it up now.
+	SenderChecked string
 }
 
 // Pull downloads a received bundle, rebuilds it, opens and verifies it on
@@ -80,16 +84,9 @@ func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep str
 	}
 	// The gateway says it checked the sender; the recipient checks again
 	// rather than trust what the gateway stored, and pins the key for open.
-	if env.Sender.Unit == "" {
-		return nil, fmt.Errorf("bundle %s names no sending unit, so its signing key cannot be checked in a directory; open it with evx open --expect-sender", id)
-	}
-	sender, err := c.Lookup(ctx, env.Sender.Unit)
+	senderKey, checked, err := checkSender(ctx, c, e, env)
 	if err != nil {
-		return nil, fmt.Errorf("looking up sender %s in its country's directory: %w", env.Sender.Unit, err)
-	}
-	if api.Role(sender.Role) != api.RoleSubmitter || sender.SigningKey != env.Sender.Key {
-		return nil, fmt.Errorf("%w: bundle %s is signed with %s, which the directory does not list for submitter %s",
-			crypto.ErrUnexpectedSender, id, env.Sender.Key, env.Sender.Unit)
+		return nil, err
 	}
 
 	var w io.Writer = payload
@@ -116,11 +113,11 @@ func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep str
 	if err != nil {
 		return nil, err
 	}
-	res, err := b.Open(ctx, key, dir, crypto.OpenOptions{ExpectSender: sender.SigningKey})
+	res, err := b.Open(ctx, key, dir, crypto.OpenOptions{ExpectSender: senderKey})
 	if err != nil {
 		return nil, fmt.Errorf("opening bundle %s: %w", id, err)
 	}
-	out := &PullResult{Entry: e, Open: res, SenderPinned: true}
+	out := &PullResult{Entry: e, Open: res, SenderPinned: true, SenderChecked: checked}
 	if keep != "" {
 		if out.BundleCopied, err = keepBundle(bundle, info.Size(), keep, os.Link); err != nil {
 			return nil, fmt.Errorf("keeping the bundle: %w", err)
@@ -261,4 +258,57 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	p.n += int64(n)
 	p.f(p.n)
 	return n, err
+}
+
+// checkSender checks the envelope's signing key against the directory of
+// the sender's country, and returns the key to pin and how it was checked.
+//
+// When the gateway kept the signed directory it checked the sender against
+// on arrival (e.SenderDirectory), that copy is verified here against the
+// sending gateway's signing key from the gateway's configuration (GET
+// /v1/peers), so that the check holds while the sending gateway is down and
+// a record altered in the gateway's storage cannot pass. Without a copy,
+// the sender is looked up in the directory as the gateway fetches it now.
+func checkSender(ctx context.Context, c *Client, e *api.InboxEntry, env *crypto.Envelope) (string, string, error) {
+	id, unit := env.BundleID, env.Sender.Unit
+	if unit == "" {
+		return "", "", fmt.Errorf("bundle %s names no sending unit, so its signing key cannot be checked in a directory; open it with evx open --expect-sender", id)
+	}
+	country, _, _ := strings.Cut(unit, "/")
+	if country != e.From {
+		return "", "", fmt.Errorf("%w: bundle %s was delivered by gateway %s, but its sender %s belongs to %s", ErrBadAnswer, id, Printable(e.From), unit, country)
+	}
+	var (
+		entry   crypto.DirectoryEntry
+		ok      bool
+		checked string
+	)
+	if e.SenderDirectory != nil {
+		peers, err := c.Peers(ctx)
+		if err != nil {
+			return "", "", fmt.Errorf("asking the gateway for %s's signing key: %w", country, err)
+		}
+		i := slices.IndexFunc(peers, func(p api.Peer) bool { return p.ID == country })
+		if i < 0 {
+			return "", "", fmt.Errorf("gateway %s delivered bundle %s but is not a peer of your gateway", country, id)
+		}
+		d, err := crypto.VerifyDirectory(e.SenderDirectory, peers[i].SigningKey, country)
+		if err != nil {
+			return "", "", fmt.Errorf("%w: the directory of %s kept with bundle %s: %w", crypto.ErrUnexpectedSender, country, id, err)
+		}
+		entry, ok = d.Lookup(unit)
+		checked = fmt.Sprintf("the signing key is the one %s's signed directory issued %s lists for %s, verified here against %s", country, d.Issued, unit, peers[i].SigningKey)
+	} else {
+		le, err := c.Lookup(ctx, unit)
+		if err != nil {
+			return "", "", fmt.Errorf("looking up sender %s in its country's directory: %w", unit, err)
+		}
+		entry, ok = *le, true
+		checked = fmt.Sprintf("the signing key is the one %s's directory lists for %s", country, unit)
+	}
+	if !ok || api.Role(entry.Role) != api.RoleSubmitter || entry.SigningKey != env.Sender.Key {
+		return "", "", fmt.Errorf("%w: bundle %s is signed with %s, which the directory of %s does not list for submitter %s",
+			crypto.ErrUnexpectedSender, id, env.Sender.Key, country, unit)
+	}
+	return entry.SigningKey, checked, nil
 }

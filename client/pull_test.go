@@ -350,3 +350,77 @@ func device(t *testing.T, path string) int64 {
 	}
 	return int64(st.Dev)
 }
+
+// With the signed directory its gateway kept from the bundle's arrival,
+// pull checks the sender against that copy, verified here with the sending
+// gateway's key from its gateway's configuration, without a directory
+// lookup; a copy not signed by that key, or listing another key, is refused
+// before anything is downloaded.
+func TestPullChecksTheKeptDirectory(t *testing.T) {
+	f := newFakeGateway(t)
+	c, key := f.client()
+	de := f.dev.Country("DE")
+	sender := de.User("forensics").Key.Public().SigningKey
+	other, err := crypto.GenerateUnitKey("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		dir  *crypto.Signed
+		want error
+	}{
+		{"kept and valid", f.signedDirectory(de.Signing.Signer(), sender), nil},
+		{"signed by another key", f.signedDirectory(other.Signer(), sender), crypto.ErrUnexpectedSender},
+		{"listing another key", f.signedDirectory(de.Signing.Signer(), other.Public().SigningKey), crypto.ErrUnexpectedSender},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.keptDirectory = tc.dir
+			b := f.seal(1000)
+			before := len(f.asked())
+			res, err := client.Pull(context.Background(), c, key, b.env.BundleID, filepath.Join(t.TempDir(), "out"), "", nil)
+			asked := f.asked()[before:]
+			if slices.ContainsFunc(asked, func(r string) bool { return strings.Contains(r, "/v1/directory/") }) {
+				t.Errorf("pull looked the sender up although the gateway kept its directory: %q", asked)
+			}
+			if tc.want != nil {
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("pull: %v, want %v", err, tc.want)
+				}
+				if slices.ContainsFunc(asked, func(r string) bool { return strings.HasSuffix(r, "/payload") || strings.HasSuffix(r, "/ack") }) {
+					t.Errorf("pull downloaded or acknowledged after a failed sender check: %q", asked)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(res.SenderChecked, "signed directory issued 2026-12-01T10:00:00Z") {
+				t.Errorf("sender checked %q, want the kept signed directory", res.SenderChecked)
+			}
+		})
+	}
+}
+
+// A bundle is pulled while the sending country's gateway is down: the
+// recipient checks the sender against the signed directory its gateway
+// kept.
+func TestPullWhileSenderIsDown(t *testing.T) {
+	w := startWorld(t)
+	ctx := context.Background()
+	de, deKey := w.client("DE", "forensics")
+	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 10_000),
+		Seal: sealOpts(), TempDir: t.TempDir(), Wait: 20 * time.Second})
+	if err != nil || res.Status.State != api.StateDelivered {
+		t.Fatalf("push: %+v, %v", res, err)
+	}
+	w.stop("DE")
+	fr, frKey := w.client("FR", "prosecutor")
+	pr, err := client.Pull(ctx, fr, frKey, res.Envelope.BundleID, filepath.Join(t.TempDir(), "out"), "", nil)
+	if err != nil {
+		t.Fatalf("pull while DE is down: %v", err)
+	}
+	if !pr.SenderPinned || !strings.Contains(pr.SenderChecked, "DE's signed directory") {
+		t.Errorf("sender pinned %v, checked %q; want the kept signed directory", pr.SenderPinned, pr.SenderChecked)
+	}
+}

@@ -175,8 +175,10 @@ func TestHostileGatewayText(t *testing.T) {
 	}{
 		{args: []string{"inbox", "--profile", profile},
 			want: []string{`DE/forensics\x1b]0;pwned\x07\x1b[2J\u202egnp.exe\u009b31m\x0aFORGED line`, `EIO\x1b]0;pwned`}},
+		// A delivering gateway other than the sender's country is refused
+		// (as a bad answer), and the error shows it escaped.
 		{args: []string{"pull", "--profile", profile, id, "-o", filepath.Join(t.TempDir(), "out")},
-			want: []string{`from gateway DE\x1b]0;pwned\x07`, `sender check  checked\x1b]0;pwned\x07\x1b[2J\u202egnp.exe\u009b31m\x0aFORGED line`}},
+			fail: true, want: []string{`delivered by gateway DE\x1b]0;pwned\x07\x1b[2J\u202egnp.exe\u009b31m\x0aFORGED line, but its sender DE/forensics belongs to DE`}},
 		{args: []string{"pull", "--profile", profile, strings.Repeat("0", 32), "-o", filepath.Join(t.TempDir(), "out")},
 			fail: true, want: []string{`forbidden: no\x1b]0;pwned`}},
 	} {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -233,8 +232,7 @@ func printPulled(w io.Writer, res *client.PullResult, dir string, acked bool) {
 		fmt.Fprintf(w, "case          %s\n", printable(env.Case))
 	}
 	fmt.Fprintf(w, "sender check  %s\n", printable(e.SenderCheck))
-	country, _, _ := strings.Cut(env.Sender.Unit, "/")
-	fmt.Fprintf(w, "              and here: the signing key is the one %s's directory lists for %s\n", country, env.Sender.Unit)
+	fmt.Fprintf(w, "              and here: %s\n", printable(res.SenderChecked))
 	printOpenSummary(w, res.Open, res.SenderPinned, dir)
 	switch {
 	case res.BundleCopied:
