@@ -137,7 +137,11 @@ func (g *Gateway) delivered(id, peer string, duplicate bool, start time.Time) {
 func (g *Gateway) refused(id string, rej *transfer.Rejection) {
 	g.log.Error("delivery refused by peer", zap.String("bundle", id),
 		zap.String("code", rej.Code), zap.String("reason", rej.Reason))
-	g.metrics.refusals.WithLabelValues("delivery", rej.Code).Inc()
+	code := rej.Code
+	if !transfer.KnownCode(code) {
+		code = "other" // the peer's own invention: labels stay a fixed set
+	}
+	g.metrics.refusals.WithLabelValues("delivery", code).Inc()
 }
 
 func (g *Gateway) enqueue(id string) {

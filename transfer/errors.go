@@ -27,6 +27,19 @@ const (
 	CodeInternal         = "internal"          // an unexpected error at the receiver
 )
 
+// KnownCode reports whether code is one of the rejection codes of protocol
+// v1 above. A peer may send any string: a code it makes up must not become,
+// say, a new metric label.
+func KnownCode(code string) bool {
+	switch code {
+	case CodeMalformed, CodeBadSignature, CodeSenderMismatch, CodeUnknownSender, CodeUnknownRecipient,
+		CodeTooLarge, CodeConflict, CodeSizeMismatch, CodeHashMismatch, CodeNotAccepted,
+		CodeUnavailable, CodeInternal:
+		return true
+	}
+	return false
+}
+
 // Rejection is a refusal with a code from the fixed set above and a reason
 // meant for people. Receivers return it to refuse; senders receive it.
 type Rejection struct {
