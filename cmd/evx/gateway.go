@@ -220,12 +220,12 @@ func metricsServer(addr string, g *gateway.Gateway) (func(context.Context) error
 	if err != nil {
 		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// A scrape is small and quick: every step of it is bounded.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	return func(ctx context.Context) error {
-		go func() {
-			<-ctx.Done()
-			srv.Close()
-		}()
+		stop := context.AfterFunc(ctx, func() { srv.Close() })
+		defer stop()
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
