@@ -15,7 +15,7 @@ func newKeygenCmd() *cobra.Command {
 	var out, unit, public string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "keygen [-o FILE] [--unit ID] | keygen -y FILE [--json]",
+		Use:   "keygen [-o FILE [--json]] [--unit ID] | keygen -y FILE [--json]",
 		Short: "Make a unit key, or print the public half of one",
 		Long: `keygen writes a new unit key: a post-quantum hybrid age identity
 (ML-KEM-768 + X25519) and an Ed25519 signing key. The file is readable by
@@ -32,8 +32,8 @@ the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
 				}
 				return printPublicKey(cmd, k.Public(), asJSON)
 			}
-			if asJSON {
-				return usagef("--json goes with -y")
+			if asJSON && out == "" {
+				return usagef("--json needs -o FILE: without it the key itself is written to standard output")
 			}
 			k, err := crypto.GenerateUnitKey(unit)
 			if err != nil {
@@ -50,6 +50,17 @@ the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
 			if err := writeNewFile(out, text, 0o600); err != nil {
 				return err
 			}
+			if asJSON {
+				// The public half, as keygen -y --json prints it, and
+				// where the key was written.
+				pub := k.Public()
+				return printJSON(cmd.OutOrStdout(), struct {
+					Unit         string `json:"unit,omitempty"`
+					AgeRecipient string `json:"age_recipient"`
+					SigningKey   string `json:"signing_key"`
+					File         string `json:"file"`
+				}{pub.Unit, pub.AgeRecipient, pub.SigningKey, out})
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "Public key: %s\nSigning key: %s\n", k.Recipient(), crypto.FormatSigningKey(k.SigningPublicKey()))
 			return nil
 		},
@@ -57,7 +68,7 @@ the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write the key to `FILE` (mode 0600; never overwritten)")
 	cmd.Flags().StringVar(&unit, "unit", "", "unit `ID` recorded in the key, such as DE/forensics")
 	cmd.Flags().StringVarP(&public, "public", "y", "", "print the public half of key `FILE`")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "with -y, print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the public half as JSON (with -y, or with -o)")
 	return cmd
 }
 
