@@ -130,6 +130,34 @@ func (w *World) Peer(id, address string) transfer.Peer {
 		SigningKey: crypto.FormatSigningKey(c.Signing.SigningPublicKey())}
 }
 
+// GatewayParts are what a World holds for one country's gateway: its
+// identity, certificates and keys, its peers and its users. Tests build
+// gateway options from them.
+type GatewayParts struct {
+	ID string
+	// PeerAddr is the gateway's own UDP address.
+	PeerAddr    string
+	Certificate tls.Certificate
+	LocalCA     *x509.CertPool
+	SigningKey  *crypto.SigningKey
+	Peers       []transfer.Peer
+	Users       []*User
+}
+
+// GatewayParts returns the parts of country id's gateway, with each country
+// at the UDP address peerAddrs gives it.
+func (w *World) GatewayParts(id string, peerAddrs map[string]string) GatewayParts {
+	c := w.Country(id)
+	p := GatewayParts{ID: id, PeerAddr: peerAddrs[id], Certificate: c.Cert, LocalCA: c.CAPool(),
+		SigningKey: c.Signing.Signer(), Users: c.Users}
+	for _, o := range w.Countries {
+		if o.ID != id {
+			p.Peers = append(p.Peers, w.Peer(o.ID, peerAddrs[o.ID]))
+		}
+	}
+	return p
+}
+
 // S3 configures dev-env to use an S3 endpoint, one bucket per country.
 type S3 struct {
 	Endpoint  string // host:port
@@ -146,13 +174,13 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 	peerAddrs, apiAddrs, metricsAddrs := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, c := range w.Countries {
 		var err error
-		if peerAddrs[c.ID], err = freeAddr("udp"); err != nil {
+		if peerAddrs[c.ID], err = FreeAddr("udp"); err != nil {
 			return err
 		}
-		if apiAddrs[c.ID], err = freeAddr("tcp"); err != nil {
+		if apiAddrs[c.ID], err = FreeAddr("tcp"); err != nil {
 			return err
 		}
-		if metricsAddrs[c.ID], err = freeAddr("tcp"); err != nil {
+		if metricsAddrs[c.ID], err = FreeAddr("tcp"); err != nil {
 			return err
 		}
 	}
@@ -246,8 +274,9 @@ func writeKey(path string, k *crypto.UnitKey) error {
 	return os.WriteFile(path, text, 0o600)
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(network string) (string, error) {
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago, for network "udp" or "tcp".
+func FreeAddr(network string) (string, error) {
 	if network == "udp" {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
