@@ -14,6 +14,7 @@ import (
 
 	"evx/api"
 	"evx/crypto"
+	"evx/internal/evxtest"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -37,7 +38,7 @@ func (tw *testWorld) startHalfHandshake(t *testing.T, country, src, addr string)
 		release: make(chan struct{}), done: make(chan error, 1)}
 	host, _, _ := net.SplitHostPort(addr)
 	conf := &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: tw.world.Country(country).CAPool(), ServerName: host,
+		MinVersion: tls.VersionTLS13, RootCAs: tw.Dev.Country(country).CAPool(), ServerName: host,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			close(h.reached)
 			<-h.release
@@ -77,7 +78,7 @@ func (tw *testWorld) wantHandshakeRefused(t *testing.T, country, src, addr strin
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	host, _, _ := net.SplitHostPort(addr)
 	answered := false
-	err = tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: tw.world.Country(country).CAPool(), ServerName: host,
+	err = tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: tw.Dev.Country(country).CAPool(), ServerName: host,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			answered = true
 			return nil, errors.New("the server answered the handshake")
@@ -116,9 +117,9 @@ func TestAPIConnectionFlood(t *testing.T) {
 		o.APIMaxConnsPerSource = perSource
 		o.APIHandshakeTimeout = time.Minute
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
-	g := tw.gateways["DE"]
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	g := tw.gw("DE")
 	addr := g.APIAddr()
 	ctx := context.Background()
 
@@ -149,18 +150,18 @@ func TestAPIConnectionFlood(t *testing.T) {
 	}
 
 	// Meanwhile a user at 127.0.0.1 is served.
-	de, deKey := tw.client(t, "DE", "forensics")
+	de, deKey := tw.Client("DE", "forensics")
 	if w, err := de.WhoAmI(ctx); err != nil || w.Unit != "DE/forensics" {
 		t.Fatalf("whoami during the flood: %+v, %v", w, err)
 	}
-	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 50_000)
-	if st, err := b.upload(ctx, de); err != nil || st.State != api.StateQueued {
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 50_000)
+	if st, err := upload(ctx, de, b); err != nil || st.State != api.StateQueued {
 		t.Fatalf("upload during the flood: %+v, %v", st, err)
 	}
 
 	// The refusals were logged once, not once each.
 	var lines int
-	for _, e := range tw.logs["DE"].FilterMessage("API connection refused").All() {
+	for _, e := range tw.Logs["DE"].FilterMessage("API connection refused").All() {
 		if e.ContextMap()["source"] == "127.0.0.2/32" {
 			lines++
 		}
@@ -190,8 +191,8 @@ func TestAPIIdleConnectionMemory(t *testing.T) {
 		o.APIMaxConnsPerSource = n
 		o.APIHandshakeTimeout = time.Minute
 	})
-	tw.start(t, "DE")
-	addr := tw.gateways["DE"].APIAddr()
+	tw.Start(t, "DE")
+	addr := tw.gw("DE").APIAddr()
 	// One first, for what the first handshake allocates once.
 	h := tw.startHalfHandshake(t, "DE", "127.0.0.2", addr)
 	h.wait(t)
@@ -225,8 +226,8 @@ func TestAPIHandshakeDeadline(t *testing.T) {
 	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
 		o.APIHandshakeTimeout = 200 * time.Millisecond
 	})
-	tw.start(t, "DE")
-	addr := tw.gateways["DE"].APIAddr()
+	tw.Start(t, "DE")
+	addr := tw.gw("DE").APIAddr()
 
 	t.Run("no ClientHello", func(t *testing.T) {
 		wantClosedByServer(t, dialFrom(t, "127.0.0.1", addr), "a connection without a handshake")
@@ -248,17 +249,17 @@ func TestAPIHandshakeDeadline(t *testing.T) {
 		// A request that lasts five handshake deadlines: a status wait
 		// for a bundle that cannot be delivered, FR being down.
 		ctx := context.Background()
-		de, deKey := tw.client(t, "DE", "forensics")
-		tw.start(t, "FR")
+		de, deKey := tw.Client("DE", "forensics")
+		tw.Start(t, "FR")
 		if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
 			t.Fatal(err)
 		}
-		tw.stop(t, "FR")
-		b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
-		if _, err := b.upload(ctx, de); err != nil {
+		tw.Stop(t, "FR")
+		b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
+		if _, err := upload(ctx, de, b); err != nil {
 			t.Fatal(err)
 		}
-		st, err := de.OutboxStatusWait(ctx, b.env.BundleID, time.Second)
+		st, err := de.OutboxStatusWait(ctx, b.Env.BundleID, time.Second)
 		if err != nil || st.State != api.StateQueued {
 			t.Fatalf("status after a wait of 1 s: %+v, %v", st, err)
 		}

@@ -20,12 +20,12 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	udp, err := freeAddr("udp")
+	udp, err := devenv.FreeAddr("udp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addrs := map[string]string{"DE": udp, "FR": "127.0.0.1:9"}
-	g, err := New(devOptions(w, "DE", addrs, "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop()))
+	g, err := New(devOptions(w.GatewayParts("DE", addrs), "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestClose(t *testing.T) {
 	relisten()
 
 	// Run with a context that is already done returns having closed.
-	g, err = New(devOptions(w, "DE", addrs, api, diskStore(t, "DE"), zap.NewNop()))
+	g, err = New(devOptions(w.GatewayParts("DE", addrs), api, diskStore(t, "DE"), zap.NewNop()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestNewRefusesOversizedBundles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := devOptions(w, "DE", map[string]string{"DE": "127.0.0.1:0", "FR": "127.0.0.1:9"}, "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop())
+	o := devOptions(w.GatewayParts("DE", map[string]string{"DE": "127.0.0.1:0", "FR": "127.0.0.1:9"}), "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop())
 	o.MaxBundleSize = storage.MaxObjectSize + 1
 	if g, err := New(o); err == nil {
 		g.Close()

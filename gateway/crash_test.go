@@ -14,6 +14,7 @@ import (
 	"evx/api"
 	"evx/client"
 	"evx/crypto"
+	"evx/internal/evxtest"
 	"evx/storage"
 	"evx/storage/storagetest"
 
@@ -63,18 +64,18 @@ type crashView struct {
 // retry then delivers it.
 func TestCrashSafety(t *testing.T) { forEachBackend(t, testCrashSafety) }
 
-func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
+func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Backend) {
 	stores := map[string]*crashStore{}
-	tw := newTestWorld(t, func(t *testing.T, id string) storage.Backend {
+	tw := newTestWorld(t, func(t testing.TB, id string) storage.Backend {
 		s := &crashStore{Faulty: storagetest.NewFaulty(newStore(t, id))}
 		stores[id] = s
 		return s
 	}, nil)
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	de, deKey := tw.client(t, "DE", "forensics")
-	fr, frKey := tw.client(t, "FR", "prosecutor")
+	de, deKey := tw.Client("DE", "forensics")
+	fr, frKey := tw.Client("FR", "prosecutor")
 	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
 
 	t.Run("receiving", func(t *testing.T) {
@@ -93,8 +94,8 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 			{"record stored, then failure", recordFile, storagetest.AfterPersist, true, "storing inbox record", []string{payloadFile, recordFile}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				b := seal(t, deKey, to, 150_000)
-				id := b.env.BundleID
+				b := evxtest.Seal(t, deKey, to, 150_000)
+				id := b.Env.BundleID
 				views := make(chan crashView, 1)
 				stores["FR"].setOnFault(func(string) {
 					v := crashView{keys: storedKeys(t, stores["FR"].Faulty.Backend, inboxPrefix+id+"/")}
@@ -111,7 +112,7 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 				})
 				defer stores["FR"].setOnFault(nil)
 				stores["FR"].Inject(storagetest.OpCreate, key(inboxPrefix, id, tc.file), tc.when)
-				if _, err := b.upload(ctx, de); err != nil {
+				if _, err := upload(ctx, de, b); err != nil {
 					t.Fatal(err)
 				}
 
@@ -131,9 +132,9 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 				if tc.listed {
 					// Complete before the failure: it may be listed,
 					// but then whole.
-					if !v.listed || v.entryErr != nil || v.loadErr != nil || !bytes.Equal(v.payload, b.payload) {
+					if !v.listed || v.entryErr != nil || v.loadErr != nil || !bytes.Equal(v.payload, b.Payload) {
 						t.Errorf("at the crash: listed=%v, entry %v, download %v (%d bytes, intact %v); want the whole bundle",
-							v.listed, v.entryErr, v.loadErr, len(v.payload), bytes.Equal(v.payload, b.payload))
+							v.listed, v.entryErr, v.loadErr, len(v.payload), bytes.Equal(v.payload, b.Payload))
 					}
 				} else {
 					if v.listed {
@@ -152,14 +153,14 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 				if err != nil {
 					t.Fatal(err)
 				}
-				waitLogged(t, tw.logs["FR"], "the failure at FR", func(e observer.LoggedEntry) bool {
+				waitLogged(t, tw.Logs["FR"], "the failure at FR", func(e observer.LoggedEntry) bool {
 					return e.Message == tc.logged && e.ContextMap()["bundle"] == id
 				})
-				waitLogged(t, tw.logs["DE"], "DE's retry", func(e observer.LoggedEntry) bool {
+				waitLogged(t, tw.Logs["DE"], "DE's retry", func(e observer.LoggedEntry) bool {
 					return e.Message == "delivery failed; will retry" && e.ContextMap()["bundle"] == id
 				})
 				var rec inboxRecord
-				if err := getJSON(ctx, tw.stores["FR"], key(inboxPrefix, id, recordFile), &rec); err != nil {
+				if err := getJSON(ctx, tw.Stores["FR"], key(inboxPrefix, id, recordFile), &rec); err != nil {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(st.Receipt.Body, rec.Receipt.Body) {
@@ -184,20 +185,20 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 			{"record stored, then failure", recordFile, storagetest.AfterPersist},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				b := seal(t, deKey, to, 150_000)
-				id := b.env.BundleID
+				b := evxtest.Seal(t, deKey, to, 150_000)
+				id := b.Env.BundleID
 				stores["DE"].Inject(storagetest.OpCreate, key(outboxPrefix, id, tc.file), tc.when)
-				_, err := b.upload(ctx, de)
+				_, err := upload(ctx, de, b)
 				if !isAPIError(err, 500, "internal") {
 					t.Fatalf("upload = %v, want 500 internal", err)
 				}
-				waitLogged(t, tw.logs["DE"], "the failed upload", func(e observer.LoggedEntry) bool {
+				waitLogged(t, tw.Logs["DE"], "the failed upload", func(e observer.LoggedEntry) bool {
 					return e.Message == "request failed" && e.ContextMap()["path"] == "/v1/bundles"
 				})
 				// The submitter does not know whether the bundle was
 				// taken, and uploads it again: either way it is
 				// delivered once.
-				if _, err := b.upload(ctx, de); err != nil && !isAPIError(err, 409, "duplicate") {
+				if _, err := upload(ctx, de, b); err != nil && !isAPIError(err, 409, "duplicate") {
 					t.Fatalf("upload again = %v", err)
 				}
 				if _, err := client.WaitDelivered(ctx, de, id, 30*time.Second); err != nil {
@@ -210,14 +211,14 @@ func testCrashSafety(t *testing.T, newStore func(*testing.T, string) storage.Bac
 }
 
 // pulled checks that the recipient pulls b whole.
-func pulled(t *testing.T, c *client.Client, k *crypto.UnitKey, b *sealedBundle) {
+func pulled(t *testing.T, c *client.Client, k *crypto.UnitKey, b *evxtest.Bundle) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "out")
-	res, err := client.Pull(context.Background(), c, k, b.env.BundleID, out, "", nil)
+	res, err := client.Pull(context.Background(), c, k, b.Env.BundleID, out, "", nil)
 	if err != nil {
-		t.Fatalf("pulling %s: %v", b.env.BundleID, err)
+		t.Fatalf("pulling %s: %v", b.Env.BundleID, err)
 	}
-	if !res.Open.PayloadVerified || res.Open.Envelope.PayloadSHA256 != b.env.PayloadSHA256 {
-		t.Errorf("pulled bundle: verified %v, payload hash matches %v", res.Open.PayloadVerified, res.Open.Envelope.PayloadSHA256 == b.env.PayloadSHA256)
+	if !res.Open.PayloadVerified || res.Open.Envelope.PayloadSHA256 != b.Env.PayloadSHA256 {
+		t.Errorf("pulled bundle: verified %v, payload hash matches %v", res.Open.PayloadVerified, res.Open.Envelope.PayloadSHA256 == b.Env.PayloadSHA256)
 	}
 }

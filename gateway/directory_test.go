@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"evx/client"
 	"evx/crypto"
 	"evx/internal/devenv"
+	"evx/internal/evxtest"
 	"evx/storage"
 
 	"go.uber.org/zap"
@@ -43,13 +43,13 @@ func (c *testClock) Add(d time.Duration) {
 
 // served is how many directories country's running gateway has signed for
 // its peers since it started.
-func (tw *testWorld) served(country string) int64 { return tw.gateways[country].dirs.served.Load() }
+func (tw *testWorld) served(country string) int64 { return tw.gw(country).dirs.served.Load() }
 
 // lookupsConcurrently looks up n made-up units of FR at DE at once and
 // checks that each is unknown.
 func lookupsConcurrently(t *testing.T, tw *testWorld, n int, prefix string) {
 	t.Helper()
-	de, _ := tw.client(t, "DE", "forensics")
+	de, _ := tw.Client("DE", "forensics")
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -75,10 +75,10 @@ func TestPeerDirectoryFetches(t *testing.T) {
 			o.Users = append(o.Users, User{Unit: judge.Unit, Role: judge.Role, Key: judge.Key.Public()})
 		}
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	de, _ := tw.client(t, "DE", "forensics")
+	de, _ := tw.Client("DE", "forensics")
 
 	lookupsConcurrently(t, tw, 16, "made-up")
 	if n := tw.served("FR"); n != 1 {
@@ -99,8 +99,8 @@ func TestPeerDirectoryFetches(t *testing.T) {
 	// A unit added at FR is not found before the interval is over, and
 	// is found after it.
 	judge = tw.newUser(t, "FR", "judge", api.RoleRecipient)
-	tw.stop(t, "FR")
-	tw.start(t, "FR")
+	tw.Stop(t, "FR")
+	tw.Start(t, "FR")
 	if _, err := de.Lookup(ctx, "FR/judge"); !isAPIError(err, 404, "unknown-unit") {
 		t.Fatalf("lookup of FR/judge within the interval: %v, want 404 unknown-unit from the cached directory", err)
 	}
@@ -168,12 +168,7 @@ func (lg *liveGateways) setUnreachable(id string, down bool) {
 // the answer into out.
 func (tw *testWorld) getAPI(t *testing.T, country, user, path string, out any) {
 	t.Helper()
-	c := tw.world.Country(country)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: c.CAPool(), Certificates: []tls.Certificate{c.User(user).Cert},
-	}}}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Get("https://" + tw.gateways[country].APIAddr() + path)
+	resp, err := tw.apiHTTPClient(t, country, user, false).Get(tw.URL(country) + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,15 +185,15 @@ func (tw *testWorld) getAPI(t *testing.T, country, user, path string, out any) {
 // can, without asking the sending gateway: the signed directory kept with
 // it verifies against the signing key FR's configuration gives for the
 // sending gateway, and lists the envelope's sender with its signing key.
-func verifySenderDirectory(t *testing.T, tw *testWorld, b *sealedBundle) *api.InboxEntry {
+func verifySenderDirectory(t *testing.T, tw *testWorld, b *evxtest.Bundle) *api.InboxEntry {
 	t.Helper()
-	fr, _ := tw.client(t, "FR", "prosecutor")
-	e, err := fr.InboxEntry(context.Background(), b.env.BundleID)
+	fr, _ := tw.Client("FR", "prosecutor")
+	e, err := fr.InboxEntry(context.Background(), b.Env.BundleID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e.SenderDirectory == nil {
-		t.Fatalf("inbox entry of %s has no sender directory", b.env.BundleID)
+		t.Fatalf("inbox entry of %s has no sender directory", b.Env.BundleID)
 	}
 	var peers []api.Peer
 	tw.getAPI(t, "FR", "prosecutor", "/v1/peers", &peers)
@@ -208,16 +203,16 @@ func verifySenderDirectory(t *testing.T, tw *testWorld, b *sealedBundle) *api.In
 			key = p.SigningKey
 		}
 	}
-	if want := crypto.FormatSigningKey(tw.world.Country("DE").Signing.SigningPublicKey()); key != want {
+	if want := crypto.FormatSigningKey(tw.Dev.Country("DE").Signing.SigningPublicKey()); key != want {
 		t.Fatalf("GET /v1/peers gives %q for %s, want DE's signing key %s", key, e.From, want)
 	}
 	d, err := crypto.VerifyDirectory(e.SenderDirectory, key, e.From)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, ok := d.Lookup(b.env.Sender.Unit)
-	if !ok || u.Role != "submitter" || u.SigningKey != b.env.Sender.Key {
-		t.Fatalf("the kept directory lists %+v for %s, want the envelope's signing key %s", u, b.env.Sender.Unit, b.env.Sender.Key)
+	u, ok := d.Lookup(b.Env.Sender.Unit)
+	if !ok || u.Role != "submitter" || u.SigningKey != b.Env.Sender.Key {
+		t.Fatalf("the kept directory lists %+v for %s, want the envelope's signing key %s", u, b.Env.Sender.Unit, b.Env.Sender.Key)
 	}
 	return e
 }
@@ -229,21 +224,21 @@ func verifySenderDirectory(t *testing.T, tw *testWorld, b *sealedBundle) *api.In
 // sender was checked against.
 func TestKeptDirectory(t *testing.T) { forEachBackend(t, testKeptDirectory) }
 
-func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
+func testKeptDirectory(t *testing.T, newStore func(testing.TB, string) storage.Backend) {
 	clock := newTestClock()
 	lg := newLiveGateways()
 	tw := newTestWorld(t, newStore, func(id string, o *Options) {
 		o.Now = clock.Now
 		o.directoryFault = lg.fault
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	_, deKey := tw.client(t, "DE", "forensics")
+	_, deKey := tw.Client("DE", "forensics")
 	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
 	lookup := func(unit string) error {
 		t.Helper()
-		de, _ := tw.client(t, "DE", "forensics")
+		de, _ := tw.Client("DE", "forensics")
 		_, err := de.Lookup(ctx, unit)
 		return err
 	}
@@ -255,7 +250,7 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 	if err := lookup("FR/prosecutor"); err != nil {
 		t.Fatal(err)
 	}
-	first := kept(tw.stores["DE"], "FR")
+	first := kept(tw.Stores["DE"], "FR")
 	if len(first) != 1 || !isDirectoryKey("FR", first[0]) {
 		t.Fatalf("DE keeps %q of FR's directories, want one", first)
 	}
@@ -268,37 +263,37 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 	if n := tw.served("FR"); n != 2 {
 		t.Fatalf("FR signed %d directories, want 2", n)
 	}
-	if got := kept(tw.stores["DE"], "FR"); len(got) != 1 {
+	if got := kept(tw.Stores["DE"], "FR"); len(got) != 1 {
 		t.Fatalf("after a refetch of the same units DE keeps %q, want %q", got, first)
 	}
 
 	t.Run("push while the peer is down, after a restart", func(t *testing.T) {
-		tw.stop(t, "FR")
-		tw.stop(t, "DE")
-		tw.start(t, "DE")
+		tw.Stop(t, "FR")
+		tw.Stop(t, "DE")
+		tw.Start(t, "DE")
 		if err := lookup("FR/prosecutor"); err != nil {
 			t.Fatalf("lookup at a restarted DE while FR is down: %v", err)
 		}
-		de, _ := tw.client(t, "DE", "forensics")
-		b := seal(t, deKey, to, 20_000)
-		st, err := b.upload(ctx, de)
+		de, _ := tw.Client("DE", "forensics")
+		b := evxtest.Seal(t, deKey, to, 20_000)
+		st, err := upload(ctx, de, b)
 		if err != nil {
 			t.Fatalf("upload at a restarted DE while FR is down: %v", err)
 		}
 		if st.State != api.StateQueued {
 			t.Fatalf("state %s, want queued", st.State)
 		}
-		tw.start(t, "FR")
-		if _, err := client.WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
+		tw.Start(t, "FR")
+		if _, err := client.WaitDelivered(ctx, de, b.Env.BundleID, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		fr, frKey := tw.client(t, "FR", "prosecutor")
+		fr, frKey := tw.Client("FR", "prosecutor")
 		pulled(t, fr, frKey, b)
 		e := verifySenderDirectory(t, tw, b)
 		if strings.Contains(e.SenderCheck, "kept") {
 			t.Errorf("sender check %q: DE was reachable", e.SenderCheck)
 		}
-		if got := kept(tw.stores["DE"], "FR"); len(got) != 1 {
+		if got := kept(tw.Stores["DE"], "FR"); len(got) != 1 {
 			t.Errorf("DE keeps %q of FR's directories, want %q", got, first)
 		}
 	})
@@ -306,34 +301,34 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 	t.Run("sender check while the sender's directory cannot be fetched", func(t *testing.T) {
 		// FR restarts and cannot fetch DE's directory: it checks the
 		// sender against the copy it kept.
-		tw.stop(t, "FR")
-		tw.start(t, "FR")
+		tw.Stop(t, "FR")
+		tw.Start(t, "FR")
 		lg.setUnreachable("DE", true)
 		defer lg.setUnreachable("DE", false)
-		de, _ := tw.client(t, "DE", "forensics")
-		b := seal(t, deKey, to, 20_000)
-		if _, err := b.upload(ctx, de); err != nil {
+		de, _ := tw.Client("DE", "forensics")
+		b := evxtest.Seal(t, deKey, to, 20_000)
+		if _, err := upload(ctx, de, b); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := client.WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
+		if _, err := client.WaitDelivered(ctx, de, b.Env.BundleID, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		// The recipient checks the sender while DE is down altogether.
-		tw.stop(t, "DE")
+		tw.Stop(t, "DE")
 		e := verifySenderDirectory(t, tw, b)
 		if !strings.Contains(e.SenderCheck, "kept") {
 			t.Errorf("sender check %q does not say that the kept copy was used", e.SenderCheck)
 		}
-		fr, frKey := tw.client(t, "FR", "prosecutor")
+		fr, frKey := tw.Client("FR", "prosecutor")
 		pulled(t, fr, frKey, b)
-		tw.start(t, "DE")
+		tw.Start(t, "DE")
 	})
 
 	t.Run("tampered copy", func(t *testing.T) {
 		// A newer object in DE's storage, named like a kept directory of
 		// FR, with a changed body: it is the latest, so the only one read,
 		// and its signature does not verify.
-		st := tw.stores["DE"]
+		st := tw.Stores["DE"]
 		var signed crypto.Signed
 		if err := getJSONLimit(ctx, st, first[0], &signed, maxDirectorySize); err != nil {
 			t.Fatal(err)
@@ -343,17 +338,17 @@ func testKeptDirectory(t *testing.T, newStore func(*testing.T, string) storage.B
 		if err := putJSON(ctx, st, forged, &signed); err != nil {
 			t.Fatal(err)
 		}
-		tw.stop(t, "FR")
-		tw.stop(t, "DE")
-		tw.start(t, "DE")
+		tw.Stop(t, "FR")
+		tw.Stop(t, "DE")
+		tw.Start(t, "DE")
 		if err := lookup("FR/prosecutor"); !isAPIError(err, 503, "unavailable") {
 			t.Fatalf("lookup with a tampered kept directory while FR is down: %v, want 503 unavailable", err)
 		}
-		refused := tw.logs["DE"].FilterMessage("kept peer directory refused").FilterField(zap.String("key", forged)).Len()
+		refused := tw.Logs["DE"].FilterMessage("kept peer directory refused").FilterField(zap.String("key", forged)).Len()
 		if refused != 1 {
-			t.Errorf("tampered directory refused %d times in the log, want 1:\n%s", refused, dumpLogs(tw.logs["DE"]))
+			t.Errorf("tampered directory refused %d times in the log, want 1:\n%s", refused, dumpLogs(tw.Logs["DE"]))
 		}
-		tw.start(t, "FR")
+		tw.Start(t, "FR")
 		clock.Add(peerDirectoryMinRefresh)
 		if err := lookup("FR/prosecutor"); err != nil {
 			t.Fatalf("lookup once FR is back: %v", err)
@@ -386,14 +381,14 @@ func TestPeerRefused(t *testing.T) {
 		if wrongCA {
 			// FR pinned to DE's CA, which did not issue FR's certificate.
 			for i := range o.Peers {
-				o.Peers[i].CA = tw.world.Country("DE").CAPool()
+				o.Peers[i].CA = tw.Dev.Country("DE").CAPool()
 			}
 		}
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	de, deKey := tw.client(t, "DE", "forensics")
+	de, deKey := tw.Client("DE", "forensics")
 
 	_, err := de.Lookup(ctx, "FR/prosecutor")
 	if !isAPIError(err, 502, "peer-refused") {
@@ -403,25 +398,25 @@ func TestPeerRefused(t *testing.T) {
 	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "not a temporary one") {
 		t.Errorf("error %q does not say %q", err, want)
 	}
-	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
-	if _, err := b.upload(ctx, de); !isAPIError(err, 502, "peer-refused") {
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
+	if _, err := upload(ctx, de, b); !isAPIError(err, 502, "peer-refused") {
 		t.Fatalf("upload to a peer with the wrong CA: %v, want 502 peer-refused", err)
 	}
 
 	// With FR's directory kept from when the CA was right, the upload is
 	// queued, and its deliveries fail.
 	wrongCA = false
-	tw.stop(t, "DE")
-	tw.start(t, "DE")
-	de, _ = tw.client(t, "DE", "forensics")
+	tw.Stop(t, "DE")
+	tw.Start(t, "DE")
+	de, _ = tw.Client("DE", "forensics")
 	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
 		t.Fatal(err)
 	}
 	wrongCA = true
-	tw.stop(t, "DE")
-	tw.start(t, "DE")
-	de, _ = tw.client(t, "DE", "forensics")
-	if _, err := b.upload(ctx, de); err != nil {
+	tw.Stop(t, "DE")
+	tw.Start(t, "DE")
+	de, _ = tw.Client("DE", "forensics")
+	if _, err := upload(ctx, de, b); err != nil {
 		t.Fatalf("upload with FR's directory kept: %v", err)
 	}
 	waitFailures := func(n int) {
@@ -430,26 +425,26 @@ func TestPeerRefused(t *testing.T) {
 		for range n {
 			select {
 			case id := <-failures:
-				if id != b.env.BundleID {
-					t.Fatalf("delivery of %s failed, want %s", id, b.env.BundleID)
+				if id != b.Env.BundleID {
+					t.Fatalf("delivery of %s failed, want %s", id, b.Env.BundleID)
 				}
 			case <-timeout:
-				t.Fatalf("fewer than %d delivery failures:\n%s", n, dumpLogs(tw.logs["DE"]))
+				t.Fatalf("fewer than %d delivery failures:\n%s", n, dumpLogs(tw.Logs["DE"]))
 			}
 		}
 	}
 	authFailures := func() []observer.LoggedEntry {
-		return tw.logs["DE"].FilterMessage("peer authentication failed").FilterField(zap.String("during", "delivery")).All()
+		return tw.Logs["DE"].FilterMessage("peer authentication failed").FilterField(zap.String("during", "delivery")).All()
 	}
 	waitFailures(3)
 	got := authFailures()
 	if len(got) != 1 {
-		t.Fatalf("3 failed deliveries within one backoff logged %d authentication failures, want 1:\n%s", len(got), dumpLogs(tw.logs["DE"]))
+		t.Fatalf("3 failed deliveries within one backoff logged %d authentication failures, want 1:\n%s", len(got), dumpLogs(tw.Logs["DE"]))
 	}
 	if e := got[0]; e.Level.String() != "error" || e.ContextMap()["peer"] != "FR" || !strings.Contains(fmt.Sprint(e.ContextMap()["reason"]), want) {
 		t.Errorf("logged %s %v, want an error for peer FR saying %q", e.Level, e.ContextMap(), want)
 	}
-	if n := tw.logs["DE"].FilterMessage("delivery failed; will retry").Len(); n != 0 {
+	if n := tw.Logs["DE"].FilterMessage("delivery failed; will retry").Len(); n != 0 {
 		t.Errorf("refused deliveries logged %d times as failures to retry", n)
 	}
 	// Once the longest backoff has passed, the next failure is logged
@@ -463,7 +458,7 @@ func TestPeerRefused(t *testing.T) {
 	if n := len(authFailures()); n != 2 {
 		t.Errorf("after the backoff %d authentication failures are logged, want 2", n)
 	}
-	st, err := de.OutboxStatus(ctx, b.env.BundleID)
+	st, err := de.OutboxStatus(ctx, b.Env.BundleID)
 	if err != nil || st.State != api.StateQueued {
 		t.Errorf("outbox status %+v, %v: want still queued", st, err)
 	}
@@ -478,13 +473,13 @@ func TestRefusedByPeer(t *testing.T) {
 			// DE pinned at FR to FR's own CA, which did not issue DE's
 			// certificate.
 			for i := range o.Peers {
-				o.Peers[i].CA = tw.world.Country("FR").CAPool()
+				o.Peers[i].CA = tw.Dev.Country("FR").CAPool()
 			}
 		}
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
-	de, _ := tw.client(t, "DE", "forensics")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	de, _ := tw.Client("DE", "forensics")
 	_, err := de.Lookup(context.Background(), "FR/prosecutor")
 	if !isAPIError(err, 502, "peer-refused") {
 		t.Fatalf("lookup at a peer that refuses DE's certificate: %v, want 502 peer-refused", err)

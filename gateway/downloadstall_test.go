@@ -12,6 +12,7 @@ import (
 
 	"evx/client"
 	"evx/crypto"
+	"evx/internal/evxtest"
 )
 
 // A recipient that stops reading a payload download is cut off after the
@@ -23,22 +24,22 @@ func TestDownloadStall(t *testing.T) {
 		o.UploadStallTimeout = 300 * time.Millisecond
 		o.onDownloadEnded = func(_ string, err error) { ended <- err }
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	de, deKey := tw.client(t, "DE", "forensics")
+	de, deKey := tw.Client("DE", "forensics")
 	// More than loopback's socket buffers hold, so that a writer blocks.
 	const size = 32 << 20
-	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, size)
-	if _, err := b.upload(ctx, de); err != nil {
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, size)
+	if _, err := upload(ctx, de, b); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.WaitDelivered(ctx, de, b.env.BundleID, 30*time.Second); err != nil {
+	if _, err := client.WaitDelivered(ctx, de, b.Env.BundleID, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
-	fr := tw.world.Country("FR")
-	conn, err := tls.Dial("tcp", tw.gateways["FR"].APIAddr(), &tls.Config{
+	fr := tw.Dev.Country("FR")
+	conn, err := tls.Dial("tcp", tw.gw("FR").APIAddr(), &tls.Config{
 		MinVersion: tls.VersionTLS13, RootCAs: fr.CAPool(), Certificates: []tls.Certificate{fr.User("prosecutor").Cert},
 		NextProtos: []string{"http/1.1"},
 	})
@@ -46,7 +47,7 @@ func TestDownloadStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /v1/inbox/%s/payload HTTP/1.1\r\nHost: x\r\n\r\n", b.env.BundleID)
+	fmt.Fprintf(conn, "GET /v1/inbox/%s/payload HTTP/1.1\r\nHost: x\r\n\r\n", b.Env.BundleID)
 	select {
 	case err := <-ended:
 		if err == nil {
@@ -60,15 +61,15 @@ func TestDownloadStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, _ := io.Copy(io.Discard, resp.Body)
-	if n >= int64(len(b.payload)) {
-		t.Errorf("read %d bytes of a download the gateway gave up on, want fewer than %d", n, len(b.payload))
+	if n >= int64(len(b.Payload)) {
+		t.Errorf("read %d bytes of a download the gateway gave up on, want fewer than %d", n, len(b.Payload))
 	}
 
 	// A recipient that reads gets the payload whole.
-	c, _ := tw.client(t, "FR", "prosecutor")
-	got, err := c.Download(ctx, b.env.BundleID, io.Discard)
-	if err != nil || got != int64(len(b.payload)) {
-		t.Fatalf("download read to its end: %d bytes, %v; want %d", got, err, len(b.payload))
+	c, _ := tw.Client("FR", "prosecutor")
+	got, err := c.Download(ctx, b.Env.BundleID, io.Discard)
+	if err != nil || got != int64(len(b.Payload)) {
+		t.Fatalf("download read to its end: %d bytes, %v; want %d", got, err, len(b.Payload))
 	}
 	if err := <-ended; err != nil {
 		t.Errorf("a download read to its end ended with %v", err)

@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -16,61 +15,24 @@ import (
 	"evx/api"
 	"evx/client"
 	"evx/crypto"
+	"evx/internal/evxtest"
 	"evx/storage"
-	"evx/transfer"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// sealedBundle is a bundle sealed in a test, taken apart as the API and the
-// peer protocol carry it.
-type sealedBundle struct {
-	env     *crypto.Envelope
-	envJSON []byte
-	sig     []byte
-	payload []byte
-}
-
-// seal seals size bytes of evidence from sender to recipients.
-func seal(t *testing.T, sender *crypto.UnitKey, recipients []crypto.PublicKey, size int) *sealedBundle {
-	t.Helper()
-	opts := sealOpts()
-	opts.Sender, opts.Recipients = sender, recipients
-	var buf bytes.Buffer
-	env, err := crypto.Seal(context.Background(), &buf, evidence(t, size), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := crypto.ReadBundle(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := io.ReadAll(b.Payload())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &sealedBundle{env: env, envJSON: b.EnvelopeJSON, sig: b.Signature, payload: payload}
-}
-
-// recipientKey returns the public key of a DevWorld user, as sealed to.
-func (tw *testWorld) recipientKey(country, user string) crypto.PublicKey {
-	u := tw.world.Country(country).User(user)
-	return crypto.PublicKey{Unit: u.Unit, AgeRecipient: u.Key.Public().AgeRecipient}
-}
-
 // resign changes a sealed bundle's envelope with edit and signs the result
 // with key, as a sender with that key could.
-func resign(t *testing.T, b *sealedBundle, key *crypto.UnitKey, edit func(*crypto.Envelope)) *sealedBundle {
+func resign(t *testing.T, b *evxtest.Bundle, key *crypto.UnitKey, edit func(*crypto.Envelope)) *evxtest.Bundle {
 	t.Helper()
-	env := *b.env
+	env := *b.Env
 	edit(&env)
 	envJSON, err := env.MarshalCanonical()
 	if err != nil {
 		t.Fatal(err)
 	}
 	sig := ed25519.Sign(signingSecret(t, key), crypto.SignedMessage(envJSON))
-	return &sealedBundle{env: &env, envJSON: envJSON, sig: sig, payload: b.payload}
+	return &evxtest.Bundle{Env: &env, EnvJSON: envJSON, Sig: sig, Payload: b.Payload}
 }
 
 // signingSecret reads the Ed25519 key out of a unit key's file form, the
@@ -96,21 +58,12 @@ func signingSecret(t *testing.T, k *crypto.UnitKey) ed25519.PrivateKey {
 }
 
 // upload submits b to a gateway's API for store-and-forward delivery.
-func (b *sealedBundle) upload(ctx context.Context, c *client.Client) (*api.OutboxStatus, error) {
-	return b.uploadMode(ctx, c, api.Queue)
+func upload(ctx context.Context, c *client.Client, b *evxtest.Bundle) (*api.OutboxStatus, error) {
+	return uploadMode(ctx, c, b, api.Queue)
 }
 
-func (b *sealedBundle) uploadMode(ctx context.Context, c *client.Client, mode api.DeliveryMode) (*api.OutboxStatus, error) {
-	return c.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), int64(len(b.payload)), mode)
-}
-
-// peerClient returns a transfer client presenting from's gateway
-// certificate, and the peer to for it, as from's gateway would dial it.
-func (tw *testWorld) peerClient(t *testing.T, from, to string) (*transfer.Client, transfer.Peer) {
-	t.Helper()
-	c := transfer.NewClient(from, tw.world.Country(from).Cert, zap.NewNop())
-	t.Cleanup(func() { c.Close() })
-	return c, tw.world.Peer(to, tw.addrs[to])
+func uploadMode(ctx context.Context, c *client.Client, b *evxtest.Bundle, mode api.DeliveryMode) (*api.OutboxStatus, error) {
+	return c.Upload(ctx, b.EnvJSON, b.Sig, bytes.NewReader(b.Payload), int64(len(b.Payload)), mode)
 }
 
 // storedKeys lists the keys under prefix in st, with their sizes.

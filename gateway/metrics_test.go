@@ -16,6 +16,7 @@ import (
 	"evx/client"
 	"evx/crypto"
 	"evx/internal/devenv"
+	"evx/internal/evxtest"
 	"evx/transfer"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,11 +61,11 @@ func TestRefusalCodeLabels(t *testing.T) {
 	go srv.Serve(ctx)
 	defer srv.Close()
 
-	deAddr, err := freeAddr("udp")
+	deAddr, err := devenv.FreeAddr("udp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(devOptions(w, "DE", map[string]string{"DE": deAddr, "FR": srv.Addr()}, "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop()))
+	g, err := New(devOptions(w.GatewayParts("DE", map[string]string{"DE": deAddr, "FR": srv.Addr()}), "127.0.0.1:0", diskStore(t, "DE"), zap.NewNop()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +80,11 @@ func TestRefusalCodeLabels(t *testing.T) {
 
 	de := w.Country("DE")
 	c := client.New("https://"+g.APIAddr(), de.User("forensics").Cert, &tls.Config{RootCAs: de.CAPool()})
-	b := seal(t, de.User("forensics").Key, []crypto.PublicKey{{Unit: p.Unit, AgeRecipient: p.Key.Public().AgeRecipient}}, 1000)
-	if _, err := b.upload(ctx, c); err != nil {
+	b := evxtest.Seal(t, de.User("forensics").Key, []crypto.PublicKey{{Unit: p.Unit, AgeRecipient: p.Key.Public().AgeRecipient}}, 1000)
+	if _, err := upload(ctx, c, b); err != nil {
 		t.Fatal(err)
 	}
-	st, err := client.WaitDelivered(ctx, c, b.env.BundleID, 30*time.Second)
+	st, err := client.WaitDelivered(ctx, c, b.Env.BundleID, 30*time.Second)
 	var refused *client.RefusedError
 	if !errors.As(err, &refused) || st.Refusal == nil {
 		t.Fatalf("delivery to a peer refusing everything: %+v, %v; want refused", st, err)

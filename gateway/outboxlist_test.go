@@ -8,6 +8,7 @@ import (
 	"evx/client"
 	"evx/crypto"
 	"evx/internal/devenv"
+	"evx/internal/evxtest"
 )
 
 // GET /v1/outbox lists a submitter's own bundles and, for an operator,
@@ -26,32 +27,32 @@ func TestOutboxList(t *testing.T) {
 		}
 	})
 	lab = tw.newUser(t, "DE", "lab", api.RoleSubmitter)
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	de, deKey := tw.client(t, "DE", "forensics")
-	labClient := tw.clientWithCert("DE", lab.Cert)
+	de, deKey := tw.Client("DE", "forensics")
+	labClient := tw.ClientWithCert("DE", lab.Cert)
 	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
 
 	direct := func(c *client.Client, key *crypto.UnitKey, size int, want api.State) string {
 		t.Helper()
-		b := seal(t, key, to, size)
-		st, err := b.uploadMode(ctx, c, api.Direct)
+		b := evxtest.Seal(t, key, to, size)
+		st, err := uploadMode(ctx, c, b, api.Direct)
 		if err != nil || st.State != want {
 			t.Fatalf("direct upload: %+v, %v; want %s", st, err, want)
 		}
-		return b.env.BundleID
+		return b.Env.BundleID
 	}
 	delivered := direct(de, deKey, 1000, api.StateDelivered)
 	labs := direct(labClient, lab.Key, 1000, api.StateDelivered)
 	refused := direct(de, deKey, 200_000, api.StateRefused)
 	// With FR down, an upload stays queued (DE keeps FR's directory).
-	tw.stop(t, "FR")
-	b := seal(t, deKey, to, 1000)
-	if _, err := b.upload(ctx, de); err != nil {
+	tw.Stop(t, "FR")
+	b := evxtest.Seal(t, deKey, to, 1000)
+	if _, err := upload(ctx, de, b); err != nil {
 		t.Fatal(err)
 	}
-	queued := b.env.BundleID
+	queued := b.Env.BundleID
 
 	list := func(c *client.Client, state api.State, limit int) *api.OutboxList {
 		t.Helper()
@@ -93,7 +94,7 @@ func TestOutboxList(t *testing.T) {
 		queued+" queued", refused+" refused", delivered+" delivered")
 	wantList("lab", list(labClient, "", 0), false, labs+" delivered")
 
-	op, _ := tw.client(t, "DE", "operator")
+	op, _ := tw.Client("DE", "operator")
 	wantList("operator, all", list(op, "", 0), false,
 		queued+" queued", refused+" refused", labs+" delivered", delivered+" delivered")
 	wantList("operator, delivered", list(op, api.StateDelivered, 1), true, labs+" delivered")
@@ -109,7 +110,7 @@ func TestOutboxList(t *testing.T) {
 		}
 	}
 	for _, user := range []string{"prosecutor", "auditor"} {
-		c, _ := tw.client(t, "DE", user)
+		c, _ := tw.Client("DE", user)
 		if _, err := c.Outbox(ctx, "", 0); !isAPIError(err, 403, "forbidden") {
 			t.Errorf("outbox listed by DE/%s: %v, want 403 forbidden", user, err)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"evx/api"
 	"evx/crypto"
+	"evx/internal/evxtest"
 )
 
 // A status request with ?wait= for a queued bundle is answered when the
@@ -14,16 +15,16 @@ import (
 // shuts down; a bad wait is refused.
 func TestOutboxStatusWait(t *testing.T) {
 	tw := newTestWorld(t, diskStore, nil)
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	de, deKey := tw.client(t, "DE", "forensics")
+	de, deKey := tw.Client("DE", "forensics")
 	// DE keeps FR's directory, so that its units can submit while FR is down.
 	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
 		t.Fatal(err)
 	}
 	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
-	tw.stop(t, "FR")
+	tw.Stop(t, "FR")
 
 	type answer struct {
 		st  *api.OutboxStatus
@@ -38,11 +39,11 @@ func TestOutboxStatusWait(t *testing.T) {
 		return ch
 	}
 
-	b := seal(t, deKey, to, 10_000)
-	if _, err := b.upload(ctx, de); err != nil {
+	b := evxtest.Seal(t, deKey, to, 10_000)
+	if _, err := upload(ctx, de, b); err != nil {
 		t.Fatal(err)
 	}
-	id := b.env.BundleID
+	id := b.Env.BundleID
 	if st, err := de.OutboxStatusWait(ctx, id, 20*time.Millisecond); err != nil || st.State != "queued" {
 		t.Fatalf("status after a short wait with FR down = %+v, %v; want queued", st, err)
 	}
@@ -56,21 +57,21 @@ func TestOutboxStatusWait(t *testing.T) {
 	// Asked while FR is down, answered once FR is back and has the bundle.
 	got := waitFor(id, time.Minute)
 	time.Sleep(100 * time.Millisecond) // for the request to reach DE first
-	tw.start(t, "FR")
+	tw.Start(t, "FR")
 	if a := <-got; a.err != nil || a.st.State != "delivered" || a.st.Receipt == nil {
 		t.Fatalf("waiting status = %+v, %v; want delivered with a receipt", a.st, a.err)
 	}
 
 	// A gateway shutting down answers waiting requests at once: its
 	// shutdown does not wait for them.
-	tw.stop(t, "FR")
-	b2 := seal(t, deKey, to, 10_000)
-	if _, err := b2.upload(ctx, de); err != nil {
+	tw.Stop(t, "FR")
+	b2 := evxtest.Seal(t, deKey, to, 10_000)
+	if _, err := upload(ctx, de, b2); err != nil {
 		t.Fatal(err)
 	}
-	got = waitFor(b2.env.BundleID, time.Minute)
+	got = waitFor(b2.Env.BundleID, time.Minute)
 	time.Sleep(100 * time.Millisecond)
-	tw.stop(t, "DE") // reports an error if Run's shutdown timed out
+	tw.Stop(t, "DE") // reports an error if Run's shutdown timed out
 	if a := <-got; a.err != nil || a.st.State != "queued" {
 		t.Fatalf("status waiting while DE shut down = %+v, %v; want queued", a.st, a.err)
 	}

@@ -19,6 +19,7 @@ import (
 	"evx/client"
 	"evx/crypto"
 	"evx/internal/devenv"
+	"evx/internal/evxtest"
 	"evx/storage"
 	"evx/transfer"
 
@@ -34,7 +35,7 @@ func (tw *testWorld) newUser(t *testing.T, country, name string, role api.Role) 
 	if u.Key, err = crypto.GenerateUnitKey(u.Unit); err != nil {
 		t.Fatal(err)
 	}
-	u.Cert, err = tw.world.Country(country).CA.Issue(crypto.CertRequest{CommonName: u.Unit, URIs: []string{crypto.UnitURI(u.Unit)}, Client: true})
+	u.Cert, err = tw.Dev.Country(country).CA.Issue(crypto.CertRequest{CommonName: u.Unit, URIs: []string{crypto.UnitURI(u.Unit)}, Client: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func (tw *testWorld) newUser(t *testing.T, country, name string, role api.Role) 
 // code, stores nothing and is logged with that code.
 func TestRefusals(t *testing.T) { forEachBackend(t, testRefusals) }
 
-func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backend) {
+func testRefusals(t *testing.T, newStore func(testing.TB, string) storage.Backend) {
 	// FR/judge is a second recipient, to whom the bundles below are not
 	// addressed; DE/lab is a second submitter.
 	extra := map[string]*devenv.User{}
@@ -56,22 +57,22 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	})
 	extra["FR"] = tw.newUser(t, "FR", "judge", api.RoleRecipient)
 	extra["DE"] = tw.newUser(t, "DE", "lab", api.RoleSubmitter)
-	tw.start(t, "DE")
-	tw.start(t, "FR")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
 	ctx := context.Background()
-	deStore, frStore := tw.stores["DE"], tw.stores["FR"]
-	deLogs, frLogs := tw.logs["DE"], tw.logs["FR"]
+	deStore, frStore := tw.Stores["DE"], tw.Stores["FR"]
+	deLogs, frLogs := tw.Logs["DE"], tw.Logs["FR"]
 
-	de, deKey := tw.client(t, "DE", "forensics")
+	de, deKey := tw.Client("DE", "forensics")
 	prosecutor := tw.recipientKey("FR", "prosecutor")
-	delivered := seal(t, deKey, []crypto.PublicKey{prosecutor}, 20_000)
-	if _, err := delivered.upload(ctx, de); err != nil {
+	delivered := evxtest.Seal(t, deKey, []crypto.PublicKey{prosecutor}, 20_000)
+	if _, err := upload(ctx, de, delivered); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.WaitDelivered(ctx, de, delivered.env.BundleID, 20*time.Second); err != nil {
+	if _, err := client.WaitDelivered(ctx, de, delivered.Env.BundleID, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	id := delivered.env.BundleID
+	id := delivered.Env.BundleID
 
 	// apiRefused checks an API answer: the error code, nothing changed in
 	// st, and the refusal logged with the code and the caller's unit.
@@ -90,32 +91,32 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	t.Run("user without a role", func(t *testing.T) {
 		before := objects(t, deStore)
 		u := tw.newUser(t, "DE", "intruder", api.RoleSubmitter) // a certificate, but no entry in users
-		c := tw.clientWithCert("DE", u.Cert)
+		c := tw.ClientWithCert("DE", u.Cert)
 		_, err := c.WhoAmI(ctx)
 		apiRefused(t, err, 403, "no-role", "DE/intruder", deLogs)
-		b := seal(t, u.Key, []crypto.PublicKey{prosecutor}, 1000)
-		_, err = b.upload(ctx, c)
+		b := evxtest.Seal(t, u.Key, []crypto.PublicKey{prosecutor}, 1000)
+		_, err = upload(ctx, c, b)
 		apiRefused(t, err, 403, "no-role", "DE/intruder", deLogs)
 		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
 
-		fr := tw.clientWithCert("FR", tw.newUser(t, "FR", "intruder", api.RoleRecipient).Cert)
+		fr := tw.ClientWithCert("FR", tw.newUser(t, "FR", "intruder", api.RoleRecipient).Cert)
 		_, err = fr.InboxEntry(ctx, id)
 		apiRefused(t, err, 403, "no-role", "FR/intruder", frLogs)
 	})
 
 	t.Run("certificate without a unit identity", func(t *testing.T) {
-		cert, err := tw.world.Country("DE").CA.Issue(crypto.CertRequest{CommonName: "DE/forensics", Client: true})
+		cert, err := tw.Dev.Country("DE").CA.Issue(crypto.CertRequest{CommonName: "DE/forensics", Client: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = tw.clientWithCert("DE", cert).WhoAmI(ctx)
+		_, err = tw.ClientWithCert("DE", cert).WhoAmI(ctx)
 		apiRefused(t, err, 403, "no-identity", "", deLogs)
 	})
 
 	t.Run("client certificate from another country's CA", func(t *testing.T) {
 		before := objects(t, deStore)
 		// FR's prosecutor is a valid user, but of FR's gateway.
-		c := tw.clientWithCert("DE", tw.world.Country("FR").User("prosecutor").Cert)
+		c := tw.ClientWithCert("DE", tw.Dev.Country("FR").User("prosecutor").Cert)
 		_, err := c.WhoAmI(ctx)
 		var ae *api.Error
 		if err == nil || errors.As(err, &ae) {
@@ -129,7 +130,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 
 	t.Run("submitter pulling", func(t *testing.T) {
 		before := objects(t, frStore)
-		c, _ := tw.client(t, "FR", "forensics")
+		c, _ := tw.Client("FR", "forensics")
 		_, err := c.Inbox(ctx)
 		apiRefused(t, err, 403, "forbidden", "FR/forensics", frLogs)
 		_, err = c.InboxEntry(ctx, id)
@@ -143,7 +144,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 
 	t.Run("recipient pulling a bundle addressed to someone else", func(t *testing.T) {
 		before := objects(t, frStore)
-		c := tw.clientWithCert("FR", extra["FR"].Cert)
+		c := tw.ClientWithCert("FR", extra["FR"].Cert)
 		list, err := c.Inbox(ctx)
 		if err != nil || len(list) != 0 {
 			t.Errorf("FR/judge's inbox = %+v, %v; want it empty", list, err)
@@ -163,7 +164,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		wantUnchanged(t, "FR's storage", before, objects(t, frStore))
 
 		// A bundle id that names something outside the inbox.
-		p, _ := tw.client(t, "FR", "prosecutor")
+		p, _ := tw.Client("FR", "prosecutor")
 		_, err = p.InboxEntry(ctx, "../outbox/"+id)
 		apiRefused(t, err, 404, "not-found", "FR/prosecutor", frLogs)
 	})
@@ -173,17 +174,17 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 	for _, mode := range []api.DeliveryMode{api.Queue, api.Direct} {
 		t.Run("payload size differs from the declared size, deliver="+string(mode), func(t *testing.T) {
 			before, frBefore := objects(t, deStore), objects(t, frStore)
-			b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
-			n := int64(len(b.payload))
-			_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(append(bytes.Clone(b.payload), 0)), n+1, mode)
+			b := evxtest.Seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
+			n := int64(len(b.Payload))
+			_, err := de.Upload(ctx, b.EnvJSON, b.Sig, bytes.NewReader(append(bytes.Clone(b.Payload), 0)), n+1, mode)
 			apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
-			_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload[:n-1]), n-1, mode)
+			_, err = de.Upload(ctx, b.EnvJSON, b.Sig, bytes.NewReader(b.Payload[:n-1]), n-1, mode)
 			apiRefused(t, err, 400, "size-mismatch", "DE/forensics", deLogs)
-			_, err = de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(b.payload), -1, mode)
+			_, err = de.Upload(ctx, b.EnvJSON, b.Sig, bytes.NewReader(b.Payload), -1, mode)
 			apiRefused(t, err, 411, "length-required", "DE/forensics", deLogs)
 			// A body that ends before its Content-Length: the connection
 			// is cut mid-upload.
-			status, code := tw.rawUpload(t, "DE", tw.world.Country("DE").User("forensics").Cert, b, n, b.payload[:n/2], mode)
+			status, code := tw.rawUpload(t, "DE", tw.Dev.Country("DE").User("forensics").Cert, b, n, b.Payload[:n/2], mode)
 			if status != 400 || code != "size-mismatch" {
 				t.Errorf("truncated body: %d %s, want 400 size-mismatch", status, code)
 			}
@@ -194,14 +195,14 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 
 		t.Run("payload hash mismatch, deliver="+string(mode), func(t *testing.T) {
 			before, frBefore := objects(t, deStore), objects(t, frStore)
-			b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
-			flipped := bytes.Clone(b.payload)
+			b := evxtest.Seal(t, deKey, []crypto.PublicKey{prosecutor}, 10_000)
+			flipped := bytes.Clone(b.Payload)
 			flipped[len(flipped)-1] ^= 1
-			_, err := de.Upload(ctx, b.envJSON, b.sig, bytes.NewReader(flipped), int64(len(flipped)), mode)
+			_, err := de.Upload(ctx, b.EnvJSON, b.Sig, bytes.NewReader(flipped), int64(len(flipped)), mode)
 			apiRefused(t, err, 400, "hash-mismatch", "DE/forensics", deLogs)
 			wantUnchanged(t, "DE's storage", before, objects(t, deStore))
 			wantUnchanged(t, "FR's storage", frBefore, objects(t, frStore))
-			if _, err := de.OutboxStatus(ctx, b.env.BundleID); !isAPIError(err, 404, "not-found") {
+			if _, err := de.OutboxStatus(ctx, b.Env.BundleID); !isAPIError(err, 404, "not-found") {
 				t.Errorf("outbox status of the refused bundle: %v, want 404 not-found", err)
 			}
 		})
@@ -209,13 +210,13 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 
 	t.Run("sender is not the authenticated user", func(t *testing.T) {
 		before := objects(t, deStore)
-		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 1000)
-		lab := tw.clientWithCert("DE", extra["DE"].Cert)
-		_, err := b.upload(ctx, lab)
+		b := evxtest.Seal(t, deKey, []crypto.PublicKey{prosecutor}, 1000)
+		lab := tw.ClientWithCert("DE", extra["DE"].Cert)
+		_, err := upload(ctx, lab, b)
 		apiRefused(t, err, 403, "sender-mismatch", "DE/lab", deLogs)
 		// The right unit, but not its key on file.
 		rotated, _ := crypto.GenerateUnitKey("DE/forensics")
-		_, err = seal(t, rotated, []crypto.PublicKey{prosecutor}, 1000).upload(ctx, de)
+		_, err = upload(ctx, de, evxtest.Seal(t, rotated, []crypto.PublicKey{prosecutor}, 1000))
 		apiRefused(t, err, 403, "unknown-sender-key", "DE/forensics", deLogs)
 		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
 	})
@@ -229,14 +230,14 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		}{
 			{"unit not in the peer's directory", crypto.PublicKey{Unit: "FR/nobody", AgeRecipient: otherKey}},
 			{"not the unit's key", crypto.PublicKey{Unit: "FR/prosecutor", AgeRecipient: otherKey}},
-			{"unit that is not a recipient", crypto.PublicKey{Unit: "FR/forensics", AgeRecipient: tw.world.Country("FR").User("forensics").Key.Public().AgeRecipient}},
+			{"unit that is not a recipient", crypto.PublicKey{Unit: "FR/forensics", AgeRecipient: tw.Dev.Country("FR").User("forensics").Key.Public().AgeRecipient}},
 			{"a local unit", tw.recipientKey("DE", "prosecutor")},
 			{"no unit id", crypto.PublicKey{AgeRecipient: otherKey}},
 			{"country that is not a peer", crypto.PublicKey{Unit: "IT/prosecutor", AgeRecipient: otherKey}},
 		} {
 			t.Run(r.name, func(t *testing.T) {
 				before := objects(t, deStore)
-				_, err := seal(t, deKey, []crypto.PublicKey{r.to}, 1000).upload(ctx, de)
+				_, err := upload(ctx, de, evxtest.Seal(t, deKey, []crypto.PublicKey{r.to}, 1000))
 				apiRefused(t, err, 400, "unknown-recipient", "DE/forensics", deLogs)
 				wantUnchanged(t, "DE's storage", before, objects(t, deStore))
 			})
@@ -244,9 +245,9 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		// Offered to FR directly by DE's gateway, past DE's own check.
 		t.Run("offered to the peer", func(t *testing.T) {
 			before := objects(t, frStore)
-			b := seal(t, deKey, []crypto.PublicKey{{Unit: "FR/nobody", AgeRecipient: otherKey}}, 1000)
+			b := evxtest.Seal(t, deKey, []crypto.PublicKey{{Unit: "FR/nobody", AgeRecipient: otherKey}}, 1000)
 			c, fr := tw.peerClient(t, "DE", "FR")
-			_, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(b.payload))
+			_, err := c.Send(ctx, fr, b.EnvJSON, b.Sig, bytes.NewReader(b.Payload))
 			peerRefused(t, err, transfer.CodeUnknownRecipient, frLogs)
 			wantUnchanged(t, "FR's storage", before, objects(t, frStore))
 		})
@@ -261,13 +262,13 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 			// DE/forensics's key rotated without DE's directory knowing.
 			{"rotated key", func() *crypto.UnitKey { k, _ := crypto.GenerateUnitKey("DE/forensics"); return k }()},
 			// A real DE unit and its real key, but not a submitter.
-			{"unit that is not a submitter", tw.world.Country("DE").User("prosecutor").Key},
+			{"unit that is not a submitter", tw.Dev.Country("DE").User("prosecutor").Key},
 			{"unit that does not exist", func() *crypto.UnitKey { k, _ := crypto.GenerateUnitKey("DE/ghost"); return k }()},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := objects(t, frStore)
-				b := seal(t, tc.key, []crypto.PublicKey{prosecutor}, 1000)
-				_, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(b.payload))
+				b := evxtest.Seal(t, tc.key, []crypto.PublicKey{prosecutor}, 1000)
+				_, err := c.Send(ctx, fr, b.EnvJSON, b.Sig, bytes.NewReader(b.Payload))
 				peerRefused(t, err, transfer.CodeUnknownSender, frLogs)
 				wantUnchanged(t, "FR's storage", before, objects(t, frStore))
 			})
@@ -278,26 +279,26 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 		// transfer's tests check the codes; this checks that the gateway
 		// keeps nothing of a payload it refuses.
 		c, fr := tw.peerClient(t, "DE", "FR")
-		b := seal(t, deKey, []crypto.PublicKey{prosecutor}, 100_000)
-		flipped := bytes.Clone(b.payload)
+		b := evxtest.Seal(t, deKey, []crypto.PublicKey{prosecutor}, 100_000)
+		flipped := bytes.Clone(b.Payload)
 		flipped[len(flipped)/2] ^= 1
 		for _, tc := range []struct {
 			name    string
 			payload []byte
 			code    string
 		}{
-			{"shorter than declared", b.payload[:len(b.payload)-1], transfer.CodeSizeMismatch},
+			{"shorter than declared", b.Payload[:len(b.Payload)-1], transfer.CodeSizeMismatch},
 			{"hash mismatch", flipped, transfer.CodeHashMismatch},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := objects(t, frStore)
-				_, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(tc.payload))
+				_, err := c.Send(ctx, fr, b.EnvJSON, b.Sig, bytes.NewReader(tc.payload))
 				peerRefused(t, err, tc.code, frLogs)
 				wantUnchanged(t, "FR's storage", before, objects(t, frStore))
 			})
 		}
 		// The same bundle with its true payload is then taken.
-		if _, err := c.Send(ctx, fr, b.envJSON, b.sig, bytes.NewReader(b.payload)); err != nil {
+		if _, err := c.Send(ctx, fr, b.EnvJSON, b.Sig, bytes.NewReader(b.Payload)); err != nil {
 			t.Fatalf("the intact bundle after refused attempts: %v", err)
 		}
 	})
@@ -309,7 +310,7 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 			t.Fatal(err)
 		}
 		c, fr := tw.peerClient(t, "DE", "FR")
-		d, err := c.Send(ctx, fr, delivered.envJSON, delivered.sig, bytes.NewReader(delivered.payload))
+		d, err := c.Send(ctx, fr, delivered.EnvJSON, delivered.Sig, bytes.NewReader(delivered.Payload))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,29 +321,29 @@ func testRefusals(t *testing.T, newStore func(*testing.T, string) storage.Backen
 
 		// Submitted twice to DE: the second upload is refused.
 		deBefore := objects(t, deStore)
-		_, err = delivered.upload(ctx, de)
+		_, err = upload(ctx, de, delivered)
 		apiRefused(t, err, 409, "duplicate", "DE/forensics", deLogs)
 		wantUnchanged(t, "DE's storage", deBefore, objects(t, deStore))
 	})
 
 	t.Run("same bundle id with another payload", func(t *testing.T) {
 		before := objects(t, frStore)
-		other := seal(t, deKey, []crypto.PublicKey{prosecutor}, 20_000)
+		other := evxtest.Seal(t, deKey, []crypto.PublicKey{prosecutor}, 20_000)
 		forged := resign(t, other, deKey, func(e *crypto.Envelope) { e.BundleID = id })
 		c, fr := tw.peerClient(t, "DE", "FR")
-		_, err := c.Send(ctx, fr, forged.envJSON, forged.sig, bytes.NewReader(forged.payload))
+		_, err := c.Send(ctx, fr, forged.EnvJSON, forged.Sig, bytes.NewReader(forged.Payload))
 		peerRefused(t, err, transfer.CodeConflict, frLogs)
 		wantUnchanged(t, "FR's storage", before, objects(t, frStore))
 
 		deBefore := objects(t, deStore)
-		_, err = forged.upload(ctx, de)
+		_, err = upload(ctx, de, forged)
 		apiRefused(t, err, 409, "duplicate", "DE/forensics", deLogs)
 		wantUnchanged(t, "DE's storage", deBefore, objects(t, deStore))
 	})
 
 	// Through all of the above, FR's prosecutor sees the one bundle
 	// delivered at the start, intact, plus the one taken after refusals.
-	p, pKey := tw.client(t, "FR", "prosecutor")
+	p, pKey := tw.Client("FR", "prosecutor")
 	list, err := p.Inbox(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -392,10 +393,10 @@ func waitLogged(t *testing.T, logs *observer.ObservedLogs, what string, match fu
 // rawUpload sends an upload whose Content-Length is declared but whose body
 // is body, then ends the connection for writing, as a client that fails
 // mid-upload does. It returns the answer's status and error code.
-func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificate, b *sealedBundle, declared int64, body []byte, mode api.DeliveryMode) (int, string) {
+func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificate, b *evxtest.Bundle, declared int64, body []byte, mode api.DeliveryMode) (int, string) {
 	t.Helper()
-	conn, err := tls.Dial("tcp", tw.gateways[country].APIAddr(), &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: tw.world.Country(country).CAPool(), Certificates: []tls.Certificate{cert},
+	conn, err := tls.Dial("tcp", tw.gw(country).APIAddr(), &tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: tw.Dev.Country(country).CAPool(), Certificates: []tls.Certificate{cert},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -403,9 +404,9 @@ func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificat
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	fmt.Fprintf(conn, "POST /v1/bundles?deliver=%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n%s: %s\r\n%s: %s\r\n\r\n",
-		mode, tw.gateways[country].APIAddr(), declared,
-		api.HeaderEnvelope, base64.StdEncoding.EncodeToString(b.envJSON),
-		api.HeaderSignature, base64.StdEncoding.EncodeToString(b.sig))
+		mode, tw.gw(country).APIAddr(), declared,
+		api.HeaderEnvelope, base64.StdEncoding.EncodeToString(b.EnvJSON),
+		api.HeaderSignature, base64.StdEncoding.EncodeToString(b.Sig))
 	conn.Write(body)
 	if err := conn.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -427,12 +428,7 @@ func (tw *testWorld) rawUpload(t *testing.T, country string, cert tls.Certificat
 // and error code.
 func (tw *testWorld) rawGet(t *testing.T, country, user, path string) (int, api.Code) {
 	t.Helper()
-	c := tw.world.Country(country)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: c.CAPool(), Certificates: []tls.Certificate{c.User(user).Cert},
-	}}}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Get("https://" + tw.gateways[country].APIAddr() + path)
+	resp, err := tw.apiHTTPClient(t, country, user, false).Get(tw.URL(country) + path)
 	if err != nil {
 		t.Fatal(err)
 	}

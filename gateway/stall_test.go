@@ -20,6 +20,7 @@ import (
 
 	"evx/api"
 	"evx/crypto"
+	"evx/internal/evxtest"
 	"evx/storage"
 	"evx/storage/storagetest"
 	"evx/transfer"
@@ -28,7 +29,8 @@ import (
 // apiHTTPClient returns an HTTP client of country's API presenting user's
 // certificate, over HTTP/2 if h2 is set, HTTP/1.1 otherwise.
 func (tw *testWorld) apiHTTPClient(t *testing.T, country, user string, h2 bool) *http.Client {
-	c := tw.world.Country(country)
+	t.Helper()
+	c := tw.Dev.Country(country)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{
 		MinVersion: tls.VersionTLS13, RootCAs: c.CAPool(), Certificates: []tls.Certificate{c.User(user).Cert},
 	}, ForceAttemptHTTP2: h2}
@@ -46,16 +48,16 @@ type uploadAnswer struct {
 
 // postBundle uploads b with body as its body, declaring the payload's
 // length, and returns the answer. ctx bounds the wait for it.
-func (tw *testWorld) postBundle(t *testing.T, ctx context.Context, hc *http.Client, country string, b *sealedBundle, mode api.DeliveryMode, body io.Reader) *uploadAnswer {
+func (tw *testWorld) postBundle(t *testing.T, ctx context.Context, hc *http.Client, country string, b *evxtest.Bundle, mode api.DeliveryMode, body io.Reader) *uploadAnswer {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, "POST", "https://"+tw.gateways[country].APIAddr()+"/v1/bundles?deliver="+string(mode), body)
+	req, err := http.NewRequestWithContext(ctx, "POST", tw.URL(country)+"/v1/bundles?deliver="+string(mode), body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.ContentLength = int64(len(b.payload))
+	req.ContentLength = int64(len(b.Payload))
 	req.Header.Set("Content-Type", "application/octet-stream")
-	req.Header.Set(api.HeaderEnvelope, base64.StdEncoding.EncodeToString(b.envJSON))
-	req.Header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(b.sig))
+	req.Header.Set(api.HeaderEnvelope, base64.StdEncoding.EncodeToString(b.EnvJSON))
+	req.Header.Set(api.HeaderSignature, base64.StdEncoding.EncodeToString(b.Sig))
 	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("no answer to the upload: %v", err)
@@ -124,12 +126,12 @@ func (h *heldBody) Read(p []byte) (int, error) {
 // debrisBackend makes a storage backend for a country and returns with it
 // a check that no storage object is left half-written: no temporary file
 // on disk, no incomplete multipart upload on S3.
-type debrisBackend func(t *testing.T) (storage.Backend, func(t *testing.T))
+type debrisBackend func(tb testing.TB) (storage.Backend, func(t *testing.T))
 
-func diskWithDebris(t *testing.T) (storage.Backend, func(t *testing.T)) {
-	d, err := storage.NewDisk(t.TempDir())
+func diskWithDebris(tb testing.TB) (storage.Backend, func(t *testing.T)) {
+	d, err := storage.NewDisk(tb.TempDir())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return d, func(t *testing.T) {
 		t.Helper()
@@ -146,13 +148,13 @@ func diskWithDebris(t *testing.T) (storage.Backend, func(t *testing.T)) {
 
 // s3WithDebris uses the smallest part size, so that a payload of a few
 // MiB is a multipart upload.
-func s3WithDebris(t *testing.T) (storage.Backend, func(t *testing.T)) {
-	cfg := storagetest.S3Env(t)
-	cfg.Bucket = storagetest.NewBucket(t, cfg, "evx-test-")
+func s3WithDebris(tb testing.TB) (storage.Backend, func(t *testing.T)) {
+	cfg := storagetest.S3Env(tb)
+	cfg.Bucket = storagetest.NewBucket(tb, cfg, "evx-test-")
 	cfg.PartSize = storage.MinPartSize
 	s, err := storage.NewS3(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return s, func(t *testing.T) {
 		t.Helper()
@@ -186,29 +188,29 @@ func TestUploadStalled(t *testing.T) {
 
 func testUploadStalled(t *testing.T, newBackend debrisBackend) {
 	debris := map[string]func(*testing.T){}
-	tw := newTestWorld(t, func(t *testing.T, id string) storage.Backend {
+	tw := newTestWorld(t, func(t testing.TB, id string) storage.Backend {
 		b, check := newBackend(t)
 		debris[id] = check
 		return b
 	}, func(id string, o *Options) {
 		o.UploadStallTimeout = 300 * time.Millisecond
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
-	_, deKey := tw.client(t, "DE", "forensics")
-	de, _ := tw.client(t, "DE", "forensics")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	_, deKey := tw.Client("DE", "forensics")
+	de, _ := tw.Client("DE", "forensics")
 	prosecutor := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
 
 	for _, mode := range []api.DeliveryMode{api.Queue, api.Direct} {
 		for _, h2 := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s h2=%v", mode, h2), func(t *testing.T) {
 				// More than one part on S3; the body stops in the second.
-				b := seal(t, deKey, prosecutor, 6<<20)
-				id := b.env.BundleID
+				b := evxtest.Seal(t, deKey, prosecutor, 6<<20)
+				id := b.Env.BundleID
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				hc := tw.apiHTTPClient(t, "DE", "forensics", h2)
-				a := tw.postBundle(t, ctx, hc, "DE", b, mode, newHeldBody(t, ctx, b.payload, len(b.payload)-512<<10))
+				a := tw.postBundle(t, ctx, hc, "DE", b, mode, newHeldBody(t, ctx, b.Payload, len(b.Payload)-512<<10))
 				if a.err == nil || a.err.Code != api.CodeUploadStalled || a.resp.StatusCode != http.StatusRequestTimeout {
 					t.Fatalf("answer %s %+v %+v, want 408 upload-stalled", a.resp.Status, a.err, a.status)
 				}
@@ -218,11 +220,11 @@ func testUploadStalled(t *testing.T, newBackend debrisBackend) {
 				if !h2 && !a.resp.Close {
 					t.Error("the answer does not close the connection")
 				}
-				wantKeys(t, tw.stores["DE"], outboxPrefix+id+"/")
+				wantKeys(t, tw.Stores["DE"], outboxPrefix+id+"/")
 				debris["DE"](t)
 
 				// The lock is free: the same bundle goes through.
-				st, err := b.uploadMode(ctx, de, mode)
+				st, err := uploadMode(ctx, de, b, mode)
 				if err != nil || st.State == api.StateRefused {
 					t.Fatalf("uploading the bundle again: %+v, %v", st, err)
 				}
@@ -263,18 +265,18 @@ func TestUploadSlowNotStalled(t *testing.T) {
 		o.UploadStallTimeout = stall
 		o.APIHandshakeTimeout = stall
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
-	_, deKey := tw.client(t, "DE", "forensics")
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	_, deKey := tw.Client("DE", "forensics")
 	prosecutor := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
 	for _, mode := range []api.DeliveryMode{api.Queue, api.Direct} {
 		t.Run(string(mode), func(t *testing.T) {
-			b := seal(t, deKey, prosecutor, 160_000)
+			b := evxtest.Seal(t, deKey, prosecutor, 160_000)
 			// 16 chunks of 10 KB, one per 100 ms: five stall timeouts in
 			// all, a third of one between chunks.
 			tick := time.NewTicker(stall / 3)
 			defer tick.Stop()
-			body := &pacedBody{data: b.payload, chunk: (len(b.payload) + 15) / 16, tick: tick}
+			body := &pacedBody{data: b.Payload, chunk: (len(b.Payload) + 15) / 16, tick: tick}
 			a := tw.postBundle(t, context.Background(), tw.apiHTTPClient(t, "DE", "forensics", false), "DE", b, mode, body)
 			if a.err != nil || a.status.State == api.StateRefused {
 				t.Fatalf("slow upload: %+v %+v", a.err, a.status)
@@ -292,18 +294,18 @@ func TestDirectRefusalAnsweredAtOnce(t *testing.T) {
 			o.MaxBundleSize = 200_000
 		}
 	})
-	tw.start(t, "DE")
-	tw.start(t, "FR")
-	_, deKey := tw.client(t, "DE", "forensics")
-	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 240_000)
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	_, deKey := tw.Client("DE", "forensics")
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 240_000)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	body := newHeldBody(t, ctx, b.payload, 64<<10)
+	body := newHeldBody(t, ctx, b.Payload, 64<<10)
 	a := tw.postBundle(t, ctx, tw.apiHTTPClient(t, "DE", "forensics", false), "DE", b, api.Direct, body)
 	if a.err != nil || a.status.State != api.StateRefused || a.status.Refusal.Code != transfer.CodeTooLarge {
 		t.Fatalf("answer %+v %+v, want refused as too-large", a.err, a.status)
 	}
-	if n := body.sent.Load(); n >= int64(len(b.payload)) {
+	if n := body.sent.Load(); n >= int64(len(b.Payload)) {
 		t.Errorf("the client had sent all %d bytes before the answer", n)
 	}
 	if !a.resp.Close {
@@ -341,24 +343,24 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // A direct upload that the peer refuses part-way is answered while the
 // submitter is still sending, and the rest is not read.
 func TestDirectRefusedMidway(t *testing.T) {
-	tw := newTestWorld(t, func(t *testing.T, id string) storage.Backend {
+	tw := newTestWorld(t, func(t testing.TB, id string) storage.Backend {
 		if id == "FR" {
 			return &refusingStore{Backend: diskStore(t, id), after: 1 << 20}
 		}
 		return diskStore(t, id)
 	}, nil)
-	tw.start(t, "DE")
-	tw.start(t, "FR")
-	_, deKey := tw.client(t, "DE", "forensics")
-	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 32<<20)
-	body := &countingReader{r: bytes.NewReader(b.payload)}
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	_, deKey := tw.Client("DE", "forensics")
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 32<<20)
+	body := &countingReader{r: bytes.NewReader(b.Payload)}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	a := tw.postBundle(t, ctx, tw.apiHTTPClient(t, "DE", "forensics", false), "DE", b, api.Direct, body)
 	if a.err != nil || a.status.State != api.StateRefused || a.status.Refusal.Code != transfer.CodeNotAccepted {
 		t.Fatalf("answer %+v %+v, want refused as not-accepted", a.err, a.status)
 	}
-	if n := body.n.Load(); n >= int64(len(b.payload)) {
+	if n := body.n.Load(); n >= int64(len(b.Payload)) {
 		t.Errorf("the client had sent all %d bytes before the answer", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"evx/crypto"
+	"evx/internal/evxtest"
 	"evx/storage"
 	"evx/storage/storagetest"
 )
@@ -13,13 +14,13 @@ import (
 // retry, not 500 internal; once storage is back the same request succeeds.
 func TestStorageUnavailable(t *testing.T) {
 	stores := map[string]*storagetest.Faulty{}
-	tw := startWorld(t, func(t *testing.T, id string) storage.Backend {
+	tw := startWorld(t, func(t testing.TB, id string) storage.Backend {
 		stores[id] = storagetest.NewFaulty(diskStore(t, id))
 		return stores[id]
 	})
 	ctx := context.Background()
-	de, deKey := tw.client(t, "DE", "forensics")
-	fr, _ := tw.client(t, "FR", "prosecutor")
+	de, deKey := tw.Client("DE", "forensics")
+	fr, _ := tw.Client("FR", "prosecutor")
 
 	stores["FR"].InjectError(storagetest.OpList, inboxPrefix, storagetest.BeforePersist, storage.ErrUnavailable)
 	if _, err := fr.Inbox(ctx); !isAPIError(err, 503, "storage-unavailable") {
@@ -29,12 +30,12 @@ func TestStorageUnavailable(t *testing.T) {
 		t.Errorf("inbox once FR's storage is back: %v", err)
 	}
 
-	b := seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 10_000)
-	stores["DE"].InjectError(storagetest.OpCreate, key(outboxPrefix, b.env.BundleID, payloadFile), storagetest.BeforePersist, storage.ErrUnavailable)
-	if _, err := b.upload(ctx, de); !isAPIError(err, 503, "storage-unavailable") {
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 10_000)
+	stores["DE"].InjectError(storagetest.OpCreate, key(outboxPrefix, b.Env.BundleID, payloadFile), storagetest.BeforePersist, storage.ErrUnavailable)
+	if _, err := upload(ctx, de, b); !isAPIError(err, 503, "storage-unavailable") {
 		t.Errorf("upload with DE's storage down: %v, want 503 storage-unavailable", err)
 	}
-	if _, err := b.upload(ctx, de); err != nil {
+	if _, err := upload(ctx, de, b); err != nil {
 		t.Errorf("the same upload once DE's storage is back: %v", err)
 	}
 }
