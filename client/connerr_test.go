@@ -18,12 +18,12 @@ import (
 func TestConnErrors(t *testing.T) {
 	w := startWorld(t)
 	ctx := context.Background()
-	de := w.dev.Country("DE")
+	de := w.Dev.Country("DE")
 	forensics := de.User("forensics")
 
 	t.Run("accepted", func(t *testing.T) {
 		certFile, keyFile, caFile := w.files(t, "DE", forensics.Cert)
-		c, err := client.Load(w.url("DE"), certFile, keyFile, caFile)
+		c, err := client.Load(w.URL("DE"), certFile, keyFile, caFile)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func TestConnErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign, err := w.dev.Country("FR").CA.Issue(crypto.CertRequest{CommonName: "DE/forensics", URIs: []string{crypto.UnitURI("DE/forensics")}, Client: true})
+	foreign, err := w.Dev.Country("FR").CA.Issue(crypto.CertRequest{CommonName: "DE/forensics", URIs: []string{crypto.UnitURI("DE/forensics")}, Client: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestConnErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			certFile, keyFile, caFile := tc.cert()
-			c, err := client.Load(w.url("DE"), certFile, keyFile, caFile)
+			c, err := client.Load(w.URL("DE"), certFile, keyFile, caFile)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +95,7 @@ func TestConnErrors(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Refused != tc.side || ce.Alert != tc.alert || ce.Temporary() {
 				t.Fatalf("inbox: %#v; want refused by the %s with alert %q", err, tc.side, tc.alert)
 			}
-			for _, want := range append(tc.wantTexts, w.url("DE")) {
+			for _, want := range append(tc.wantTexts, w.URL("DE")) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q lacks %q", err, want)
 				}

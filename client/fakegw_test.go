@@ -1,8 +1,6 @@
 package client_test
 
 import (
-	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"evx/client"
 	"evx/crypto"
 	"evx/internal/devenv"
+	"evx/internal/evxtest"
 )
 
 // fakeGateway impersonates FR's gateway towards FR's prosecutor: it has
@@ -29,27 +28,19 @@ type fakeGateway struct {
 	t       *testing.T
 	srv     *httptest.Server
 	dev     *devenv.World
-	bundles map[string]*sealed
+	bundles map[string]*evxtest.Bundle
 
 	// Faults, set by tests.
-	entryFor      map[string]string                  // answer GET /v1/inbox/{id} with another bundle's entry
-	senderCheck   string                             // the entry's sender_check
-	signingKey    string                             // the directory's signing key for DE/forensics, if set
-	keptDirectory *crypto.Signed                     // the entry's sender_directory, if set
-	payload       func(http.ResponseWriter, *sealed) // serves the payload, if set
-	refuse        *api.Error                         // answer every request with this refusal, if set
-	refuseRawBody string                             // or with this body and status 403
+	entryFor      map[string]string                          // answer GET /v1/inbox/{id} with another bundle's entry
+	senderCheck   string                                     // the entry's sender_check
+	signingKey    string                                     // the directory's signing key for DE/forensics, if set
+	keptDirectory *crypto.Signed                             // the entry's sender_directory, if set
+	payload       func(http.ResponseWriter, *evxtest.Bundle) // serves the payload, if set
+	refuse        *api.Error                                 // answer every request with this refusal, if set
+	refuseRawBody string                                     // or with this body and status 403
 
 	mu       sync.Mutex
 	requests []string
-}
-
-// sealed is a bundle sealed in a test, taken apart as the API carries it.
-type sealed struct {
-	env     *crypto.Envelope
-	envJSON []byte
-	sig     []byte
-	payload []byte
 }
 
 func newFakeGateway(t *testing.T) *fakeGateway {
@@ -58,7 +49,7 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeGateway{t: t, dev: dev, bundles: map[string]*sealed{}, entryFor: map[string]string{},
+	f := &fakeGateway{t: t, dev: dev, bundles: map[string]*evxtest.Bundle{}, entryFor: map[string]string{},
 		senderCheck: "signing key listed for DE/forensics in the directory of DE"}
 	fr := dev.Country("FR")
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
@@ -71,28 +62,13 @@ func newFakeGateway(t *testing.T) *fakeGateway {
 
 // seal seals a bundle of size bytes from DE/forensics to FR/prosecutor and
 // serves it.
-func (f *fakeGateway) seal(size int) *sealed {
+func (f *fakeGateway) seal(size int) *evxtest.Bundle {
 	f.t.Helper()
 	prosecutor := f.dev.Country("FR").User("prosecutor").Key.Public()
-	opts := sealOpts()
-	opts.Sender = f.dev.Country("DE").User("forensics").Key
-	opts.Recipients = []crypto.PublicKey{{Unit: prosecutor.Unit, AgeRecipient: prosecutor.AgeRecipient}}
-	var buf bytes.Buffer
-	env, err := crypto.Seal(context.Background(), &buf, evidence(f.t, size), opts)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	b, err := crypto.ReadBundle(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	payload, err := io.ReadAll(b.Payload())
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	s := &sealed{env: env, envJSON: b.EnvelopeJSON, sig: b.Signature, payload: payload}
-	f.bundles[env.BundleID] = s
-	return s
+	b := evxtest.Seal(f.t, f.dev.Country("DE").User("forensics").Key,
+		[]crypto.PublicKey{{Unit: prosecutor.Unit, AgeRecipient: prosecutor.AgeRecipient}}, size)
+	f.bundles[b.Env.BundleID] = b
+	return b
 }
 
 // client returns FR's prosecutor's client of the fake gateway and unit key.
@@ -155,10 +131,10 @@ func (f *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, 200, api.InboxEntry{
-			BundleID: b.env.BundleID, From: "DE", Sender: b.env.Sender.Unit, Purpose: b.env.Purpose,
-			LegalBasis: b.env.LegalBasis, Handling: b.env.Handling, TLP: b.env.TLP, Size: b.env.PayloadSize,
-			ReceivedAt: time.Now().UTC(), RetainUntil: b.env.RetainUntil, SenderCheck: f.senderCheck,
-			Envelope: b.envJSON, Signature: b.sig, SenderDirectory: f.keptDirectory,
+			BundleID: b.Env.BundleID, From: "DE", Sender: b.Env.Sender.Unit, Purpose: b.Env.Purpose,
+			LegalBasis: b.Env.LegalBasis, Handling: b.Env.Handling, TLP: b.Env.TLP, Size: b.Env.PayloadSize,
+			ReceivedAt: time.Now().UTC(), RetainUntil: b.Env.RetainUntil, SenderCheck: f.senderCheck,
+			Envelope: b.EnvJSON, Signature: b.Sig, SenderDirectory: f.keptDirectory,
 		})
 	case r.Method == "GET" && len(parts) == 3 && parts[0] == "inbox" && parts[2] == "payload":
 		b := f.bundles[parts[1]]
@@ -170,8 +146,8 @@ func (f *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			f.payload(w, b)
 			return
 		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(b.payload)))
-		w.Write(b.payload)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b.Payload)))
+		w.Write(b.Payload)
 	case r.Method == "POST" && len(parts) == 3 && parts[0] == "inbox" && parts[2] == "ack":
 		writeJSON(w, 200, api.Acknowledged{BundleID: parts[1], Status: "acknowledged"})
 	default:

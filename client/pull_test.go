@@ -17,6 +17,7 @@ import (
 	"evx/api"
 	"evx/client"
 	"evx/crypto"
+	"evx/internal/evxtest"
 )
 
 // pullRecorder pulls through a client and records the largest progress it
@@ -57,19 +58,19 @@ func TestPullRefusesAHostileGateway(t *testing.T) {
 	f := newFakeGateway(t)
 	a, b := f.seal(70_000), f.seal(1000)
 	c, key := f.client()
-	size := a.env.PayloadSize
+	size := a.Env.PayloadSize
 
 	t.Run("honest", func(t *testing.T) {
 		var p pullRecorder
 		dir := filepath.Join(t.TempDir(), "out")
-		res, err := p.pull(t, c, key, a.env.BundleID, dir, "")
+		res, err := p.pull(t, c, key, a.Env.BundleID, dir, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Open.Envelope.BundleID != a.env.BundleID || !res.SenderPinned || p.written != size {
-			t.Errorf("pulled %+v, %d bytes written; want bundle %s, pinned, %d bytes", res, p.written, a.env.BundleID, size)
+		if res.Open.Envelope.BundleID != a.Env.BundleID || !res.SenderPinned || p.written != size {
+			t.Errorf("pulled %+v, %d bytes written; want bundle %s, pinned, %d bytes", res, p.written, a.Env.BundleID, size)
 		}
-		if !f.askedFor("/" + a.env.BundleID + "/ack") {
+		if !f.askedFor("/" + a.Env.BundleID + "/ack") {
 			t.Error("no acknowledgement")
 		}
 	})
@@ -83,7 +84,7 @@ func TestPullRefusesAHostileGateway(t *testing.T) {
 	}{
 		{
 			name:  "another bundle's envelope",
-			fault: func() { f.entryFor[a.env.BundleID] = b.env.BundleID },
+			fault: func() { f.entryFor[a.Env.BundleID] = b.Env.BundleID },
 			want:  client.ErrBadAnswer,
 		},
 		{
@@ -94,8 +95,8 @@ func TestPullRefusesAHostileGateway(t *testing.T) {
 		{
 			name: "more bytes than payload.size, without Content-Length",
 			fault: func() {
-				f.payload = func(w http.ResponseWriter, s *sealed) {
-					w.Write(s.payload)
+				f.payload = func(w http.ResponseWriter, s *evxtest.Bundle) {
+					w.Write(s.Payload)
 					w.(http.Flusher).Flush() // chunked: no length announced
 					w.Write(bytes.Repeat([]byte{'x'}, 100_000))
 				}
@@ -105,9 +106,9 @@ func TestPullRefusesAHostileGateway(t *testing.T) {
 		{
 			name: "a Content-Length larger than payload.size",
 			fault: func() {
-				f.payload = func(w http.ResponseWriter, s *sealed) {
-					w.Header().Set("Content-Length", strconv.Itoa(len(s.payload)+1))
-					w.Write(append(s.payload, 'x'))
+				f.payload = func(w http.ResponseWriter, s *evxtest.Bundle) {
+					w.Header().Set("Content-Length", strconv.Itoa(len(s.Payload)+1))
+					w.Write(append(s.Payload, 'x'))
 				}
 			},
 			want: client.ErrBadAnswer, payload: true, written: 0,
@@ -115,8 +116,8 @@ func TestPullRefusesAHostileGateway(t *testing.T) {
 		{
 			name: "fewer bytes than payload.size",
 			fault: func() {
-				f.payload = func(w http.ResponseWriter, s *sealed) {
-					w.Write(s.payload[:len(s.payload)-1])
+				f.payload = func(w http.ResponseWriter, s *evxtest.Bundle) {
+					w.Write(s.Payload[:len(s.Payload)-1])
 				}
 			},
 			payload: true, written: size - 1,
@@ -130,7 +131,7 @@ func TestPullRefusesAHostileGateway(t *testing.T) {
 			f.mu.Unlock()
 			parent := t.TempDir()
 			var p pullRecorder
-			_, err := p.pull(t, c, key, a.env.BundleID, filepath.Join(parent, "out"), "")
+			_, err := p.pull(t, c, key, a.Env.BundleID, filepath.Join(parent, "out"), "")
 			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("pull: %v; want %v", err, tc.want)
 			}
@@ -203,7 +204,7 @@ func TestPullChecksBeforeDownloading(t *testing.T) {
 			name:  "not sealed to this unit key",
 			key:   other,
 			want:  "not to the unit key of this profile (FR/judge)",
-			asked: []string{"GET /v1/inbox/" + a.env.BundleID},
+			asked: []string{"GET /v1/inbox/" + a.Env.BundleID},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,7 +212,7 @@ func TestPullChecksBeforeDownloading(t *testing.T) {
 			f.requests = nil
 			f.mu.Unlock()
 			parent := t.TempDir()
-			dir, keep, id, k := filepath.Join(parent, "out"), "", a.env.BundleID, key
+			dir, keep, id, k := filepath.Join(parent, "out"), "", a.Env.BundleID, key
 			if tc.dir != nil {
 				dir = tc.dir(t, parent)
 			}
@@ -285,14 +286,14 @@ func TestRefusalMessagesArePrintable(t *testing.T) {
 func TestPullFromGateway(t *testing.T) {
 	w := startWorld(t)
 	ctx := context.Background()
-	de, deKey := w.client("DE", "forensics")
-	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 100_000),
-		Seal: sealOpts(), TempDir: t.TempDir(), Wait: 20 * time.Second})
+	de, deKey := w.Client("DE", "forensics")
+	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evxtest.Evidence(t, 100_000),
+		Seal: evxtest.SealOptions(), TempDir: t.TempDir(), Wait: 20 * time.Second})
 	if err != nil || res.Status.State != api.StateDelivered {
 		t.Fatalf("push: %+v, %v", res, err)
 	}
 	id := res.Envelope.BundleID
-	fr, frKey := w.client("FR", "prosecutor")
+	fr, frKey := w.Client("FR", "prosecutor")
 
 	// Another unit key than the one sealed to is refused before anything
 	// is downloaded or acknowledged.
@@ -378,7 +379,7 @@ func TestPullChecksTheKeptDirectory(t *testing.T) {
 			f.keptDirectory = tc.dir
 			b := f.seal(1000)
 			before := len(f.asked())
-			res, err := client.Pull(context.Background(), c, key, b.env.BundleID, filepath.Join(t.TempDir(), "out"), "", nil)
+			res, err := client.Pull(context.Background(), c, key, b.Env.BundleID, filepath.Join(t.TempDir(), "out"), "", nil)
 			asked := f.asked()[before:]
 			if slices.ContainsFunc(asked, func(r string) bool { return strings.Contains(r, "/v1/directory/") }) {
 				t.Errorf("pull looked the sender up although the gateway kept its directory: %q", asked)
@@ -408,14 +409,14 @@ func TestPullChecksTheKeptDirectory(t *testing.T) {
 func TestPullWhileSenderIsDown(t *testing.T) {
 	w := startWorld(t)
 	ctx := context.Background()
-	de, deKey := w.client("DE", "forensics")
-	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 10_000),
-		Seal: sealOpts(), TempDir: t.TempDir(), Wait: 20 * time.Second})
+	de, deKey := w.Client("DE", "forensics")
+	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evxtest.Evidence(t, 10_000),
+		Seal: evxtest.SealOptions(), TempDir: t.TempDir(), Wait: 20 * time.Second})
 	if err != nil || res.Status.State != api.StateDelivered {
 		t.Fatalf("push: %+v, %v", res, err)
 	}
-	w.stop("DE")
-	fr, frKey := w.client("FR", "prosecutor")
+	w.Stop(t, "DE")
+	fr, frKey := w.Client("FR", "prosecutor")
 	pr, err := client.Pull(ctx, fr, frKey, res.Envelope.BundleID, filepath.Join(t.TempDir(), "out"), "", nil)
 	if err != nil {
 		t.Fatalf("pull while DE is down: %v", err)

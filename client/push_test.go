@@ -11,6 +11,7 @@ import (
 	"evx/api"
 	"evx/client"
 	"evx/gateway"
+	"evx/internal/evxtest"
 )
 
 // Push refuses, before sealing anything, recipients it can tell are wrong:
@@ -19,9 +20,9 @@ import (
 func TestPushChecksBeforeSealing(t *testing.T) {
 	w := startWorld(t)
 	ctx := context.Background()
-	de, deKey := w.client("DE", "forensics")
-	deProsecutor, _ := w.client("DE", "prosecutor")
-	files := evidence(t, 1000)
+	de, deKey := w.Client("DE", "forensics")
+	deProsecutor, _ := w.Client("DE", "prosecutor")
+	files := evxtest.Evidence(t, 1000)
 	for _, tc := range []struct {
 		name string
 		c    *client.Client
@@ -36,7 +37,7 @@ func TestPushChecksBeforeSealing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tmp := t.TempDir()
 			var stages []string
-			_, err := client.Push(ctx, tc.c, client.PushRequest{Key: deKey, To: tc.to, Files: files, Seal: sealOpts(), TempDir: tmp,
+			_, err := client.Push(ctx, tc.c, client.PushRequest{Key: deKey, To: tc.to, Files: files, Seal: evxtest.SealOptions(), TempDir: tmp,
 				Progress: func(stage string, _, _ int64) { stages = append(stages, stage) }})
 			if err == nil || err.Error() != tc.want {
 				t.Fatalf("push: %v\nwant: %s", err, tc.want)
@@ -46,7 +47,7 @@ func TestPushChecksBeforeSealing(t *testing.T) {
 			}
 		})
 	}
-	if infos, err := w.store["DE"].List(ctx, ""); err != nil || len(infos) > 0 {
+	if infos, err := w.Stores["DE"].List(ctx, ""); err != nil || len(infos) > 0 {
 		t.Errorf("DE stored %v, %v; want nothing", infos, err)
 	}
 }
@@ -57,14 +58,14 @@ func TestPushChecksBeforeSealing(t *testing.T) {
 func TestPushWaitRunsOut(t *testing.T) {
 	w := startWorld(t)
 	ctx := context.Background()
-	de, deKey := w.client("DE", "forensics")
+	de, deKey := w.Client("DE", "forensics")
 	// DE keeps FR's directory, so that its unit can submit while FR is down.
 	if _, err := de.Lookup(ctx, "FR/prosecutor"); err != nil {
 		t.Fatal(err)
 	}
-	w.stop("FR")
-	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evidence(t, 1000),
-		Seal: sealOpts(), TempDir: t.TempDir(), Wait: 50 * time.Millisecond})
+	w.Stop(t, "FR")
+	res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evxtest.Evidence(t, 1000),
+		Seal: evxtest.SealOptions(), TempDir: t.TempDir(), Wait: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("push: %v; want the bundle queued, without an error", err)
 	}
@@ -85,9 +86,9 @@ func TestPushRefused(t *testing.T) {
 			o.MaxBundleSize = 10_000
 		}
 	})
-	de, deKey := w.client("DE", "forensics")
+	de, deKey := w.Client("DE", "forensics")
 	res, err := client.Push(context.Background(), de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"},
-		Files: evidence(t, 50_000), Seal: sealOpts(), TempDir: t.TempDir(), Wait: 20 * time.Second})
+		Files: evxtest.Evidence(t, 50_000), Seal: evxtest.SealOptions(), TempDir: t.TempDir(), Wait: 20 * time.Second})
 	var re *client.RefusedError
 	if !errors.As(err, &re) || re.RefusalCode() != "too-large" || re.BundleID != res.Envelope.BundleID {
 		t.Fatalf("push: %v; want refused as too-large", err)
