@@ -2,17 +2,15 @@ package storage_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 
 	"filippo.io/age"
 	"github.com/minio/minio-go/v7"
 
+	"evx/internal/evxtest"
 	"evx/storage"
 	"evx/storage/storagetest"
 )
@@ -28,7 +26,7 @@ func benchS3(b *testing.B) (storage.S3Config, *minio.Client) {
 }
 
 // benchFile returns the file named by EVX_BENCH_FILE, or else a temporary
-// file of EVX_BENCH_SIZE_MIB (default 256) MiB of random bytes.
+// file of evxtest.BenchSize (256 MiB unless set) random bytes.
 func benchFile(b *testing.B) (string, int64) {
 	b.Helper()
 	if p := os.Getenv("EVX_BENCH_FILE"); p != "" {
@@ -38,24 +36,8 @@ func benchFile(b *testing.B) (string, int64) {
 		}
 		return p, info.Size()
 	}
-	mib := int64(256)
-	if s := os.Getenv("EVX_BENCH_SIZE_MIB"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n <= 0 {
-			b.Fatalf("EVX_BENCH_SIZE_MIB=%q: want a positive number of MiB", s)
-		}
-		mib = n
-	}
-	p := filepath.Join(b.TempDir(), "data")
-	f, err := os.Create(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := io.CopyN(f, rand.Reader, mib<<20); err != nil {
-		b.Fatal(err)
-	}
-	return p, mib << 20
+	f := evxtest.Evidence(b, evxtest.BenchSize(b, 256))[0]
+	return f.OSPath, f.Size
 }
 
 // BenchmarkBaselineAgePutObject is what a user could script instead of

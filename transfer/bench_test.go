@@ -10,31 +10,21 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"evx/crypto"
+	"evx/internal/evxtest"
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 )
 
-// benchSize is the bytes moved per benchmark operation: EVX_BENCH_SIZE_MIB
-// MiB, 256 MiB unless set, so that one operation lasts long enough for
-// the congestion window to open and the figure to mean throughput.
-func benchSize(b *testing.B) int64 {
-	b.Helper()
-	mib := int64(256)
-	if s := os.Getenv("EVX_BENCH_SIZE_MIB"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n <= 0 {
-			b.Fatalf("EVX_BENCH_SIZE_MIB=%q: want a positive number of MiB", s)
-		}
-		mib = n
-	}
-	return mib << 20
-}
+// benchSize is the bytes moved per benchmark operation: 256 MiB unless
+// EVX_BENCH_SIZE_MIB says otherwise, so that one operation lasts long
+// enough for the congestion window to open and the figure to mean
+// throughput.
+func benchSize(b *testing.B) int64 { return evxtest.BenchSize(b, 256) }
 
 // benchPeers returns the DE and FR gateway certificates and CA pools, as
 // two gateways are set up.
@@ -213,33 +203,15 @@ func BenchmarkSend(b *testing.B) {
 // and the payload in a temporary file, as a gateway holds it on disk.
 func sealedFile(b *testing.B, sender, to *crypto.UnitKey, size int64) ([]byte, []byte, *os.File) {
 	b.Helper()
-	dir := b.TempDir()
-	src := filepath.Join(dir, "image.raw")
-	f, err := os.Create(src)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
-		b.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
-	files, err := crypto.CollectFiles([]string{src})
-	if err != nil {
-		b.Fatal(err)
-	}
-	bundle, err := os.Create(filepath.Join(dir, "bundle.evx"))
+	files := evxtest.Evidence(b, size)
+	bundle, err := os.Create(filepath.Join(b.TempDir(), "bundle.evx"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer bundle.Close()
-	_, err = crypto.Seal(context.Background(), bundle, files, crypto.SealOptions{
-		Sender: sender, Recipients: []crypto.PublicKey{to.Public()},
-		Purpose: "criminal-investigation", Handling: "H2", TLP: "TLP:RED",
-		LegalBasis: "benchmark", Retain: time.Hour,
-	})
-	if err != nil {
+	opts := evxtest.SealOptions()
+	opts.Sender, opts.Recipients = sender, []crypto.PublicKey{to.Public()}
+	if _, err := crypto.Seal(context.Background(), bundle, files, opts); err != nil {
 		b.Fatal(err)
 	}
 	info, err := bundle.Stat()
@@ -250,14 +222,14 @@ func sealedFile(b *testing.B, sender, to *crypto.UnitKey, size int64) ([]byte, [
 	if err != nil {
 		b.Fatal(err)
 	}
-	payload, err := os.Create(filepath.Join(dir, "payload.age"))
+	payload, err := os.Create(filepath.Join(b.TempDir(), "payload.age"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	if _, err := io.Copy(payload, bd.Payload()); err != nil {
 		b.Fatal(err)
 	}
-	os.Remove(src)
+	os.Remove(files[0].OSPath)
 	os.Remove(bundle.Name())
 	return bd.EnvelopeJSON, bd.Signature, payload
 }

@@ -8,14 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"evx/crypto"
+	"evx/internal/evxtest"
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
@@ -172,34 +171,8 @@ func (w *world) peerFR(srv *Server) Peer {
 // sealed returns a real bundle's envelope, signature and payload.
 func sealed(t *testing.T, sender *crypto.UnitKey, to *crypto.UnitKey, size int) ([]byte, []byte, []byte) {
 	t.Helper()
-	dir := t.TempDir()
-	data := bytes.Repeat([]byte("evidence"), size/8+1)[:size]
-	p := filepath.Join(dir, "image.raw")
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	files, err := crypto.CollectFiles([]string{p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	_, err = crypto.Seal(context.Background(), &buf, files, crypto.SealOptions{
-		Sender: sender, Recipients: []crypto.PublicKey{to.Public()},
-		Purpose: "criminal-investigation", Handling: "H2", TLP: "TLP:RED",
-		LegalBasis: "test", Retain: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := crypto.ReadBundle(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := io.ReadAll(b.Payload())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.EnvelopeJSON, b.Signature, payload
+	b := evxtest.Seal(t, sender, []crypto.PublicKey{to.Public()}, size)
+	return b.EnvJSON, b.Sig, b.Payload
 }
 
 func newTestClient(t *testing.T, id string, cert tls.Certificate) *Client {
