@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"evx/api"
 	"evx/crypto"
 	"evx/internal/devenv"
+	"evx/internal/evxtest"
 
 	"github.com/spf13/cobra"
 )
@@ -51,30 +51,8 @@ func TestHostileGatewayText(t *testing.T) {
 	prosecutor := fr.User("prosecutor").Key.Public()
 
 	// A real bundle, sealed and signed as DE/forensics would.
-	opts := crypto.SealOptions{Purpose: "mutual-legal-assistance", Handling: "H2", TLP: "TLP:RED",
-		LegalBasis: "EIO 2026/17", Retain: 24 * time.Hour, Sender: forensics.Key,
-		Recipients: []crypto.PublicKey{{Unit: prosecutor.Unit, AgeRecipient: prosecutor.AgeRecipient}}}
-	src := filepath.Join(t.TempDir(), "notes.txt")
-	if err := os.WriteFile(src, []byte("seized\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	files, err := crypto.CollectFiles([]string{src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sealed bytes.Buffer
-	env, err := crypto.Seal(context.Background(), &sealed, files, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := crypto.ReadBundle(bytes.NewReader(sealed.Bytes()), int64(sealed.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := io.ReadAll(b.Payload())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := evxtest.Seal(t, forensics.Key, []crypto.PublicKey{{Unit: prosecutor.Unit, AgeRecipient: prosecutor.AgeRecipient}}, 7)
+	env, payload := b.Env, b.Payload
 	id := env.BundleID
 
 	// FR's gateway, impersonated: its certificate, FR's CA for clients,
@@ -101,7 +79,7 @@ func TestHostileGatewayText(t *testing.T) {
 			json.NewEncoder(w).Encode([]api.InboxEntry{entry})
 		case "/v1/inbox/" + id:
 			e := entry
-			e.Envelope, e.Signature = b.EnvelopeJSON, b.Signature
+			e.Envelope, e.Signature = b.EnvJSON, b.Sig
 			json.NewEncoder(w).Encode(e)
 		case "/v1/whoami":
 			json.NewEncoder(w).Encode(api.WhoAmI{Gateway: "FR" + hostile, Unit: "FR/prosecutor", Role: api.RoleRecipient})
