@@ -201,6 +201,9 @@ func (g *Gateway) outboxStatus(_ http.ResponseWriter, r *http.Request, u User) (
 		if st.State != api.StateQueued || left <= 0 {
 			return st, nil
 		}
+		if g.opts.onStatusWait != nil {
+			g.opts.onStatusWait(id)
+		}
 		timer := time.NewTimer(left)
 		select {
 		case <-changed:

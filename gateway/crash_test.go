@@ -148,15 +148,17 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 					}
 				}
 
-				// The sender retries, and the bundle arrives whole.
+				// The sender retries, and the bundle arrives whole. FR
+				// logged the failure before it refused the attempt, and
+				// DE its retry before retrying.
 				st, err := client.WaitDelivered(ctx, de, id, 30*time.Second)
 				if err != nil {
 					t.Fatal(err)
 				}
-				waitLogged(t, tw.Logs["FR"], "the failure at FR", func(e observer.LoggedEntry) bool {
+				wantLoggedMatch(t, tw.Logs["FR"], "the failure at FR", func(e observer.LoggedEntry) bool {
 					return e.Message == tc.logged && e.ContextMap()["bundle"] == id
 				})
-				waitLogged(t, tw.Logs["DE"], "DE's retry", func(e observer.LoggedEntry) bool {
+				wantLoggedMatch(t, tw.Logs["DE"], "DE's retry", func(e observer.LoggedEntry) bool {
 					return e.Message == "delivery failed; will retry" && e.ContextMap()["bundle"] == id
 				})
 				var rec inboxRecord
@@ -192,7 +194,8 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 				if !isAPIError(err, 500, "internal") {
 					t.Fatalf("upload = %v, want 500 internal", err)
 				}
-				waitLogged(t, tw.Logs["DE"], "the failed upload", func(e observer.LoggedEntry) bool {
+				// Logged before the answer.
+				wantLoggedMatch(t, tw.Logs["DE"], "the failed upload", func(e observer.LoggedEntry) bool {
 					return e.Message == "request failed" && e.ContextMap()["path"] == "/v1/bundles"
 				})
 				// The submitter does not know whether the bundle was

@@ -81,6 +81,10 @@ type Options struct {
 	// onDeliveryFailed, if set, is called after each failed delivery
 	// attempt that will be retried, once it is logged: tests wait on it.
 	onDeliveryFailed func(id string, err error)
+	// onStatusWait, if set, is called each time a status request with
+	// ?wait= for bundle id starts waiting for its delivery to end: tests
+	// wait on it before they make the delivery end.
+	onStatusWait func(id string)
 }
 
 // Gateway is a running gateway.

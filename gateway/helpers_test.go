@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"evx/api"
 	"evx/client"
@@ -101,32 +100,33 @@ func wantUnchanged(t *testing.T, what string, before, after []storage.Info) {
 }
 
 // wantLogged checks that an entry with message msg and the given code was
-// logged, and returns it. It takes every entry logged so far out of logs,
-// so that the next check sees only what was logged after this one: an
-// earlier refusal with the same code cannot stand in for a missing one.
+// logged, and returns it. Call it once the entry must be there: a gateway
+// logs a refusal before it answers, on its API and to a peer. It takes
+// every entry logged so far out of logs, so that the next check sees only
+// what was logged after this one: an earlier refusal with the same code
+// cannot stand in for a missing one.
 func wantLogged(t *testing.T, logs *observer.ObservedLogs, msg, code string) observer.LoggedEntry {
 	t.Helper()
-	// Refusals are logged before the answer is sent, but a peer's log
-	// call and the rejection frame it sends race by a moment.
-	deadline := time.Now().Add(5 * time.Second)
-	var seen []observer.LoggedEntry
-	for {
-		seen = append(seen, logs.TakeAll()...)
-		for i := len(seen) - 1; i >= 0; i-- {
-			e := seen[i]
-			if e.Message == msg && e.ContextMap()["code"] == code {
-				return e
-			}
+	seen := logs.TakeAll()
+	for i := len(seen) - 1; i >= 0; i-- {
+		if e := seen[i]; e.Message == msg && e.ContextMap()["code"] == code {
+			return e
 		}
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			for _, e := range seen {
-				fmt.Fprintf(&b, "  %s %s %v\n", e.LoggerName, e.Message, e.ContextMap())
-			}
-			t.Errorf("no log entry %q with code %q; logged since the previous check:\n%s", msg, code, b.String())
-			return observer.LoggedEntry{}
-		}
-		time.Sleep(10 * time.Millisecond)
+	}
+	var b strings.Builder
+	for _, e := range seen {
+		fmt.Fprintf(&b, "  %s %s %v\n", e.LoggerName, e.Message, e.ContextMap())
+	}
+	t.Errorf("no log entry %q with code %q; logged since the previous check:\n%s", msg, code, b.String())
+	return observer.LoggedEntry{}
+}
+
+// wantLoggedMatch checks that an entry matching match, which what
+// describes, was logged. Call it once the entry must be there.
+func wantLoggedMatch(t *testing.T, logs *observer.ObservedLogs, what string, match func(observer.LoggedEntry) bool) {
+	t.Helper()
+	if logs.Filter(match).Len() == 0 {
+		t.Errorf("%s was not logged; logged:\n%s", what, dumpLogs(logs))
 	}
 }
 

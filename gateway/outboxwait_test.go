@@ -14,7 +14,19 @@ import (
 // delivery ends, not before, or when the wait is over, or when the gateway
 // shuts down; a bad wait is refused.
 func TestOutboxStatusWait(t *testing.T) {
-	tw := newTestWorld(t, diskStore, nil)
+	// waiting gets the bundle id of each status request at DE that starts
+	// waiting.
+	waiting := make(chan string, 100)
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
+		if id == "DE" {
+			o.onStatusWait = func(id string) {
+				select {
+				case waiting <- id:
+				default:
+				}
+			}
+		}
+	})
 	tw.Start(t, "DE")
 	tw.Start(t, "FR")
 	ctx := context.Background()
@@ -38,6 +50,21 @@ func TestOutboxStatusWait(t *testing.T) {
 		}()
 		return ch
 	}
+	// untilWaiting returns once a status request for id waits at DE.
+	untilWaiting := func(id string) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case w := <-waiting:
+				if w == id {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no status request for %s waiting at DE after 30 s", id)
+			}
+		}
+	}
 
 	b := evxtest.Seal(t, deKey, to, 10_000)
 	if _, err := upload(ctx, de, b); err != nil {
@@ -55,8 +82,13 @@ func TestOutboxStatusWait(t *testing.T) {
 	}
 
 	// Asked while FR is down, answered once FR is back and has the bundle.
+	// The short wait above has been answered, so what it signalled is
+	// all there is to drop.
+	for len(waiting) > 0 {
+		<-waiting
+	}
 	got := waitFor(id, time.Minute)
-	time.Sleep(100 * time.Millisecond) // for the request to reach DE first
+	untilWaiting(id)
 	tw.Start(t, "FR")
 	if a := <-got; a.err != nil || a.st.State != "delivered" || a.st.Receipt == nil {
 		t.Fatalf("waiting status = %+v, %v; want delivered with a receipt", a.st, a.err)
@@ -70,7 +102,7 @@ func TestOutboxStatusWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = waitFor(b2.Env.BundleID, time.Minute)
-	time.Sleep(100 * time.Millisecond)
+	untilWaiting(b2.Env.BundleID)
 	tw.Stop(t, "DE") // reports an error if Run's shutdown timed out
 	if a := <-got; a.err != nil || a.st.State != "queued" {
 		t.Fatalf("status waiting while DE shut down = %+v, %v; want queued", a.st, a.err)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,11 +70,12 @@ func procMust(t *testing.T, bin string, args ...string) string {
 	return stdout
 }
 
-// procGateway runs `evx gateway --config cfg` until the test ends, and
-// waits until its API port accepts connections. At the end it stops the
-// gateway as an operator would, with SIGTERM, and expects a clean exit.
-// It returns the path of the gateway's log.
-func procGateway(t *testing.T, bin, cfg string) string {
+// procGateway runs `evx gateway --config cfg` until stop or the end of the
+// test, and waits until its API port accepts connections. stop ends the
+// gateway as an operator would, with SIGTERM, and expects a clean exit;
+// once it has returned, the gateway's log is complete. procGateway returns
+// the path of that log.
+func procGateway(t *testing.T, bin, cfg string) (logPath string, stop func()) {
 	t.Helper()
 	data, err := os.ReadFile(cfg)
 	if err != nil {
@@ -84,7 +86,7 @@ func procGateway(t *testing.T, bin, cfg string) string {
 		t.Fatalf("no listen.api in %s", cfg)
 	}
 	api := string(m[1])
-	logPath := filepath.Join(filepath.Dir(cfg), "gateway.log")
+	logPath = filepath.Join(filepath.Dir(cfg), "gateway.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -101,27 +103,31 @@ func procGateway(t *testing.T, bin, cfg string) string {
 		data, _ := os.ReadFile(logPath)
 		t.Logf("log of %s:\n%s", cfg, data)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("gateway %s exited with %v after SIGTERM", cfg, err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("gateway %s exited with %v after SIGTERM", cfg, err)
+					showLog()
+				}
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Errorf("gateway %s did not stop within 20 s of SIGTERM", cfg)
 				showLog()
 			}
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("gateway %s did not stop within 20 s of SIGTERM", cfg)
-			showLog()
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", api, time.Second)
 		if err == nil {
 			c.Close()
-			return logPath
+			return logPath, stop
 		}
 		select {
 		case err := <-exited:
@@ -153,8 +159,8 @@ func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
 	if !strings.Contains(stdout, "evx gateway --config "+filepath.Join(dir, "DE", "gateway.yaml")) {
 		t.Errorf("dev-env does not print how to start the gateways:\n%s", stdout)
 	}
-	deLog := procGateway(t, bin, filepath.Join(dir, "DE", "gateway.yaml"))
-	frLog := procGateway(t, bin, filepath.Join(dir, "FR", "gateway.yaml"))
+	deLog, stopDE := procGateway(t, bin, filepath.Join(dir, "DE", "gateway.yaml"))
+	frLog, stopFR := procGateway(t, bin, filepath.Join(dir, "FR", "gateway.yaml"))
 
 	// Evidence: a file over several age chunks and a small one.
 	evidence := t.TempDir()
@@ -236,6 +242,10 @@ func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
 	if !errors.As(err, &ee) || ee.ExitCode() != exitRefused || !strings.Contains(stderr, "forbidden") {
 		t.Errorf("inbox as DE/forensics: %v, stderr %q; want exit 3 and forbidden", err, stderr)
 	}
+	// The logs are complete once the gateways have exited: DE may log a
+	// delivery just after it answers the push.
+	stopDE()
+	stopFR()
 	procWantLog(t, deLog, `"code":"forbidden"`)
 	procWantLog(t, deLog, `"msg":"bundle delivered"`)
 	procWantLog(t, frLog, `"msg":"bundle stored"`)
