@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,19 +65,14 @@ func (h *halfHandshake) wait(t *testing.T) {
 // at addr fails at once: the server closes the connection.
 func (tw *testWorld) wantHandshakeRefused(t *testing.T, country, src, addr string) {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", addr)
-	if errors.Is(err, syscall.ECONNRESET) {
+	c := dialOrReset(t, src, addr)
+	if c == nil {
 		return
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	host, _, _ := net.SplitHostPort(addr)
 	answered := false
-	err = tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: tw.Dev.Country(country).CAPool(), ServerName: host,
+	err := tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: tw.Dev.Country(country).CAPool(), ServerName: host,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			answered = true
 			return nil, errors.New("the server answered the handshake")
