@@ -302,3 +302,34 @@ func ParseRecipient(s string) (*age.HybridRecipient, error) {
 	}
 	return r, nil
 }
+
+// ReadPublicKeyFile reads a public key file, as ParsePublicKey parses it,
+// reading at most what a key file may hold. Its parse errors do not name
+// the file.
+func ReadPublicKeyFile(path string) (PublicKey, error) {
+	data, err := ReadFileLimit(path, maxKeyFileSize)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	// The caller names the file, as it knows what the file is for.
+	return ParsePublicKey(data)
+}
+
+// ReadFileLimit reads the file at path, refusing one of more than limit
+// bytes without reading further: key and certificate files are small, and
+// a path naming, say, a device must not make a reader consume without end.
+func ReadFileLimit(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%q is larger than %d bytes, more than such a file holds", path, limit)
+	}
+	return data, nil
+}

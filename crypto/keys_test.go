@@ -3,6 +3,8 @@ package crypto
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -201,5 +203,32 @@ func TestGenerateUnitKeyRejectsBadUnit(t *testing.T) {
 		if _, err := GenerateUnitKey(u); err == nil || !strings.Contains(err.Error(), "malformed unit id") {
 			t.Errorf("GenerateUnitKey(%q): %v", u, err)
 		}
+	}
+}
+
+// Key files are read only up to what they may hold: a path naming an
+// endless device, or a huge file, is refused without reading it whole.
+func TestReadFileLimit(t *testing.T) {
+	if _, err := ReadFileLimit("/dev/zero", 1<<10); err == nil || !strings.Contains(err.Error(), `"/dev/zero" is larger than 1024 bytes`) {
+		t.Errorf("reading /dev/zero: %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "big.pub")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("#\n"), maxKeyFileSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadPublicKeyFile(big); err == nil || !strings.Contains(err.Error(), "is larger than 65536 bytes") {
+		t.Errorf("reading an oversized public key file: %v", err)
+	}
+	k, err := GenerateUnitKey("DE/forensics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := k.Public().MarshalText()
+	pub := filepath.Join(t.TempDir(), "unit.pub")
+	if err := os.WriteFile(pub, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ReadPublicKeyFile(pub); err != nil || p != k.Public() {
+		t.Errorf("ReadPublicKeyFile = %+v, %v; want %+v", p, err, k.Public())
 	}
 }

@@ -159,9 +159,13 @@ func WriteCertFiles(c tls.Certificate, certPath, keyPath string) error {
 	return os.WriteFile(keyPath, keyPEM, 0o600)
 }
 
+// maxPEMFileSize bounds the certificate and key files read: a chain of a
+// few certificates is a few KiB.
+const maxPEMFileSize = 1 << 20
+
 // ReadCertPool reads a PEM file of one or more CA certificates.
 func ReadCertPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFileLimit(path, maxPEMFileSize)
 	if err != nil {
 		return nil, err
 	}

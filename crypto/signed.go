@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 	"unicode"
@@ -88,7 +87,7 @@ func ParseSigningKeyFile(data []byte) (*SigningKey, error) {
 
 // ReadSigningKeyFile reads and parses the signing key file at path.
 func ReadSigningKeyFile(path string) (*SigningKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFileLimit(path, maxKeyFileSize)
 	if err != nil {
 		return nil, err
 	}

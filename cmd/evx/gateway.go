@@ -124,12 +124,9 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 	for _, u := range cfg.Users {
 		gu := gateway.User{Unit: u.Identity, Role: u.Role}
 		if u.PublicKey != "" {
-			data, err := os.ReadFile(u.PublicKey)
-			if err != nil {
-				return o, fmt.Errorf("user %s: %w", u.Identity, err)
-			}
-			if gu.Key, err = crypto.ParsePublicKey(data); err != nil {
-				return o, fmt.Errorf("user %s: public key: %w", u.Identity, err)
+			var err error
+			if gu.Key, err = crypto.ReadPublicKeyFile(u.PublicKey); err != nil {
+				return o, fmt.Errorf("user %s: public key %s: %w", u.Identity, u.PublicKey, err)
 			}
 		}
 		o.Users = append(o.Users, gu)

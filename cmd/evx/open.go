@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"evx/crypto"
@@ -38,11 +37,7 @@ the payload that hold it.`,
 				return err
 			}
 			if name, ok := strings.CutPrefix(expect, "@"); ok {
-				data, err := os.ReadFile(name)
-				if err != nil {
-					return fmt.Errorf("--expect-sender: %w", err)
-				}
-				p, err := crypto.ParsePublicKey(data)
+				p, err := crypto.ReadPublicKeyFile(name)
 				if err != nil {
 					return fmt.Errorf("--expect-sender %s: %w", expect, err)
 				}

@@ -59,6 +59,9 @@ func defaultProfilePath(getenv func(string) string) string {
 	return ""
 }
 
+// maxPEMSize bounds the client certificate and key files a profile names.
+const maxPEMSize = 1 << 20
+
 // loadProfile reads a profile and returns an API client and the unit key.
 // An empty path chooses the profile as profilePath does. Problems with the
 // files the profile names are reported at the profile's line that names
@@ -95,11 +98,11 @@ func readProfile(path string, allowExposed bool, stderr io.Writer) (*client.Clie
 	if err := checkKeyFile(p.Key, allowExposed, stderr); err != nil {
 		return nil, nil, profileFileError(p, "key", p.Key, err)
 	}
-	certPEM, err := os.ReadFile(p.Cert)
+	certPEM, err := crypto.ReadFileLimit(p.Cert, maxPEMSize)
 	if err != nil {
 		return nil, nil, p.FileError("cert", p.Cert, err)
 	}
-	keyPEM, err := os.ReadFile(p.Key)
+	keyPEM, err := crypto.ReadFileLimit(p.Key, maxPEMSize)
 	if err != nil {
 		return nil, nil, p.FileError("key", p.Key, err)
 	}

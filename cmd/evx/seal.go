@@ -110,11 +110,7 @@ func readRecipient(arg string) (crypto.PublicKey, error) {
 		}
 		return crypto.PublicKey{AgeRecipient: arg}, nil
 	}
-	data, err := os.ReadFile(name)
-	if err != nil {
-		return crypto.PublicKey{}, fmt.Errorf("recipient %s: %w", arg, err)
-	}
-	p, err := crypto.ParsePublicKey(data)
+	p, err := crypto.ReadPublicKeyFile(name)
 	if err != nil {
 		return crypto.PublicKey{}, fmt.Errorf("recipient %s: %w", arg, err)
 	}
