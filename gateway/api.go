@@ -355,11 +355,15 @@ func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, erro
 		return nil, err
 	}
 	err := putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"), ackRecord{Unit: u.Unit, At: time.Now().UTC()})
-	if err != nil && !errors.Is(err, storage.ErrExist) {
+	switch {
+	case errors.Is(err, storage.ErrExist):
+		// Acknowledged before: answered alike, counted and logged once.
+	case err != nil:
 		return nil, err
+	default:
+		g.metrics.bundles.WithLabelValues("retrieved").Inc()
+		g.log.Info("retrieval acknowledged", zap.String("bundle", id), zap.String("unit", u.Unit))
 	}
-	g.metrics.bundles.WithLabelValues("retrieved").Inc()
-	g.log.Info("retrieval acknowledged", zap.String("bundle", id), zap.String("unit", u.Unit))
 	return api.Acknowledged{BundleID: id, Status: "acknowledged"}, nil
 }
 
