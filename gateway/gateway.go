@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -75,6 +76,9 @@ type Options struct {
 	// directory; an error it returns fails the fetch, as if the peer could
 	// not be reached for it. Tests inject faults with it.
 	directoryFault func(peer string) error
+	// onAPIHandshakeFailed, if set, is called after each failed TLS
+	// handshake of the API is counted: tests wait on it.
+	onAPIHandshakeFailed func(reason string)
 	// onDownloadEnded, if set, is called when a payload download ends,
 	// with its error (nil when sent in full): tests wait on it.
 	onDownloadEnded func(id string, err error)
@@ -115,6 +119,8 @@ type Gateway struct {
 	inboxLocks, outboxLocks bundleLocks
 
 	metrics *metrics
+	// apiErrors is the API server's error log (see apiErrorLog).
+	apiErrors *apiErrorLog
 
 	closeOnce sync.Once
 	closeErr  error
@@ -154,6 +160,7 @@ func New(opts Options) (*Gateway, error) {
 		stopping:      make(chan struct{}),
 		metrics:       newMetrics(),
 	}
+	g.apiErrors = &apiErrorLog{log: g.log.Named("api"), metrics: g.metrics, now: g.now, counted: opts.onAPIHandshakeFailed}
 	peerCAs := map[string]*x509.CertPool{}
 	for _, p := range opts.Peers {
 		g.peers[p.ID] = p
@@ -194,7 +201,7 @@ func New(opts Options) (*Gateway, error) {
 			ClientAuth:   tls.RequireAndVerifyClientCert,
 			ClientCAs:    opts.LocalCA,
 		},
-		ErrorLog: zap.NewStdLog(g.log.Named("api")),
+		ErrorLog: log.New(g.apiErrors, "", 0),
 	}
 	var stopOnce sync.Once
 	g.api.RegisterOnShutdown(func() { stopOnce.Do(func() { close(g.stopping) }) })
@@ -253,6 +260,7 @@ func (g *Gateway) Close() error {
 			err = nil // closed by the API server's shutdown
 		}
 		g.closeErr = errors.Join(err, g.server.Close(), g.client.Close())
+		g.apiErrors.flush()
 	})
 	return g.closeErr
 }

@@ -100,15 +100,15 @@ type refusalLog struct {
 }
 
 type refusalCount struct {
-	n     int
-	limit string // of the last refusal
+	n      int
+	reason string // of the last refusal: the limit, or why a handshake failed
 }
 
 // refusalLine is a log line about refused connections, written once the
 // listener's lock is released.
 type refusalLine struct {
 	source netip.Prefix // invalid for the sum of other sources
-	limit  string
+	reason string
 	n      int
 	first  bool
 	start  time.Time
@@ -216,7 +216,7 @@ func (l *apiListener) conns(src netip.Prefix) (fromSource, total int) {
 
 // add counts a refusal; the first of src in the interval is to be logged
 // at once.
-func (r *refusalLog) add(src netip.Prefix, limit string, now time.Time) (refusalLine, bool) {
+func (r *refusalLog) add(src netip.Prefix, reason string, now time.Time) (refusalLine, bool) {
 	if r.bySource == nil {
 		r.bySource = map[netip.Prefix]*refusalCount{}
 		r.start = now
@@ -231,8 +231,8 @@ func (r *refusalLog) add(src netip.Prefix, limit string, now time.Time) (refusal
 		r.bySource[src] = c
 	}
 	c.n++
-	c.limit = limit
-	return refusalLine{source: src, limit: limit, n: 1, first: true, start: r.start}, c.n == 1
+	c.reason = reason
+	return refusalLine{source: src, reason: reason, n: 1, first: true, start: r.start}, c.n == 1
 }
 
 // roll ends the interval if it is over, returning the lines that sum it up.
@@ -248,7 +248,7 @@ func (r *refusalLog) flush(now time.Time) []refusalLine {
 	var lines []refusalLine
 	for src, c := range r.bySource {
 		if c.n > 1 {
-			lines = append(lines, refusalLine{source: src, limit: c.limit, n: c.n, start: r.start})
+			lines = append(lines, refusalLine{source: src, reason: c.reason, n: c.n, start: r.start})
 		}
 	}
 	if r.other > 0 {
@@ -262,11 +262,11 @@ func (l *apiListener) logRefusals(lines []refusalLine) {
 	for _, ln := range lines {
 		switch {
 		case ln.first:
-			l.log.Warn("API connection refused", zap.Stringer("source", ln.source), zap.String("limit", ln.limit),
+			l.log.Warn("API connection refused", zap.Stringer("source", ln.source), zap.String("limit", ln.reason),
 				zap.Int("max_total", l.total), zap.Int("max_per_source", l.perSource),
 				zap.String("note", "further refusals of this source are summed up once a minute"))
 		case ln.source.IsValid():
-			l.log.Warn("API connections refused", zap.Stringer("source", ln.source), zap.String("limit", ln.limit),
+			l.log.Warn("API connections refused", zap.Stringer("source", ln.source), zap.String("limit", ln.reason),
 				zap.Int("count", ln.n), zap.Time("since", ln.start))
 		default:
 			l.log.Warn("API connections refused", zap.String("source", "other"), zap.Int("count", ln.n),
