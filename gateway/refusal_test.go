@@ -9,11 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +22,7 @@ import (
 	"evx/storage"
 	"evx/transfer"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -52,9 +50,20 @@ func testRefusals(t *testing.T, newStore func(testing.TB, string) storage.Backen
 	// FR/judge is a second recipient, to whom the bundles below are not
 	// addressed; DE/lab is a second submitter.
 	extra := map[string]*devenv.User{}
+	// handshakeFailed gets the category of each failed TLS handshake of
+	// DE's API, once it is counted and logged.
+	handshakeFailed := make(chan string, 16)
 	tw := newTestWorld(t, newStore, func(id string, o *Options) {
 		if u := extra[id]; u != nil {
 			o.Users = append(o.Users, User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public()})
+		}
+		if id == "DE" {
+			o.onAPIHandshakeFailed = func(reason string) {
+				select {
+				case handshakeFailed <- reason:
+				default:
+				}
+			}
 		}
 	})
 	extra["FR"] = tw.newUser(t, "FR", "judge", api.RoleRecipient)
@@ -124,25 +133,22 @@ func testRefusals(t *testing.T, newStore func(testing.TB, string) storage.Backen
 		if err == nil || errors.As(err, &ae) {
 			t.Fatalf("err = %v, want the TLS handshake refused", err)
 		}
-		// The same handshake over a connection of the test's own: the API
-		// logs a refused handshake before it closes the connection, so
-		// once the connection is closed the entry is there.
-		addr := tw.gw("DE").APIAddr()
-		raw := dialFrom(t, "127.0.0.1", addr)
-		raw.SetDeadline(time.Now().Add(10 * time.Second))
-		host, _, _ := net.SplitHostPort(addr)
-		tc := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: tw.Dev.Country("DE").CAPool(), ServerName: host,
-			Certificates: []tls.Certificate{tw.Dev.Country("FR").User("prosecutor").Cert}})
-		// In TLS 1.3 the server's verdict on the client's certificate
-		// arrives after the client's side of the handshake.
-		if err := tc.Handshake(); err == nil {
-			if _, err := tc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("read after the handshake: %v, want the handshake refused", err)
+		// The first failure of this source in the minute: counted, and
+		// logged at once.
+		timeout := time.After(30 * time.Second)
+		for reason := ""; reason != "bad-certificate"; {
+			select {
+			case reason = <-handshakeFailed:
+			case <-timeout:
+				t.Fatal("the refused handshake was not counted within 30 s")
 			}
 		}
-		wantClosedByServer(t, raw, "a connection whose handshake was refused")
-		wantLoggedMatch(t, deLogs, "a TLS handshake error", func(e observer.LoggedEntry) bool {
-			return strings.Contains(e.Message, "TLS handshake error") && strings.Contains(e.Message, "certificate")
+		if n := testutil.ToFloat64(tw.gw("DE").metrics.refusals.WithLabelValues("api-handshake", "bad-certificate")); n != 1 {
+			t.Errorf(`evx_refusals_total{where="api-handshake",code="bad-certificate"} = %v, want 1`, n)
+		}
+		wantLoggedMatch(t, deLogs, "the refused handshake", func(e observer.LoggedEntry) bool {
+			return e.Message == "API handshake failed" && e.ContextMap()["reason"] == "bad-certificate" &&
+				e.ContextMap()["source"] == "127.0.0.1/32"
 		})
 		wantUnchanged(t, "DE's storage", before, objects(t, deStore))
 	})
