@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -87,8 +88,22 @@ func (c *Client) Gateway() string { return c.base }
 // with.
 func (c *Client) Certificate() *x509.Certificate { return c.leaf }
 
-func (c *Client) do(req *http.Request, out any) error {
+// send sends req. A request without a body that finds its new connection
+// closed before it was written is sent once more: in TLS 1.3 the gateway's
+// verdict on the client certificate comes after the client's side of the
+// handshake, and the transport may see the connection closed before it
+// reads the alert that says why; the second attempt reads it (or
+// succeeds).
+func (c *Client) send(req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
+	if err != nil && errors.Is(err, net.ErrClosed) && req.Body == nil && req.Context().Err() == nil {
+		resp, err = c.http.Do(req)
+	}
+	return resp, err
+}
+
+func (c *Client) do(req *http.Request, out any) error {
+	resp, err := c.send(req)
 	if err != nil {
 		return c.unreachable(err)
 	}
@@ -164,7 +179,7 @@ func (c *Client) Check(ctx context.Context) (*Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return nil, c.unreachable(err)
 	}
@@ -287,7 +302,7 @@ func (c *Client) download(ctx context.Context, id string, limit int64, exact boo
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return 0, c.unreachable(err)
 	}

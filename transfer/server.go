@@ -147,7 +147,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	for {
 		conn, err := s.ln.Accept(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			// Close cancels ctx through an AfterFunc, which may run
+			// after the closed listener has already failed Accept.
+			if ctx.Err() != nil || s.closing.Err() != nil {
 				return nil
 			}
 			return err
