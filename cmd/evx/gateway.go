@@ -53,6 +53,7 @@ func newGatewayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer g.Close()
 			eg, ctx := errgroup.WithContext(cmd.Context())
 			if cfg.Listen.Metrics != "" {
 				serve, err := metricsServer(cfg.Listen.Metrics, g)
@@ -62,6 +63,11 @@ func newGatewayCmd() *cobra.Command {
 				eg.Go(func() error { return serve(ctx) })
 			}
 			eg.Go(func() error { return g.Run(ctx) })
+			// Every listener is open: connections are queued until
+			// served.
+			if err := notifyReady(os.Getenv); err != nil {
+				log.Warn("telling the service manager that the gateway is ready", zap.Error(err))
+			}
 			return eg.Wait()
 		},
 	}

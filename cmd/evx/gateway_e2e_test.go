@@ -91,7 +91,15 @@ func procGateway(t *testing.T, bin, cfg string) (logPath string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The gateway says when it is ready on a NOTIFY_SOCKET, as under
+	// systemd.
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
 	cmd := exec.Command(bin, "gateway", "--config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.LocalAddr().String())
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -122,25 +130,35 @@ func procGateway(t *testing.T, bin, cfg string) (logPath string, stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", api, time.Second)
-		if err == nil {
-			c.Close()
-			return logPath, stop
+	ready := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 64)
+		notify.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, _, err := notify.ReadFrom(buf)
+		if err != nil {
+			ready <- err.Error()
+			return
 		}
-		select {
-		case err := <-exited:
-			exited <- err // for the cleanup
+		ready <- string(buf[:n])
+	}()
+	select {
+	case msg := <-ready:
+		if msg != "READY=1" {
 			showLog()
-			t.Fatalf("gateway %s exited at start: %v", cfg, err)
-		case <-time.After(50 * time.Millisecond):
+			t.Fatalf("gateway %s: notification %q, want READY=1", cfg, msg)
 		}
-		if time.Now().After(deadline) {
-			showLog()
-			t.Fatalf("gateway %s: API at %s not reachable after 30 s: %v", cfg, api, err)
-		}
+	case err := <-exited:
+		exited <- err // for the cleanup
+		showLog()
+		t.Fatalf("gateway %s exited at start: %v", cfg, err)
 	}
+	// Ready means listening: the API answers at once.
+	c, err := net.DialTimeout("tcp", api, 5*time.Second)
+	if err != nil {
+		t.Fatalf("gateway %s said it was ready, but its API at %s: %v", cfg, api, err)
+	}
+	c.Close()
+	return logPath, stop
 }
 
 func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
