@@ -57,7 +57,7 @@ func Pull(ctx context.Context, c *Client, key *crypto.UnitKey, id, dir, keep str
 	}
 	// Local checks first: nothing is downloaded that could not be put
 	// in place.
-	if err := checkOutputDir(dir); err != nil {
+	if err := crypto.CheckOutputDir(dir); err != nil {
 		return nil, err
 	}
 	parent := filepath.Dir(filepath.Clean(dir))
@@ -181,21 +181,6 @@ func unitSuffix(unit string) string {
 		return ""
 	}
 	return " (" + unit + ")"
-}
-
-// checkOutputDir checks that dir does not exist or is an empty directory,
-// as opening will; its parent's writability is checked by writing there.
-func checkOutputDir(dir string) error {
-	entries, err := os.ReadDir(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("output directory: %w", err)
-	case len(entries) > 0:
-		return fmt.Errorf("output directory %q is not empty", dir)
-	}
-	return nil
 }
 
 // checkKeepPath checks that the file a bundle is to be kept in does not

@@ -19,10 +19,8 @@ import (
 	_ "embed"
 	"errors"
 	"evx/api"
+	"evx/crypto"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -241,7 +239,7 @@ func Example() []byte { return []byte(example) }
 // it are resolved against the directory that holds it. Errors are of type
 // [Errors] and name the file, line and field.
 func Load(path string) (*Gateway, error) {
-	data, err := readFile(path, maxConfigSize)
+	data, err := crypto.ReadFileLimit(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
@@ -339,34 +337,4 @@ func resolve(base, p string) string {
 		return filepath.Clean(p)
 	}
 	return filepath.Join(base, p)
-}
-
-// readFile reads the regular file at path, of at most limit bytes: a
-// wrong path (a device, a pipe, a huge file) must neither block nor
-// exhaust memory. Errors are *fs.PathError.
-func readFile(path string, limit int64) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		msg := "not a regular file"
-		if fi.IsDir() {
-			msg = "is a directory"
-		}
-		return nil, &fs.PathError{Op: "read", Path: path, Err: errors.New(msg)}
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %v", Size(limit))}
-	}
-	return data, nil
 }

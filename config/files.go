@@ -47,7 +47,7 @@ func (g *Gateway) CheckFiles() error {
 			_, err = readCerts(p, f.kind == caFile)
 		case certFile:
 			if _, err = readCerts(p, false); err == nil {
-				certPEM, _ = readFile(p, maxPEMSize)
+				certPEM, _ = crypto.ReadFileLimit(p, maxPEMSize)
 			}
 		case tlsKeyFile:
 			if err = keyfile.Check(p); err == nil {
@@ -97,7 +97,7 @@ func fileError(p string, err error) string {
 }
 
 func readCerts(p string, wantCA bool) ([]*x509.Certificate, error) {
-	data, err := readFile(p, maxPEMSize)
+	data, err := crypto.ReadFileLimit(p, maxPEMSize)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func readCerts(p string, wantCA bool) ([]*x509.Certificate, error) {
 // checkKeyPair checks the private key file at p, and that it matches the
 // certificate when that could be read.
 func checkKeyPair(p string, certPEM []byte) error {
-	keyPEM, err := readFile(p, maxKeySize)
+	keyPEM, err := crypto.ReadFileLimit(p, maxKeySize)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func checkKeyPair(p string, certPEM []byte) error {
 }
 
 func checkSigningKey(p string) error {
-	data, err := readFile(p, maxKeySize)
+	data, err := crypto.ReadFileLimit(p, maxKeySize)
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func checkSigningKey(p string) error {
 }
 
 func checkPublicKey(p string, u *User) error {
-	data, err := readFile(p, maxKeySize)
+	data, err := crypto.ReadFileLimit(p, maxKeySize)
 	if err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 // readSecret reads a one-line secret file. Errors never include the
 // contents.
 func readSecret(p string) (Secret, error) {
-	data, err := readFile(p, maxSecretSize)
+	data, err := crypto.ReadFileLimit(p, maxSecretSize)
 	if err != nil {
 		return Secret{}, err
 	}

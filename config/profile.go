@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"evx/crypto"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -41,7 +42,7 @@ type Profile struct {
 // files they name. Errors are of type [Errors] and name the file, line and
 // field, as the gateway configuration's do.
 func LoadProfile(path string) (*Profile, error) {
-	data, err := readFile(path, maxConfigSize)
+	data, err := crypto.ReadFileLimit(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading profile: %w", err)
 	}

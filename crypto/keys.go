@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -315,10 +316,22 @@ func ReadPublicKeyFile(path string) (PublicKey, error) {
 	return ParsePublicKey(data)
 }
 
-// ReadFileLimit reads the file at path, refusing one of more than limit
-// bytes without reading further: key and certificate files are small, and
-// a path naming, say, a device must not make a reader consume without end.
+// ReadFileLimit reads the regular file at path, of at most limit bytes:
+// key, certificate and configuration files are small, and a wrong path (a
+// device, a pipe, a huge file) must neither block nor exhaust memory.
+// Errors are *fs.PathError.
 func ReadFileLimit(path string, limit int64) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		msg := "not a regular file"
+		if fi.IsDir() {
+			msg = "is a directory"
+		}
+		return nil, &fs.PathError{Op: "read", Path: path, Err: errors.New(msg)}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -329,7 +342,18 @@ func ReadFileLimit(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%q is larger than %d bytes, more than such a file holds", path, limit)
+		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %s", binarySize(limit))}
 	}
 	return data, nil
+}
+
+// binarySize writes n in the largest binary unit that divides it.
+func binarySize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

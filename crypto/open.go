@@ -98,7 +98,7 @@ func (b *Bundle) Open(ctx context.Context, key *UnitKey, dir string, opts OpenOp
 			return nil, err
 		}
 	}
-	if err := prepareOutputDir(dir); err != nil {
+	if err := CheckOutputDir(dir); err != nil {
 		return nil, err
 	}
 
@@ -144,8 +144,10 @@ func (e *Envelope) recipientList() string {
 	return strings.Join(names, ", ")
 }
 
-// prepareOutputDir checks that dir does not exist or is an empty directory.
-func prepareOutputDir(dir string) error {
+// CheckOutputDir checks that dir does not exist or is an empty directory,
+// as Open requires of its output directory: callers check it before work
+// that Open would otherwise waste.
+func CheckOutputDir(dir string) error {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
