@@ -68,19 +68,7 @@ func (w *apiErrorLog) flush() {
 }
 
 func (w *apiErrorLog) write(lines []refusalLine) {
-	for _, ln := range lines {
-		switch {
-		case ln.first:
-			w.log.Warn("API handshake failed", zap.Stringer("source", ln.source), zap.String("reason", ln.reason),
-				zap.String("note", "further failures of this source are summed up once a minute"))
-		case ln.source.IsValid():
-			w.log.Warn("API handshakes failed", zap.Stringer("source", ln.source), zap.String("reason", ln.reason),
-				zap.Int("count", ln.n), zap.Time("since", ln.start))
-		default:
-			w.log.Warn("API handshakes failed", zap.String("source", "other"), zap.Int("count", ln.n),
-				zap.Time("since", ln.start))
-		}
-	}
+	logRefusalLines(w.log, lines, "API handshake failed", "API handshakes failed", "reason")
 }
 
 // handshakeFailure sorts the error of a failed TLS handshake, as net/http

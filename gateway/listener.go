@@ -259,18 +259,24 @@ func (r *refusalLog) flush(now time.Time) []refusalLine {
 }
 
 func (l *apiListener) logRefusals(lines []refusalLine) {
+	logRefusalLines(l.log, lines, "API connection refused", "API connections refused", "limit",
+		zap.Int("max_total", l.total), zap.Int("max_per_source", l.perSource))
+}
+
+// logRefusalLines logs what a refusalLog returned: the first refusal of a
+// source as first, with the fields of firstFields, and the sums as
+// summed; reasonKey names the reason's field.
+func logRefusalLines(log *zap.Logger, lines []refusalLine, first, summed, reasonKey string, firstFields ...zap.Field) {
 	for _, ln := range lines {
 		switch {
 		case ln.first:
-			l.log.Warn("API connection refused", zap.Stringer("source", ln.source), zap.String("limit", ln.reason),
-				zap.Int("max_total", l.total), zap.Int("max_per_source", l.perSource),
-				zap.String("note", "further refusals of this source are summed up once a minute"))
+			log.Warn(first, append([]zap.Field{zap.Stringer("source", ln.source), zap.String(reasonKey, ln.reason)},
+				append(firstFields, zap.String("note", "further refusals of this source are summed up once a minute"))...)...)
 		case ln.source.IsValid():
-			l.log.Warn("API connections refused", zap.Stringer("source", ln.source), zap.String("limit", ln.reason),
+			log.Warn(summed, zap.Stringer("source", ln.source), zap.String(reasonKey, ln.reason),
 				zap.Int("count", ln.n), zap.Time("since", ln.start))
 		default:
-			l.log.Warn("API connections refused", zap.String("source", "other"), zap.Int("count", ln.n),
-				zap.Time("since", ln.start))
+			log.Warn(summed, zap.String("source", "other"), zap.Int("count", ln.n), zap.Time("since", ln.start))
 		}
 	}
 }
