@@ -1,5 +1,10 @@
-// Command evx seals, inspects and opens evidence bundles, and runs the evx
-// demo. See README.md and docs/ for what each subcommand does.
+// Command evx is evx's one binary: units seal, inspect and open evidence
+// bundles (keygen, seal, inspect, open) and push, follow and pull them
+// through their gateway (push, status, outbox, inbox, pull, whoami);
+// operators run and check a gateway (gateway, config check, dev-env); demo
+// shows it all on loopback. It parses flags, calls the packages and prints:
+// it is the only place that wires configuration, storage, the daemon and
+// metrics together. See README.md and docs/.
 package main
 
 import (
@@ -64,7 +69,11 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "evx",
 		Short: "evx exchanges sealed digital evidence across borders",
 		Long: `evx seals evidence files into signed, post-quantum encrypted bundles,
-and opens them on the recipient's machine.
+and opens them on the recipient's machine. Each country's gateway (evx
+gateway) carries bundles to the gateways of other countries over QUIC with
+mutual TLS; units push bundles to their gateway and pull those addressed
+to them, with a profile (--profile, EVX_PROFILE, or
+$XDG_CONFIG_HOME/evx/profile.yaml).
 
 ` + exitHelp(),
 		SilenceUsage:  true,
