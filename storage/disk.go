@@ -28,11 +28,21 @@ const tempDir = ".tmp"
 // temporary files of Creates interrupted by a crash stay in root/.tmp until
 // [Disk.RemoveStaleTemp] removes them; they are never listed or served.
 //
-// The root must be on a local POSIX file system that supports hard links
-// and fsync on directories (ext4, xfs, btrfs, zfs). Files are created with
+// Replace renames a synced temporary file over the object while it holds
+// the key's lock file in root/.lock: see [Disk.Replace]. Versions are the
+// hex SHA-256 of the contents. Lock files are empty and never removed.
+//
+// The root must be on a local POSIX file system that supports hard links,
+// flock(2) and fsync on directories (ext4, xfs, btrfs, zfs), and only
+// processes on one machine may share it: flock does not reach across
+// machines on every network file system. Files are created with
 // mode 0600 and directories with 0700: they hold evidence.
 type Disk struct {
 	root string
+	// replacing are the in-process locks of Replace, by a stripe of the
+	// key's hash: each channel holds a token while a Replace or Delete of
+	// one of its keys holds the key's lock file.
+	replacing [replaceStripes]chan struct{}
 }
 
 var _ Backend = (*Disk)(nil)
@@ -46,7 +56,11 @@ func NewDisk(dir string) (*Disk, error) {
 	if err := os.MkdirAll(filepath.Join(root, tempDir), 0o700); err != nil {
 		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
 	}
-	return &Disk{root: root}, nil
+	d := &Disk{root: root}
+	for i := range d.replacing {
+		d.replacing[i] = make(chan struct{}, 1)
+	}
+	return d, nil
 }
 
 // Root returns the absolute path of the directory d stores objects in.
@@ -387,6 +401,14 @@ func (d *Disk) Delete(ctx context.Context, key string) error {
 		// A directory of other keys, not an object.
 		return nil
 	}
+	// A key that Replace has stored is deleted under its lock, so that a
+	// Replace never compares against an object that Delete then removes
+	// before the Replace's own takes its place.
+	unlock, err := d.lockKey(ctx, key, false)
+	if err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	defer unlock()
 	// Empty directories are left behind: removing them would race with a
 	// Create that has just made one.
 	if err := syscall.Unlink(p); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -3,10 +3,17 @@
 // or in an S3-compatible bucket ([S3]).
 //
 // Objects are never modified in place: an object is created once, complete
-// and durable, and later read or deleted. That is all a gateway needs, and it
-// is what every S3 implementation and every POSIX file system can do
-// atomically, so the two backends keep exactly the same contract, written on
-// [Backend] and checked by the conformance suite in package storagetest.
+// and durable, and later read or deleted. That is almost all a gateway
+// needs, and it is what every S3 implementation and every POSIX file system
+// can do atomically, so the two backends keep exactly the same contract,
+// written on [Backend] and checked by the conformance suite in package
+// storagetest.
+//
+// The one exception is a compare-and-swap for small objects: Replace swaps
+// the whole object stored under a key for another if it is still the
+// version the caller read, as a pointer to the latest state (a transfer
+// log's checkpoint) needs when two processes may write it. Such keys are
+// written only with Replace, never with Create.
 //
 // A record made of several objects (a bundle is a payload and an envelope)
 // becomes atomic by ordering: create the large objects first and one small
@@ -31,6 +38,15 @@ import (
 // are expected to be at most a few GiB.
 const MaxObjectSize = 64 << 30
 
+// MaxReplaceSize is the largest object that Replace stores, and the
+// largest limit of ReadVersion: 1 MiB. Replace is for small pointers to
+// the latest state, which it holds in memory; one S3 PUT stores them.
+const MaxReplaceSize = 1 << 20
+
+// maxVersionLength bounds the versions of ReadVersion and Replace: S3
+// ETags are 32 to 40 characters, Disk's versions 64.
+const maxVersionLength = 256
+
 // MaxKeyLength is the longest key, in bytes. It is S3's limit.
 const MaxKeyLength = 1024
 
@@ -49,8 +65,13 @@ var (
 	// documented on [Backend].
 	ErrInvalidKey = errors.New("invalid object key")
 	// ErrTooLarge means Create was asked to store more than [MaxObjectSize]
-	// bytes.
+	// bytes, Replace more than [MaxReplaceSize], or ReadVersion found an
+	// object larger than its limit.
 	ErrTooLarge = errors.New("object too large")
+	// ErrVersionMismatch means Replace found another version of the object
+	// than the one it was given, or an object where it was told there was
+	// none, or none where it was given a version.
+	ErrVersionMismatch = errors.New("object version does not match")
 	// ErrSizeMismatch means the reader given to Create ended before the
 	// declared size, or had more data after it.
 	ErrSizeMismatch = errors.New("input size does not match the declared size")
@@ -132,6 +153,58 @@ var (
 // S3 bucket the data is kept as a noncurrent version, as the bucket's
 // policy decides.)
 //
+// # Replacing small objects
+//
+// ReadVersion returns the whole object stored under key and its version,
+// an opaque token of 1 to 256 visible ASCII characters ('!' to '~') to
+// give to Replace. The two belong together:
+// the version is that of the bytes returned, even while Replaces of the
+// key run. ReadVersion fails with an error wrapping [ErrNotExist] if no
+// object is stored under key, and with one wrapping [ErrTooLarge] if the
+// object is longer than limit bytes, which must be between 0 and
+// [MaxReplaceSize]; it never holds more than limit bytes of the object.
+//
+// Replace stores data as the object under key if the version stored there
+// now is ifVersion, and returns the version of data; ifVersion "" means
+// "only if no object is stored under key". It is a compare-and-swap:
+//   - When it returns nil, data is the object stored under key, complete
+//     and durable as after Create.
+//   - It is atomic: Open, ReadVersion, Stat and List see the old object or
+//     the new one, each complete, never a mix and never no object. An
+//     Object opened before keeps reading the old contents, or fails to
+//     read (S3 backends); it never returns the new ones.
+//   - Replaces of one key, from this process or others, take effect one at
+//     a time, each comparing against what the previous one stored: of
+//     concurrent Replaces given the same ifVersion, at most one succeeds.
+//   - If the version stored is not ifVersion (an object is stored and
+//     ifVersion is "", or none is and ifVersion is not ""), Replace fails
+//     with an error wrapping [ErrVersionMismatch] that quotes the key, and
+//     changes nothing. The caller reads the object again and decides anew.
+//     Any string is a valid ifVersion: one that is not the stored
+//     object's version, whatever it is, fails so too.
+//   - data must be at most [MaxReplaceSize] bytes; more fails with
+//     [ErrTooLarge] before anything is stored. Replace does not keep data.
+//   - A failed Replace whose error does not wrap ErrVersionMismatch (it
+//     wraps [ErrUnavailable], or ctx.Err(), or the process crashed) may or
+//     may not have stored data; ReadVersion tells. Unlike Create, Replace
+//     never retries a request itself, so that a mismatch can never be its
+//     own earlier attempt that succeeded.
+//
+// A version stands for the object's contents, not for one write: storing
+// the same bytes again may give the same version as before (on [Disk] it
+// always does; on S3 it usually does), so a version cannot tell that an
+// object changed and changed back. Versions mean something only for the
+// key and backend that returned them.
+//
+// A key is written either with Create, once, or with Replace, never with
+// both: Create's guarantees above hold for the keys that only Create
+// writes, and Replace's for the keys that only Replace writes. ReadVersion
+// may read any object. Delete removes an object stored with Replace like
+// any other, in order with the Replaces of its key; a Replace with
+// ifVersion "" then stores the key anew.
+//
+// # Cancellation and concurrency
+//
 // Every method honours ctx: once ctx is done, a running call fails with an
 // error wrapping ctx.Err() as soon as it notices, with the guarantees above
 // (a cancelled Create leaves no partial object). All methods are safe for
@@ -147,13 +220,14 @@ var (
 // an I/O error, is full or over quota, is read-only, or the process is out
 // of file descriptors. Reads from an open Object that fail so wrap it too.
 // Such a failure is nobody's doing but the storage's, and a retry later may
-// succeed. As with any failed Create, the object may or may not have been
-// stored.
+// succeed. As with any failed Create or Replace, the object may or may not
+// have been stored.
 //
 // ErrUnavailable is never wrapped together with [ErrNotExist], [ErrExist],
-// [ErrInvalidKey], [ErrTooLarge] or [ErrSizeMismatch], nor by the error of
-// a reader given to Create (whatever that error is), nor when ctx is done:
-// those are the caller's to act on. Failures that retrying will not cure,
+// [ErrInvalidKey], [ErrTooLarge], [ErrSizeMismatch] or
+// [ErrVersionMismatch], nor by the error of a reader given to Create
+// (whatever that error is), nor when ctx is done: those are the caller's
+// to act on. Failures that retrying will not cure,
 // such as refused credentials, a missing bucket or an untrusted server
 // certificate, wrap none of these errors.
 type Backend interface {
@@ -162,6 +236,8 @@ type Backend interface {
 	Stat(ctx context.Context, key string) (Info, error)
 	List(ctx context.Context, prefix string) ([]Info, error)
 	Delete(ctx context.Context, key string) error
+	ReadVersion(ctx context.Context, key string, limit int64) (data []byte, version string, err error)
+	Replace(ctx context.Context, key string, data []byte, ifVersion string) (version string, err error)
 }
 
 // Object is an open stored object. Read reads it sequentially from the
@@ -251,6 +327,39 @@ func checkSize(key string, size int64) error {
 		return fmt.Errorf("create %q: %w: %d bytes, the limit is %d", key, ErrTooLarge, size, int64(MaxObjectSize))
 	}
 	return nil
+}
+
+// checkLimit checks the limit given to ReadVersion.
+func checkLimit(key string, limit int64) error {
+	if limit < 0 || limit > MaxReplaceSize {
+		return fmt.Errorf("read %q: limit %d is outside 0 to %d", key, limit, MaxReplaceSize)
+	}
+	return nil
+}
+
+// checkReplaceSize checks the size of the data given to Replace.
+func checkReplaceSize(key string, data []byte) error {
+	if len(data) > MaxReplaceSize {
+		return fmt.Errorf("replace %q: %w: %d bytes, the limit is %d", key, ErrTooLarge, len(data), MaxReplaceSize)
+	}
+	return nil
+}
+
+// tooLarge is ReadVersion's error for an object of size bytes over limit.
+func tooLarge(key string, size, limit int64) error {
+	return fmt.Errorf("read %q: %w: %d bytes, the limit is %d", key, ErrTooLarge, size, limit)
+}
+
+// mismatch is Replace's error when the version stored under key, stored
+// ("" if none), is not ifVersion.
+func mismatch(key, stored, ifVersion string) error {
+	switch {
+	case ifVersion == "":
+		return fmt.Errorf("replace %q: %w: an object is stored (version %q), and none was expected", key, ErrVersionMismatch, stored)
+	case stored == "":
+		return fmt.Errorf("replace %q: %w: no object is stored, version %q was expected", key, ErrVersionMismatch, ifVersion)
+	}
+	return fmt.Errorf("replace %q: %w: version %q is stored, %q was expected", key, ErrVersionMismatch, stored, ifVersion)
 }
 
 // exactReader passes on exactly size bytes of r. Its consumer must call

@@ -19,6 +19,9 @@ const (
 	OpStat   Op = "stat"
 	OpList   Op = "list"
 	OpDelete Op = "delete"
+	// OpReadVersion and OpReplace are ReadVersion and Replace.
+	OpReadVersion Op = "read-version"
+	OpReplace     Op = "replace"
 )
 
 // When says at which point an injected fault strikes.
@@ -32,7 +35,9 @@ const (
 	BeforePersist When = iota + 1
 	// AfterPersist lets the call take effect and then fail, as when a
 	// remote backend's response is lost or the process crashes just after
-	// the commit. For Open, the object is closed and not returned.
+	// the commit. For Open, the object is closed and not returned; a
+	// Replace stores its data, and the caller does not learn the new
+	// version.
 	AfterPersist
 )
 
@@ -197,4 +202,33 @@ func (f *Faulty) Delete(ctx context.Context, key string) error {
 		return ft.error(key)
 	}
 	return nil
+}
+
+// ReadVersion implements [storage.Backend.ReadVersion].
+func (f *Faulty) ReadVersion(ctx context.Context, key string, limit int64) ([]byte, string, error) {
+	ft := f.take(OpReadVersion, key)
+	if ft.when == BeforePersist {
+		return nil, "", ft.error(key)
+	}
+	data, version, err := f.Backend.ReadVersion(ctx, key, limit)
+	if err == nil && ft.when == AfterPersist {
+		return nil, "", ft.error(key)
+	}
+	return data, version, err
+}
+
+// Replace implements [storage.Backend.Replace].
+func (f *Faulty) Replace(ctx context.Context, key string, data []byte, ifVersion string) (string, error) {
+	ft := f.take(OpReplace, key)
+	if ft.when == BeforePersist {
+		return "", ft.error(key)
+	}
+	version, err := f.Backend.Replace(ctx, key, data, ifVersion)
+	if err != nil {
+		return "", err
+	}
+	if ft.when == AfterPersist {
+		return "", ft.error(key)
+	}
+	return version, nil
 }

@@ -64,6 +64,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"CancelDuringCreate", testCancelDuringCreate},
 		{"CancelledContext", testCancelledContext},
 	}
+	tests = append(tests, replaceTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.f(t, newBackend(t))
@@ -435,6 +436,16 @@ func testInvalidKeys(t *testing.T, b storage.Backend) {
 		if err := b.Delete(ctx, key); !errors.Is(err, storage.ErrInvalidKey) {
 			t.Errorf("Delete(%q) = %v, want ErrInvalidKey", key, err)
 		}
+		_, _, err = b.ReadVersion(ctx, key, 100)
+		if !errors.Is(err, storage.ErrInvalidKey) {
+			t.Errorf("ReadVersion(%q) = %v, want ErrInvalidKey", key, err)
+		}
+		checkQuoted(t, err, key)
+		_, err = b.Replace(ctx, key, []byte("x"), "")
+		if !errors.Is(err, storage.ErrInvalidKey) {
+			t.Errorf("Replace(%q) = %v, want ErrInvalidKey", key, err)
+		}
+		checkQuoted(t, err, key)
 		if key == "" || key == "a/" {
 			continue // valid prefixes
 		}
@@ -876,8 +887,8 @@ type callError struct {
 	err  error
 }
 
-// cancelledCalls calls each method of b with ctx: Create of absent, the
-// others of present.
+// cancelledCalls calls each method of b with ctx: Create and Replace of
+// absent, the others of present.
 func cancelledCalls(ctx context.Context, b storage.Backend, absent, present string) []callError {
 	var errs []callError
 	add := func(call string, err error) { errs = append(errs, callError{call, err}) }
@@ -892,5 +903,9 @@ func cancelledCalls(ctx context.Context, b storage.Backend, absent, present stri
 	_, err = b.List(ctx, "")
 	add("List", err)
 	add("Delete", b.Delete(ctx, present))
+	_, _, err = b.ReadVersion(ctx, present, 100)
+	add("ReadVersion", err)
+	_, err = b.Replace(ctx, absent, []byte("x"), "")
+	add("Replace", err)
 	return errs
 }

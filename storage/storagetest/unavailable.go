@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"evx/storage"
@@ -23,7 +24,7 @@ func RunUnavailable(t *testing.T, b storage.Backend) {
 		if !errors.Is(err, storage.ErrUnavailable) {
 			t.Errorf("%s with the storage down = %v, want ErrUnavailable", call, err)
 		}
-		if errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrExist) {
+		if errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrExist) || errors.Is(err, storage.ErrVersionMismatch) {
 			t.Errorf("%s with the storage down = %v, which claims to know whether the object exists", call, err)
 		}
 		checkQuoted(t, err, quoted)
@@ -54,6 +55,22 @@ func RunUnavailable(t *testing.T, b storage.Backend) {
 	t.Run("Delete", func(t *testing.T) {
 		check(t, "Delete", b.Delete(ctx, "down/object"), "down/object")
 	})
+	t.Run("ReadVersion", func(t *testing.T) {
+		data, v, err := b.ReadVersion(ctx, "down/object", storage.MaxReplaceSize)
+		check(t, "ReadVersion", err, "down/object")
+		if data != nil || v != "" {
+			t.Errorf("ReadVersion with the storage down returned %d bytes, version %q", len(data), v)
+		}
+	})
+	t.Run("Replace", func(t *testing.T) {
+		for _, ifVersion := range []string{"", "0123456789abcdef0123456789abcdef"} {
+			v, err := b.Replace(ctx, "down/pointer", []byte("x"), ifVersion)
+			check(t, fmt.Sprintf("Replace with version %q", ifVersion), err, "down/pointer")
+			if v != "" {
+				t.Errorf("Replace with the storage down returned version %q", v)
+			}
+		}
+	})
 	t.Run("CallerErrors", func(t *testing.T) {
 		for _, key := range InvalidKeys[:5] {
 			err := b.Create(ctx, key, unreadable{t}, 0)
@@ -70,6 +87,16 @@ func RunUnavailable(t *testing.T, b storage.Backend) {
 		err := b.Create(ctx, "down/huge", unreadable{t}, storage.MaxObjectSize+1)
 		if !errors.Is(err, storage.ErrTooLarge) {
 			t.Errorf("Create of MaxObjectSize+1 bytes = %v, want ErrTooLarge", err)
+		}
+		checkNotDown(t, err)
+		_, err = b.Replace(ctx, "down/huge", make([]byte, storage.MaxReplaceSize+1), "")
+		if !errors.Is(err, storage.ErrTooLarge) {
+			t.Errorf("Replace of MaxReplaceSize+1 bytes = %v, want ErrTooLarge", err)
+		}
+		checkNotDown(t, err)
+		_, _, err = b.ReadVersion(ctx, "down/object", -1)
+		if err == nil {
+			t.Errorf("ReadVersion with limit -1 succeeded")
 		}
 		checkNotDown(t, err)
 		cctx, cancel := context.WithCancel(ctx)
