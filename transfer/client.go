@@ -262,7 +262,7 @@ func (o *Outgoing) offer(envJSON, sig []byte) error {
 		o.Abort()
 		return nil
 	case frameReject:
-		return decodeRejection(body)
+		return decodeRejection(body, false)
 	default:
 		return fmt.Errorf("%w: unexpected frame type %d in answer to offer", errMalformedFrame, typ)
 	}
@@ -392,18 +392,10 @@ func (c *Client) readRejection(str *quic.Stream) *Rejection {
 		return nil
 	}
 	var rej *Rejection
-	if errors.As(decodeRejection(body), &rej) {
+	if errors.As(decodeRejection(body, false), &rej) {
 		return rej
 	}
 	return nil
-}
-
-func decodeRejection(body []byte) error {
-	var rf rejectFrame
-	if err := unmarshalStrict(body, &rf); err != nil {
-		return err
-	}
-	return &Rejection{Code: rf.Code, Reason: rf.Reason}
 }
 
 // FetchDirectory asks peer for its signed unit directory and verifies it.
@@ -421,13 +413,28 @@ func (c *Client) FetchSignedDirectory(ctx context.Context, p Peer) (*crypto.Sign
 }
 
 func (c *Client) fetchSignedDirectory(ctx context.Context, p Peer) (*crypto.Signed, *crypto.Directory, error) {
-	conn, err := c.conn(ctx, p)
+	var df directoryFrame
+	if err := c.exchange(ctx, p, "unit directory", frameDirectoryRequest, struct{}{}, frameDirectory, &df); err != nil {
+		return nil, nil, err
+	}
+	d, err := crypto.VerifyDirectory(df.Directory, p.SigningKey, p.ID)
 	if err != nil {
 		return nil, nil, err
 	}
+	return df.Directory, d, nil
+}
+
+// exchange asks p for its what: it sends one frame of type typ with body
+// req on a stream of its own and decodes the answer, a frame of type want,
+// into resp; a REJECT is returned as a *Rejection.
+func (c *Client) exchange(ctx context.Context, p Peer, what string, typ byte, req any, want byte, resp any) error {
+	conn, err := c.conn(ctx, p)
+	if err != nil {
+		return err
+	}
 	str, err := c.openStream(ctx, conn, p)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	// Both halves end here, so that the peer gets the stream back: the
 	// sending half with the request's FIN, or reset if the request was
@@ -441,24 +448,19 @@ func (c *Client) fetchSignedDirectory(ctx context.Context, p Peer) (*crypto.Sign
 		}
 		str.CancelRead(0)
 	}()
-	// One deadline for the exchange: the request out, the directory in.
+	// One deadline for the exchange: the request out, the answer in.
 	str.SetDeadline(time.Now().Add(c.wait.stall))
-	if err := writeFrame(str, frameDirectoryRequest, struct{}{}); err != nil {
-		return nil, nil, fmt.Errorf("asking %s for its unit directory: %w", p.ID, err)
+	if err := writeFrame(str, typ, req); err != nil {
+		return fmt.Errorf("asking %s for its %s: %w", p.ID, what, err)
 	}
 	// Close fails if the peer has read the request and stopped reading
 	// already, which is no failure: the answer tells.
 	str.Close()
 	sent = true
-	var df directoryFrame
-	if err := decodeFrame(str, frameDirectory, &df); err != nil {
-		return nil, nil, fmt.Errorf("unit directory of %s: %w", p.ID, err)
+	if err := decodeFrame(str, want, resp); err != nil {
+		return fmt.Errorf("%s of %s: %w", what, p.ID, err)
 	}
-	d, err := crypto.VerifyDirectory(df.Directory, p.SigningKey, p.ID)
-	if err != nil {
-		return nil, nil, err
-	}
-	return df.Directory, d, nil
+	return nil
 }
 
 // stallWriter fails a write that does not complete within its timeout, so

@@ -19,12 +19,13 @@ const (
 	CodeUnknownSender    = "unknown-sender"    // the sender unit or its signing key is not in the sending gateway's directory
 	CodeUnknownRecipient = "unknown-recipient" // a recipient unit does not exist here, or its key does not match
 	CodeTooLarge         = "too-large"         // the payload exceeds the receiver's limit
-	CodeConflict         = "conflict"          // the bundle id is known with another payload hash
+	CodeConflict         = "conflict"          // the bundle id is known with another payload hash; a witness holds another size of the log (KnownSize)
 	CodeSizeMismatch     = "size-mismatch"     // the payload was shorter or longer than declared
 	CodeHashMismatch     = "hash-mismatch"     // the payload's SHA-256 differs from the envelope's
 	CodeNotAccepted      = "not-accepted"      // policy refuses the bundle (purpose, agreement, suspension)
 	CodeUnavailable      = "unavailable"       // the receiver cannot store now; retry later
 	CodeInternal         = "internal"          // an unexpected error at the receiver
+	CodeInconsistent     = "inconsistent"      // a checkpoint does not extend the one the witness holds of that log
 )
 
 // KnownCode reports whether code is one of the rejection codes of protocol
@@ -34,7 +35,7 @@ func KnownCode(code string) bool {
 	switch code {
 	case CodeMalformed, CodeBadSignature, CodeSenderMismatch, CodeUnknownSender, CodeUnknownRecipient,
 		CodeTooLarge, CodeConflict, CodeSizeMismatch, CodeHashMismatch, CodeNotAccepted,
-		CodeUnavailable, CodeInternal:
+		CodeUnavailable, CodeInternal, CodeInconsistent:
 		return true
 	}
 	return false
@@ -45,6 +46,10 @@ func KnownCode(code string) bool {
 type Rejection struct {
 	Code   string
 	Reason string
+	// KnownSize is set only in a conflict answering a witness request:
+	// the size of the latest checkpoint of the requesting gateway's log
+	// that the witness has cosigned, 0 if none.
+	KnownSize *int64
 }
 
 func (r *Rejection) Error() string { return fmt.Sprintf("rejected (%s): %s", r.Code, r.Reason) }
@@ -52,6 +57,15 @@ func (r *Rejection) Error() string { return fmt.Sprintf("rejected (%s): %s", r.C
 // Reject returns a *Rejection with a formatted reason.
 func Reject(code, format string, args ...any) *Rejection {
 	return &Rejection{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// WitnessConflict returns the rejection of a witness request whose old size
+// is not knownSize, the size of the latest checkpoint of the peer's log the
+// witness has cosigned (0 if none).
+func WitnessConflict(knownSize int64, format string, args ...any) *Rejection {
+	r := Reject(CodeConflict, format, args...)
+	r.KnownSize = &knownSize
+	return r
 }
 
 // Temporary reports whether the sender should retry later.

@@ -19,6 +19,10 @@ const (
 	frameReceipt          byte = 4
 	frameDirectoryRequest byte = 5
 	frameDirectory        byte = 6
+	frameWitnessRequest   byte = 7
+	frameWitness          byte = 8
+	frameProofRequest     byte = 9
+	frameProof            byte = 10
 )
 
 // MaxFrameSize bounds the body of every frame but a directory: the largest
@@ -31,6 +35,22 @@ const MaxFrameSize = 256 << 10
 // post-quantum age key is nearly 2,000 characters), so this admits
 // directories of some 3,000 units.
 const MaxDirectoryFrameSize = 8 << 20
+
+// MaxLogFrameSize bounds the frames of the log's exchanges (WITNESS_REQUEST,
+// WITNESS, PROOF_REQUEST, PROOF): a checkpoint of MaxCheckpointSize and a
+// proof of MaxProofHashes, base64-encoded, take some 14 KiB.
+const MaxLogFrameSize = 16 << 10
+
+// maxBody returns the largest body a frame of type typ may have.
+func maxBody(typ byte) int {
+	switch typ {
+	case frameDirectory:
+		return MaxDirectoryFrameSize
+	case frameWitnessRequest, frameWitness, frameProofRequest, frameProof:
+		return MaxLogFrameSize
+	}
+	return MaxFrameSize
+}
 
 // frameHeaderSize is one type byte and a four-byte big-endian body length.
 const frameHeaderSize = 5
@@ -47,6 +67,8 @@ type acceptFrame struct {
 type rejectFrame struct {
 	Code   string `json:"code"`
 	Reason string `json:"reason"`
+	// KnownSize is sent only in a conflict answering a witness request.
+	KnownSize *int64 `json:"known_size,omitempty"`
 }
 
 type receiptFrame struct {
@@ -63,11 +85,7 @@ func writeFrame(w io.Writer, typ byte, body any) error {
 	if err != nil {
 		return err
 	}
-	limit := MaxFrameSize
-	if typ == frameDirectory {
-		limit = MaxDirectoryFrameSize
-	}
-	if len(data) > limit {
+	if limit := maxBody(typ); len(data) > limit {
 		return fmt.Errorf("frame of %d bytes exceeds the limit of %d", len(data), limit)
 	}
 	buf := make([]byte, frameHeaderSize, frameHeaderSize+len(data))
@@ -80,27 +98,32 @@ func writeFrame(w io.Writer, typ byte, body any) error {
 // errMalformedFrame is wrapped by every framing error.
 var errMalformedFrame = errors.New("malformed frame")
 
-// readFrame reads one frame, refusing bodies over limit before reading
-// them. The body's buffer grows with the bytes that arrive rather than
-// being allocated whole from the header, so that a peer that announces
-// large frames and sends none costs nothing.
+// readFrame reads one frame, refusing bodies over limit, or over the limit
+// of the frame's type, before reading them. The body's buffer grows with
+// the bytes that arrive rather than being allocated whole from the header,
+// so that a peer that announces large frames and sends none costs nothing.
+// Once the header is read, its type is returned with any error, so that a
+// refusal can be counted under the exchange the frame would have begun.
 func readFrame(r io.Reader, limit int) (byte, []byte, error) {
 	var hdr [frameHeaderSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[1:])
+	typ, n := hdr[0], binary.BigEndian.Uint32(hdr[1:])
 	if n > uint32(limit) {
-		return 0, nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", errMalformedFrame, n, limit)
+		return typ, nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", errMalformedFrame, n, limit)
+	}
+	if typLimit := maxBody(typ); n > uint32(typLimit) {
+		return typ, nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d for frame type %d", errMalformedFrame, n, typLimit, typ)
 	}
 	body := bytes.NewBuffer(make([]byte, 0, min(int(n), frameReadChunk)))
 	if _, err := io.CopyN(body, r, int64(n)); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return 0, nil, fmt.Errorf("%w: truncated body: %v", errMalformedFrame, err)
+		return typ, nil, fmt.Errorf("%w: truncated body: %v", errMalformedFrame, err)
 	}
-	return hdr[0], body.Bytes(), nil
+	return typ, body.Bytes(), nil
 }
 
 // frameReadChunk is the buffer a frame body starts with: enough for every
@@ -108,22 +131,15 @@ func readFrame(r io.Reader, limit int) (byte, []byte, error) {
 const frameReadChunk = 4 << 10
 
 // decodeFrame reads a frame of type want into v. A reject frame instead is
-// returned as a *Rejection error.
+// returned as a *Rejection error, checked as an answer to a request of the
+// exchange that wants want (decodeRejection).
 func decodeFrame(r io.Reader, want byte, v any) error {
-	limit := MaxFrameSize
-	if want == frameDirectory {
-		limit = MaxDirectoryFrameSize
-	}
-	typ, body, err := readFrame(r, limit)
+	typ, body, err := readFrame(r, max(MaxFrameSize, maxBody(want)))
 	if err != nil {
 		return err
 	}
 	if typ == frameReject && want != frameReject {
-		var rej rejectFrame
-		if err := unmarshalStrict(body, &rej); err != nil {
-			return err
-		}
-		return &Rejection{Code: rej.Code, Reason: rej.Reason}
+		return decodeRejection(body, want == frameWitness)
 	}
 	if typ != want {
 		return fmt.Errorf("%w: got frame type %d, want %d", errMalformedFrame, typ, want)
@@ -150,5 +166,33 @@ func unmarshalStrict(body []byte, v any) error {
 	if dec.More() {
 		return fmt.Errorf("%w: data after the JSON body", errMalformedFrame)
 	}
+	if c, ok := v.(checker); ok {
+		if err := c.check(); err != nil {
+			return fmt.Errorf("%w: %v", errMalformedFrame, err)
+		}
+	}
 	return nil
+}
+
+// checker is a frame body whose members have bounds beyond JSON's: they
+// are checked as it is decoded, before anyone uses it.
+type checker interface{ check() error }
+
+// decodeRejection decodes a REJECT. known_size belongs only to a conflict
+// answering a witness request, and must be there: a witness that refuses
+// with conflict says which size it holds, and nothing else says one.
+func decodeRejection(body []byte, witness bool) error {
+	var rf rejectFrame
+	if err := unmarshalStrict(body, &rf); err != nil {
+		return err
+	}
+	switch {
+	case rf.KnownSize != nil && (!witness || rf.Code != CodeConflict):
+		return fmt.Errorf("%w: known_size in a %q rejection that is not a witness's conflict", errMalformedFrame, rf.Code)
+	case witness && rf.Code == CodeConflict && rf.KnownSize == nil:
+		return fmt.Errorf("%w: a witness's conflict without known_size", errMalformedFrame)
+	case rf.KnownSize != nil && *rf.KnownSize < 0:
+		return fmt.Errorf("%w: known_size %d is negative", errMalformedFrame, *rf.KnownSize)
+	}
+	return &Rejection{Code: rf.Code, Reason: rf.Reason, KnownSize: rf.KnownSize}
 }

@@ -142,6 +142,7 @@ func TestHostileAnswers(t *testing.T) {
 		{"receipt repeated", rawFrame(frameReceipt, `{"receipt":`+signed+`,"receipt":null}`), "more than once"},
 		{"accept repeating its offset", rawFrame(frameAccept, `{"offset":0,"Offset":999}`), "more than once"},
 		{"reject repeating its code", rawFrame(frameReject, `{"code":"unavailable","reason":"x","code":"malformed"}`), "more than once"},
+		{"reject with a witness's known size", rawFrame(frameReject, `{"code":"conflict","reason":"x","known_size":3}`), "known_size in a \"conflict\" rejection"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,7 +202,8 @@ func TestReadFrameAllocatesWhatArrives(t *testing.T) {
 }
 
 // FuzzReadFrame decodes arbitrary bytes as each frame type. Whatever is
-// accepted has no repeated member and survives a round trip unchanged.
+// accepted has no repeated member, is within its frame's bounds, and
+// survives a round trip unchanged.
 func FuzzReadFrame(f *testing.F) {
 	f.Add(rawFrame(frameOffer, `{"envelope":"e30=","signature":"AAAA"}`))
 	f.Add(rawFrame(frameAccept, `{"offset":0}`))
@@ -212,6 +214,12 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(rawFrame(frameDirectoryRequest, `{}`))
 	f.Add(rawFrame(frameDirectory, `{"directory":null}`))
 	f.Add([]byte{frameOffer, 0xff, 0xff, 0xff, 0xff})
+	f.Add(rawFrame(frameReject, `{"code":"conflict","reason":"x","known_size":3}`))
+	f.Add(rawFrame(frameWitnessRequest, `{"checkpoint":"eA==","old_size":0,"consistency":[]}`))
+	f.Add(rawFrame(frameWitnessRequest, `{"checkpoint":"eA==","old_size":2,"consistency":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]}`))
+	f.Add(rawFrame(frameWitness, `{"cosignature":"eA=="}`))
+	f.Add(rawFrame(frameProofRequest, `{"leaf_hash":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","leaf_index":1,"tree_size":2}`))
+	f.Add(rawFrame(frameProof, `{"checkpoint":"eA==","leaf_index":1,"proof":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]}`))
 	newFrame := map[byte]func() any{
 		frameOffer:            func() any { return new(offerFrame) },
 		frameAccept:           func() any { return new(acceptFrame) },
@@ -219,6 +227,10 @@ func FuzzReadFrame(f *testing.F) {
 		frameReceipt:          func() any { return new(receiptFrame) },
 		frameDirectoryRequest: func() any { return new(struct{}) },
 		frameDirectory:        func() any { return new(directoryFrame) },
+		frameWitnessRequest:   func() any { return new(WitnessRequest) },
+		frameWitness:          func() any { return new(WitnessResponse) },
+		frameProofRequest:     func() any { return new(ProofRequest) },
+		frameProof:            func() any { return new(ProofResponse) },
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for typ, mk := range newFrame {
@@ -232,6 +244,11 @@ func FuzzReadFrame(f *testing.F) {
 			}
 			if err := crypto.CheckUniqueMembers(body); err != nil {
 				t.Fatalf("accepted a body with %v: %q", err, body)
+			}
+			if c, ok := v.(checker); ok {
+				if err := c.check(); err != nil {
+					t.Fatalf("accepted a body out of bounds, %v: %q", err, body)
+				}
 			}
 			var buf bytes.Buffer
 			if err := writeFrame(&buf, typ, v); err != nil {

@@ -26,7 +26,8 @@ type Offer struct {
 }
 
 // Receiver decides on and stores the bundles peers offer. It is implemented
-// by the gateway.
+// by the gateway, which may also implement LogPeer to witness its peers'
+// logs and prove inclusion in its own.
 type Receiver interface {
 	// Receive is called for each offer from peer, whose identity the TLS
 	// handshake established and whose envelope signature verified. To take
@@ -57,9 +58,12 @@ type ServerConfig struct {
 	Logger   *zap.Logger
 	// Now defaults to time.Now; tests set it to check expiry.
 	Now func() time.Time
-	// OnRefuse, if set, is called with "handshake" and a HandshakeError
-	// reason, or "offer" and a rejection code, for every refusal: the
-	// gateway counts them in its metrics.
+	// OnRefuse, if set, is called for every refusal with its stage and
+	// category: "handshake" and a HandshakeError reason; or "offer",
+	// "witness" or "proof" and the rejection code of an offer (or of a
+	// first frame that begins no other exchange, or a directory request),
+	// a witness request or a proof request. The gateway counts them in
+	// its metrics.
 	OnRefuse func(stage, code string)
 }
 
@@ -111,7 +115,7 @@ func listen(addr string, cfg ServerConfig, o listenOptions) (*Server, error) {
 	}
 	refusals := newRefusalLog(log, o)
 	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(remote net.Addr, err error) {
-		cfg.OnRefuse("handshake", refusals.record(remote, err))
+		cfg.OnRefuse(stageHandshake, refusals.record(remote, err))
 	})
 	// The server owns its UDP socket and transport, so that Close
 	// releases the port at once for a restart on the same address.
@@ -268,14 +272,14 @@ func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream,
 	str.SetReadDeadline(time.Now().Add(stallTimeout))
 	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil {
-		s.reject(str, log, Reject(CodeMalformed, "reading the first frame: %v", err))
+		s.reject(str, log, stageOf(typ), Reject(CodeMalformed, "reading the first frame: %v", err))
 		return
 	}
 	switch typ {
 	case frameDirectoryRequest:
 		d, err := s.cfg.Receiver.Directory(ctx, peer)
 		if err != nil {
-			s.reject(str, log, asRejection(err))
+			s.reject(str, log, stageOffer, asRejection(err))
 			return
 		}
 		if err := writeFrame(stallWriter{str, stallTimeout}, frameDirectory, directoryFrame{Directory: d}); err != nil {
@@ -284,19 +288,23 @@ func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream,
 	case frameOffer:
 		var of offerFrame
 		if err := unmarshalStrict(body, &of); err != nil {
-			s.reject(str, log, Reject(CodeMalformed, "offer: %v", err))
+			s.reject(str, log, stageOffer, Reject(CodeMalformed, "offer: %v", err))
 			return
 		}
 		s.serveOffer(ctx, peer, str, &of, log)
+	case frameWitnessRequest:
+		s.serveWitness(ctx, peer, str, body, log)
+	case frameProofRequest:
+		s.serveProof(ctx, peer, str, body, log)
 	default:
-		s.reject(str, log, Reject(CodeMalformed, "unexpected frame type %d", typ))
+		s.reject(str, log, stageOffer, Reject(CodeMalformed, "unexpected frame type %d", typ))
 	}
 }
 
 func (s *Server) serveOffer(ctx context.Context, peer string, str *quic.Stream, of *offerFrame, log *zap.Logger) {
 	o, rej := checkOffer(peer, of)
 	if rej != nil {
-		s.reject(str, log, rej)
+		s.reject(str, log, stageOffer, rej)
 		return
 	}
 	log = log.With(zap.String("bundle", o.Envelope.BundleID))
@@ -327,7 +335,7 @@ func (s *Server) serveOffer(ctx context.Context, peer string, str *quic.Stream, 
 			// Whatever the sender still sends is not wanted.
 			str.CancelRead(0)
 		}
-		s.reject(str, log, rej)
+		s.reject(str, log, stageOffer, rej)
 		return
 	}
 	if err := writeFrame(stallWriter{str, stallTimeout}, frameReceipt, receiptFrame{Receipt: receipt, Duplicate: !accepted}); err != nil {
@@ -362,10 +370,16 @@ func asRejection(err error) *Rejection {
 	return Reject(CodeInternal, "the receiving gateway failed to process the bundle; it has been logged there")
 }
 
-func (s *Server) reject(str *quic.Stream, log *zap.Logger, rej *Rejection) {
-	s.cfg.OnRefuse("offer", rej.Code)
-	log.Warn("refused", zap.String("code", rej.Code), zap.String("reason", rej.Reason))
-	if err := writeFrame(stallWriter{str, stallTimeout}, frameReject, rejectFrame{Code: rej.Code, Reason: rej.Reason}); err != nil {
+// reject answers the exchange of stage with a REJECT. known_size is sent
+// only in a witness's conflict (witnessRejection made sure it is there).
+func (s *Server) reject(str *quic.Stream, log *zap.Logger, stage string, rej *Rejection) {
+	s.cfg.OnRefuse(stage, rej.Code)
+	log.Warn("refused", zap.String("stage", stage), zap.String("code", rej.Code), zap.String("reason", rej.Reason))
+	rf := rejectFrame{Code: rej.Code, Reason: rej.Reason}
+	if stage == stageWitness && rej.Code == CodeConflict {
+		rf.KnownSize = rej.KnownSize
+	}
+	if err := writeFrame(stallWriter{str, stallTimeout}, frameReject, rf); err != nil {
 		log.Debug("sending rejection", zap.Error(err))
 	}
 }

@@ -267,7 +267,7 @@ func TestOpeningAStreamIsBounded(t *testing.T) {
 }
 
 // stuckReceiver takes an offer as far as its stage and then waits for its
-// context to end; it never serves a directory.
+// context to end; it never serves a directory, a cosignature or a proof.
 type stuckReceiver struct{ stage string }
 
 func (r stuckReceiver) Receive(ctx context.Context, peer string, o *Offer, accept func(int64) (io.Reader, error)) (*crypto.Signed, error) {
@@ -290,6 +290,16 @@ func (r stuckReceiver) Receive(ctx context.Context, peer string, o *Offer, accep
 }
 
 func (r stuckReceiver) Directory(ctx context.Context, peer string) (*crypto.Signed, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (r stuckReceiver) Cosign(ctx context.Context, peer string, req *WitnessRequest) ([]byte, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (r stuckReceiver) Prove(ctx context.Context, peer string, req *ProofRequest) (*ProofResponse, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
@@ -320,6 +330,14 @@ func TestSilentPeer(t *testing.T) {
 		}},
 		{"directory", func(ctx context.Context, c *Client, p Peer) error {
 			_, err := c.FetchDirectory(ctx, p)
+			return err
+		}},
+		{"witness", func(ctx context.Context, c *Client, p Peer) error {
+			_, err := c.Witness(ctx, p, WitnessRequest{Checkpoint: []byte("x")})
+			return err
+		}},
+		{"proof", func(ctx context.Context, c *Client, p Peer) error {
+			_, err := c.Prove(ctx, p, ProofRequest{LeafHash: make([]byte, HashSize)})
 			return err
 		}},
 	}
