@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,11 +241,21 @@ func foldName(s string) string {
 	return b.String()
 }
 
-// ReceiptFormat is the value of a receipt's "format" field.
-const ReceiptFormat = "evx-receipt/1"
+// Receipt formats. A gateway issues version 2; it still verifies version
+// 1, which older gateways issued and senders keep.
+const (
+	ReceiptFormat   = ReceiptFormatV2
+	ReceiptFormatV1 = "evx-receipt/1"
+	ReceiptFormatV2 = "evx-receipt/2"
+)
+
+// MaxReceiptBodySize bounds a receipt's body: a version 2 body is under
+// 600 bytes.
+const MaxReceiptBodySize = 4 << 10
 
 // Receipt is what a receiving gateway signs when it has durably stored a
-// bundle: the sender keeps it as proof of delivery.
+// bundle: the sender keeps it as proof of delivery. Version 2 adds
+// EnvelopeSHA256 and Log, which version 1 lacks.
 type Receipt struct {
 	Format        string `json:"format"`
 	BundleID      string `json:"bundle_id"`
@@ -251,35 +263,238 @@ type Receipt struct {
 	Sender        string `json:"sender"`
 	Receiver      string `json:"receiver"`
 	ReceivedAt    string `json:"received_at"`
+	// EnvelopeSHA256 is the SHA-256 of the exact canonical envelope bytes,
+	// 64 lowercase hex digits: it binds the receipt to the bundle's legal
+	// metadata, not only to its id and payload, so that a re-offer of the
+	// same id and payload under another purpose or legal basis cannot pass
+	// under this receipt.
+	EnvelopeSHA256 string `json:"envelope_sha256,omitempty"`
+	// Log is the receiving gateway's promise to include its entry about
+	// this delivery in its transfer log (docs/audit.md).
+	Log *ReceiptLog `json:"log,omitempty"`
 }
 
-// NewReceipt returns the receipt for env received by gateway receiver from
-// gateway sender at time t.
-func NewReceipt(env *Envelope, sender, receiver string, t time.Time) Receipt {
-	return Receipt{
-		Format:        ReceiptFormat,
-		BundleID:      env.BundleID,
-		PayloadSHA256: fmt.Sprintf("%x", env.PayloadSHA256),
-		Sender:        sender,
-		Receiver:      receiver,
-		ReceivedAt:    t.UTC().Format(time.RFC3339Nano),
+// ReceiptLog points a version 2 receipt into the receiving gateway's
+// transfer log, as a certificate transparency SCT points into a CT log:
+// the entry is at LeafIndex, so every checkpoint of a size over LeafIndex
+// includes it, and the sender asks for an inclusion proof once the
+// maximum merge delay has passed.
+type ReceiptLog struct {
+	// LeafHash is the RFC 6962 leaf hash of the entry, SHA-256(0x00 ‖
+	// entry bytes), in 64 lowercase hex digits like the receipt's other
+	// digests, so that sha256sum checks it.
+	LeafHash  string `json:"leaf_hash"`
+	LeafIndex int64  `json:"leaf_index"`
+	// TreeSize is the size of the latest checkpoint when the receipt was
+	// issued.
+	TreeSize int64 `json:"tree_size"`
+}
+
+// maxLogSize bounds the log positions a receipt may name: 2^53, so that
+// JSON readers that hold numbers in float64 read them exactly.
+const maxLogSize = 1 << 53
+
+// Version returns the receipt's format version, 1 or 2 (0 if unknown).
+func (r *Receipt) Version() int {
+	switch r.Format {
+	case ReceiptFormatV1:
+		return 1
+	case ReceiptFormatV2:
+		return 2
 	}
+	return 0
 }
 
-// SignReceipt signs r.
-func (k *SigningKey) SignReceipt(r Receipt) (*Signed, error) { return k.signDoc(receiptContext, r) }
+// NewReceipt returns the version 2 receipt for env received by gateway
+// receiver from gateway sender at time t, whose transfer log entry log
+// points to. It fails if env or log is not valid.
+func NewReceipt(env *Envelope, sender, receiver string, t time.Time, log ReceiptLog) (Receipt, error) {
+	envHash, err := env.SHA256()
+	if err != nil {
+		return Receipt{}, fmt.Errorf("receipt: %w", err)
+	}
+	r := Receipt{
+		Format:         ReceiptFormatV2,
+		BundleID:       env.BundleID,
+		PayloadSHA256:  hex.EncodeToString(env.PayloadSHA256[:]),
+		Sender:         sender,
+		Receiver:       receiver,
+		ReceivedAt:     t.UTC().Format(time.RFC3339Nano),
+		EnvelopeSHA256: hex.EncodeToString(envHash[:]),
+		Log:            &log,
+	}
+	if err := r.check(); err != nil {
+		return Receipt{}, fmt.Errorf("receipt: %w", err)
+	}
+	return r, nil
+}
+
+// SHA256 returns the SHA-256 of e's canonical JSON form, the exact bytes
+// of envelope.json, which receipts and transfer log entries name it by.
+func (e *Envelope) SHA256() ([32]byte, error) {
+	b, err := e.MarshalCanonical()
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}
+
+// check checks a receipt of either version. A version 1 receipt is checked
+// only for its format and the absence of the version 2 members, as it was
+// before version 2: receipts kept from then stay valid.
+func (r *Receipt) check() error {
+	switch r.Format {
+	case ReceiptFormatV1:
+		if r.EnvelopeSHA256 != "" || r.Log != nil {
+			return fmt.Errorf("format %q has no envelope_sha256 or log", r.Format)
+		}
+		return nil
+	case ReceiptFormatV2:
+	default:
+		return fmt.Errorf("unsupported format %q", r.Format)
+	}
+	if !bundleIDPattern.MatchString(r.BundleID) {
+		return fmt.Errorf("malformed bundle id %q", r.BundleID)
+	}
+	if !ValidGatewayID(r.Sender) {
+		return fmt.Errorf("malformed sender gateway id %q", r.Sender)
+	}
+	if !ValidGatewayID(r.Receiver) {
+		return fmt.Errorf("malformed receiver gateway id %q", r.Receiver)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, r.ReceivedAt); err != nil || t.UTC().Format(time.RFC3339Nano) != r.ReceivedAt {
+		return fmt.Errorf("malformed received_at %q (want RFC 3339 in UTC with Z)", r.ReceivedAt)
+	}
+	var d [32]byte
+	if err := decodeDigest(&d, r.PayloadSHA256); err != nil {
+		return fmt.Errorf("payload_sha256: %w", err)
+	}
+	if err := decodeDigest(&d, r.EnvelopeSHA256); err != nil {
+		return fmt.Errorf("envelope_sha256: %w", err)
+	}
+	if r.Log == nil {
+		return errors.New("log is missing")
+	}
+	if err := decodeDigest(&d, r.Log.LeafHash); err != nil {
+		return fmt.Errorf("log leaf_hash: %w", err)
+	}
+	if r.Log.LeafIndex < 0 || r.Log.LeafIndex >= maxLogSize {
+		return fmt.Errorf("log leaf_index %d out of range", r.Log.LeafIndex)
+	}
+	if r.Log.TreeSize < 0 || r.Log.TreeSize > maxLogSize {
+		return fmt.Errorf("log tree_size %d out of range", r.Log.TreeSize)
+	}
+	return nil
+}
+
+// SignReceipt signs r, which must be a valid version 2 receipt, as
+// [NewReceipt] returns: a gateway issues no other.
+func (k *SigningKey) SignReceipt(r Receipt) (*Signed, error) {
+	if r.Format != ReceiptFormatV2 {
+		return nil, fmt.Errorf("receipt: this gateway issues only %q, not %q", ReceiptFormatV2, r.Format)
+	}
+	if err := r.check(); err != nil {
+		return nil, fmt.Errorf("receipt: %w", err)
+	}
+	return k.signDoc(receiptContext, r)
+}
 
 // VerifyReceipt checks s against the receiving gateway's signing key and
-// returns the receipt it carries.
+// returns the receipt it carries, of version 1 or 2 ([Receipt.Version]
+// says which). Its fields still need comparing with the delivery
+// ([Receipt.CheckDelivery]).
 func VerifyReceipt(s *Signed, signer string) (*Receipt, error) {
 	var r Receipt
+	if s != nil && len(s.Body) > MaxReceiptBodySize {
+		return nil, fmt.Errorf("receipt: body of %d bytes, over the limit of %d", len(s.Body), MaxReceiptBodySize)
+	}
 	if err := verifyDoc(receiptContext, "receipt", s, signer, &r); err != nil {
 		return nil, err
 	}
-	if r.Format != ReceiptFormat {
-		return nil, fmt.Errorf("receipt: unsupported format %q", r.Format)
+	if err := r.checkBody(s.Body); err != nil {
+		return nil, fmt.Errorf("receipt: %w", err)
 	}
 	return &r, nil
+}
+
+// ParseReceiptBody decodes and checks a receipt's body as VerifyReceipt
+// does, but without a signature: for showing a receipt that the sending
+// gateway verified before storing it, and for checking that a kept one is
+// well-formed. It proves nothing about who issued it.
+func ParseReceiptBody(body []byte) (*Receipt, error) {
+	if len(body) > MaxReceiptBodySize {
+		return nil, fmt.Errorf("receipt: body of %d bytes, over the limit of %d", len(body), MaxReceiptBodySize)
+	}
+	if err := CheckUniqueMembers(body); err != nil {
+		return nil, fmt.Errorf("receipt: malformed body: %v", err)
+	}
+	var r Receipt
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("receipt: malformed body: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("receipt: malformed body: data after the JSON object")
+	}
+	if err := r.checkBody(body); err != nil {
+		return nil, fmt.Errorf("receipt: %w", err)
+	}
+	return &r, nil
+}
+
+// checkBody checks r, decoded from body. A version 2 body must be in the
+// canonical form its issuer writes, so that each receipt has one
+// encoding, which transfer log entries quote.
+func (r *Receipt) checkBody(body []byte) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	if r.Format == ReceiptFormatV1 {
+		return nil
+	}
+	canonical, err := canonicalJSON(r)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(canonical, body) {
+		return errors.New("body is not in canonical form")
+	}
+	return nil
+}
+
+// CheckDelivery checks that r receipts the delivery of env by gateway
+// sender to gateway receiver: the bundle id, payload digest and gateways,
+// and for version 2 the envelope digest too. A sender runs it on every
+// receipt it verified before taking it as proof of delivery.
+func (r *Receipt) CheckDelivery(env *Envelope, sender, receiver string) error {
+	mismatch := func(what, got, want string) error {
+		return fmt.Errorf("receipt from %s is for %s %q, not %q", receiver, what, got, want)
+	}
+	switch {
+	case r.BundleID != env.BundleID:
+		return mismatch("bundle", r.BundleID, env.BundleID)
+	case r.PayloadSHA256 != hex.EncodeToString(env.PayloadSHA256[:]):
+		return mismatch("payload SHA-256", r.PayloadSHA256, hex.EncodeToString(env.PayloadSHA256[:]))
+	case r.Sender != sender:
+		return mismatch("sender", r.Sender, sender)
+	case r.Receiver != receiver:
+		return mismatch("receiver", r.Receiver, receiver)
+	}
+	switch r.Version() {
+	case 1:
+		return nil
+	case 2:
+		h, err := env.SHA256()
+		if err != nil {
+			return fmt.Errorf("receipt from %s: %w", receiver, err)
+		}
+		if want := hex.EncodeToString(h[:]); r.EnvelopeSHA256 != want {
+			return mismatch("envelope SHA-256", r.EnvelopeSHA256, want)
+		}
+		return nil
+	}
+	return fmt.Errorf("receipt from %s: unsupported format %q", receiver, r.Format)
 }
 
 // DirectoryFormat is the value of a unit directory's "format" field.
