@@ -81,8 +81,11 @@ type S3Config struct {
 // incomplete multipart uploads is the backstop.
 //
 // Objects read through Open are pinned to the ETag seen when opening: if
-// the object is deleted and created again meanwhile, reads fail rather
-// than mix the two.
+// the object is deleted and created again (or replaced) meanwhile, reads
+// fail rather than mix the two.
+//
+// Replace is one conditional PUT (If-Match the version, which is the
+// ETag), sent once: see [S3.Replace].
 type S3 struct {
 	client          *minio.Client
 	core            minio.Core

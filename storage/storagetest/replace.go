@@ -14,6 +14,16 @@ import (
 	"evx/storage"
 )
 
+// RunReplace runs the part of the conformance suite that checks
+// ReadVersion and Replace, as [Run] does with the rest.
+func RunReplace(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
+	for _, tt := range replaceTests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.f(t, newBackend(t))
+		})
+	}
+}
+
 // replaceTests check ReadVersion and Replace; [Run] runs them with the
 // rest of the suite.
 var replaceTests = []struct {
