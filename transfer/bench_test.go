@@ -146,7 +146,7 @@ func (d discardReceiver) Receive(ctx context.Context, peer string, o *Offer, acc
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return nil, err
 	}
-	return d.sign.SignReceipt(crypto.NewReceipt(o.Envelope, peer, "FR", time.Now()))
+	return signReceipt(d.sign, o.Envelope, peer, "FR", 0)
 }
 
 func (d discardReceiver) Directory(ctx context.Context, peer string) (*crypto.Signed, error) {

@@ -165,6 +165,10 @@ type Delivery struct {
 	// Duplicate reports that the peer already had the bundle and returned
 	// its original receipt.
 	Duplicate bool
+	// Log is the receipt's promise of an entry in the peer's transfer
+	// log, for the caller to ask for its inclusion proof (Client.Prove);
+	// nil for a version 1 receipt, which makes none.
+	Log *crypto.ReceiptLog
 }
 
 // Send offers a bundle to peer and, if accepted, streams its payload (of
@@ -255,10 +259,12 @@ func (o *Outgoing) offer(envJSON, sig []byte) error {
 		if err := unmarshalStrict(body, &rf); err != nil {
 			return err
 		}
-		if err := o.checkReceipt(rf.Receipt); err != nil {
+		d, err := o.checkReceipt(rf.Receipt)
+		if err != nil {
 			return err
 		}
-		o.Delivery = &Delivery{Receipt: rf.Receipt, Duplicate: true}
+		d.Duplicate = true
+		o.Delivery = d
 		o.Abort()
 		return nil
 	case frameReject:
@@ -297,10 +303,7 @@ func (o *Outgoing) Send(payload io.Reader) (d *Delivery, err error) {
 	if err = decodeFrame(str, frameReceipt, &rf); err != nil {
 		return nil, err
 	}
-	if err = o.checkReceipt(rf.Receipt); err != nil {
-		return nil, err
-	}
-	return &Delivery{Receipt: rf.Receipt}, nil
+	return o.checkReceipt(rf.Receipt)
 }
 
 // copyPayload writes the payload from Offset on into the stream, in writes
@@ -372,17 +375,24 @@ func (o *Outgoing) Abort() {
 	o.str.CancelRead(0)
 }
 
-func (o *Outgoing) checkReceipt(receipt *crypto.Signed) error {
+// checkReceipt verifies the peer's receipt and checks that it receipts
+// this delivery (crypto's Receipt.CheckDelivery): the bundle, its payload,
+// both gateways, and for a version 2 receipt the envelope offered, so that
+// a receipt for the same id and payload under other legal metadata is not
+// taken for this one. The envelope's SHA-256 is that of its canonical
+// form, which are the bytes offered: ParseEnvelope takes no other. A
+// version 1 receipt, which binds no envelope, is what a gateway issued
+// before version 2, and a duplicate's original may be one.
+func (o *Outgoing) checkReceipt(receipt *crypto.Signed) (*Delivery, error) {
 	p := o.peer
 	r, err := crypto.VerifyReceipt(receipt, p.SigningKey)
+	if err == nil {
+		err = r.CheckDelivery(o.env, o.c.id, p.ID)
+	}
 	if err != nil {
-		return fmt.Errorf("bundle %s at %s: %w", o.env.BundleID, p.ID, err)
+		return nil, fmt.Errorf("bundle %s at %s: %w", o.env.BundleID, p.ID, err)
 	}
-	want := crypto.NewReceipt(o.env, o.c.id, p.ID, time.Time{})
-	if r.BundleID != want.BundleID || r.PayloadSHA256 != want.PayloadSHA256 || r.Sender != o.c.id || r.Receiver != p.ID {
-		return fmt.Errorf("receipt from %s does not match the bundle sent", p.ID)
-	}
-	return nil
+	return &Delivery{Receipt: receipt, Log: r.Log}, nil
 }
 
 func (c *Client) readRejection(str *quic.Stream) *Rejection {

@@ -126,7 +126,7 @@ func hostileFR(t *testing.T, w *world, answer []byte) Peer {
 func TestHostileAnswers(t *testing.T) {
 	w := newWorld(t)
 	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 1000)
-	rc, err := w.signFR.SignReceipt(crypto.NewReceipt(mustEnvelope(t, env), "DE", "FR", time.Now()))
+	rc, err := signReceipt(w.signFR, mustEnvelope(t, env), "DE", "FR", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@ package transfer
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -102,15 +104,31 @@ func (m *memReceiver) Receive(ctx context.Context, peer string, o *Offer, accept
 	if err != nil {
 		return nil, err
 	}
-	rc, err := m.sign.SignReceipt(crypto.NewReceipt(o.Envelope, peer, m.id, time.Now()))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rc, err := signReceipt(m.sign, o.Envelope, peer, m.id, int64(len(m.rcpt)))
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.got[o.Envelope.BundleID] = data
 	m.rcpt[o.Envelope.BundleID] = rc
 	return rc, nil
+}
+
+// signReceipt returns key's version 2 receipt for env, received from
+// sender by receiver, whose entry in the receiver's log is at index.
+func signReceipt(key *crypto.SigningKey, env *crypto.Envelope, sender, receiver string, index int64) (*crypto.Signed, error) {
+	r, err := crypto.NewReceipt(env, sender, receiver, time.Now(), testReceiptLog(env, index))
+	if err != nil {
+		return nil, err
+	}
+	return key.SignReceipt(r)
+}
+
+// testReceiptLog is the log position a test receiver promises for env.
+func testReceiptLog(env *crypto.Envelope, index int64) crypto.ReceiptLog {
+	leaf := sha256.Sum256(append([]byte{0}, env.BundleID...))
+	return crypto.ReceiptLog{LeafHash: hex.EncodeToString(leaf[:]), LeafIndex: index, TreeSize: index}
 }
 
 // count returns the number of bundles stored.
