@@ -110,11 +110,11 @@ func (d *Disk) Replace(ctx context.Context, key string, data []byte, ifVersion s
 	defer unlock()
 
 	final := d.path(key)
-	stored, err := d.storedVersion(key, final)
+	stored, matchable, err := d.storedVersion(key, final)
 	if err != nil {
 		return "", err
 	}
-	if stored != ifVersion {
+	if !matchable || stored != ifVersion {
 		return "", mismatch(key, stored, ifVersion)
 	}
 
@@ -165,35 +165,36 @@ func (d *Disk) Replace(ctx context.Context, key string, data []byte, ifVersion s
 }
 
 // storedVersion returns the version of the object stored at path, or ""
-// if there is none. An object too large for Replace to have stored gets a
-// version that no ifVersion can match, without reading it.
-func (d *Disk) storedVersion(key, path string) (string, error) {
+// if there is none. An object that Replace cannot have stored (one larger
+// than MaxReplaceSize) is not read: matchable is false, and stored only
+// says why.
+func (d *Disk) storedVersion(key, path string) (stored string, matchable bool, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
+		return "", true, nil
 	}
 	if errors.Is(err, syscall.ENOTDIR) {
-		return "", fmt.Errorf("replace %q: a parent of the key is itself an object", key)
+		return "", false, fmt.Errorf("replace %q: a parent of the key is itself an object", key)
 	}
 	if err != nil {
-		return "", fmt.Errorf("replace %q: %w", key, diskFailure(err))
+		return "", false, fmt.Errorf("replace %q: %w", key, diskFailure(err))
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("replace %q: %w", key, diskFailure(err))
+		return "", false, fmt.Errorf("replace %q: %w", key, diskFailure(err))
 	}
 	if fi.IsDir() {
-		return "", fmt.Errorf("replace %q: a directory of other keys has this name", key)
+		return "", false, fmt.Errorf("replace %q: a directory of other keys has this name", key)
 	}
 	if !fi.Mode().IsRegular() || fi.Size() > MaxReplaceSize {
-		return "(not stored by Replace)", nil
+		return fmt.Sprintf("none: %d bytes, over the limit", fi.Size()), false, nil
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.LimitReader(f, MaxReplaceSize+1)); err != nil {
-		return "", fmt.Errorf("replace %q: reading the stored object: %w", key, diskFailure(err))
+		return "", false, fmt.Errorf("replace %q: reading the stored object: %w", key, diskFailure(err))
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), true, nil
 }
 
 // lockKey takes the locks that serialise Replaces (and Deletes) of key:

@@ -3,6 +3,9 @@ package storage_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"evx/storage"
 	"evx/storage/storagetest"
@@ -253,4 +258,103 @@ func TestDiskReplaceChild(t *testing.T) {
 	}
 	wg.Wait()
 	fmt.Printf("refused %d versions\n", refused)
+}
+
+// lockKeyFile takes the flock of key's lock file under root, as another
+// process's Replace would, until t ends or the returned func is called.
+func lockKeyFile(t *testing.T, root, key string) (unlock func()) {
+	t.Helper()
+	sum := sha256.Sum256([]byte(key))
+	f, err := os.OpenFile(filepath.Join(root, ".lock", hex.EncodeToString(sum[:])), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() { once.Do(func() { f.Close() }) }
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// While another process holds a key's lock, Replace and Delete of the key
+// wait for it, as long as their ctx lets them, and change nothing; once it
+// is released, they go ahead. Deleting a key that Replace never wrote
+// takes no lock and leaves no lock file.
+func TestDiskReplaceWaitsForLock(t *testing.T) {
+	d := newDisk(t)
+	v1, err := d.Replace(t.Context(), "pointer", []byte("one"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock := lockKeyFile(t, d.Root(), "pointer")
+	for _, call := range []struct {
+		name string
+		f    func(ctx context.Context) error
+	}{
+		{"Replace", func(ctx context.Context) error {
+			_, err := d.Replace(ctx, "pointer", []byte("two"), v1)
+			return err
+		}},
+		{"Delete", func(ctx context.Context) error { return d.Delete(ctx, "pointer") }},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		err := call.f(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), `"pointer"`) {
+			t.Errorf("%s while another process holds the lock = %v, want context.DeadlineExceeded", call.name, err)
+		}
+		if data, v, err := d.ReadVersion(t.Context(), "pointer", 10); err != nil || string(data) != "one" || v != v1 {
+			t.Errorf("after %s gave up, ReadVersion = %q, %q, %v; want the old object", call.name, data, v, err)
+		}
+	}
+	// Reading takes no lock.
+	if _, _, err := d.ReadVersion(t.Context(), "pointer", 10); err != nil {
+		t.Errorf("ReadVersion while the lock is held: %v", err)
+	}
+	unlock()
+	if _, err := d.Replace(t.Context(), "pointer", []byte("two"), v1); err != nil {
+		t.Errorf("Replace once the lock is released: %v", err)
+	}
+	if err := d.Delete(t.Context(), "pointer"); err != nil {
+		t.Errorf("Delete once the lock is released: %v", err)
+	}
+
+	if err := d.Create(t.Context(), "created", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(t.Context(), "created"); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(d.Root(), ".lock"))
+	if err != nil || len(entries) != 1 {
+		t.Errorf("lock files: %v, %v; want only the one of pointer", entries, err)
+	}
+}
+
+// An object larger than Replace stores (which only Create can have
+// stored, against the contract) matches no version: Replace neither reads
+// it whole nor replaces it.
+func TestDiskReplaceOversizedObject(t *testing.T) {
+	ctx := t.Context()
+	d := newDisk(t)
+	const n = storage.MaxReplaceSize + 1
+	if err := d.Create(ctx, "big", storagetest.DataReader(1, n), n); err != nil {
+		t.Fatal(err)
+	}
+	_, v, err := d.ReadVersion(ctx, "big", storage.MaxReplaceSize)
+	if !errors.Is(err, storage.ErrTooLarge) || v != "" {
+		t.Errorf("ReadVersion of %d bytes = %q, %v; want ErrTooLarge", n, v, err)
+	}
+	full := storagetest.Data(1, n)
+	sum := sha256.Sum256(full)
+	for _, ifVersion := range []string{"", hex.EncodeToString(sum[:]), "none", "none: 1048577 bytes, over the limit"} {
+		if _, err := d.Replace(ctx, "big", []byte("small"), ifVersion); !errors.Is(err, storage.ErrVersionMismatch) {
+			t.Errorf("Replace of an oversized object with version %q = %v, want ErrVersionMismatch", ifVersion, err)
+		}
+	}
+	if info, err := d.Stat(ctx, "big"); err != nil || info.Size != n {
+		t.Errorf("Stat = %v, %v; want the oversized object", info, err)
+	}
 }
