@@ -157,9 +157,8 @@ var (
 //
 // ReadVersion returns the whole object stored under key and its version,
 // an opaque token of 1 to 256 visible ASCII characters ('!' to '~') to
-// give to Replace. The two belong together:
-// the version is that of the bytes returned, even while Replaces of the
-// key run. ReadVersion fails with an error wrapping [ErrNotExist] if no
+// give to Replace. The two belong together: the version is that of the
+// bytes returned, even while Replaces of the key run. ReadVersion fails with an error wrapping [ErrNotExist] if no
 // object is stored under key, and with one wrapping [ErrTooLarge] if the
 // object is longer than limit bytes, which must be between 0 and
 // [MaxReplaceSize]; it never holds more than limit bytes of the object.
