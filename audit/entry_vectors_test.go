@@ -1,0 +1,125 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+var updateEntryVectors = flag.Bool("update-entries", false, "regenerate testdata/entries.json from the test entries")
+
+const entryVectorsFile = "testdata/entries.json"
+
+// entryVectors is testdata/entries.json: entries another implementation
+// of the entry format (docs/audit.md) must accept, with their leaf
+// hashes, and byte strings it must refuse. The errors are evx's; another
+// implementation need only refuse.
+type entryVectors struct {
+	Description string               `json:"description"`
+	Valid       []validEntryVector   `json:"valid"`
+	Invalid     []invalidEntryVector `json:"invalid"`
+}
+
+type validEntryVector struct {
+	Name  string `json:"name"`
+	Entry string `json:"entry"` // the exact bytes
+	// LeafHash is the RFC 6962 leaf hash, SHA-256(0x00 ‖ entry), in hex.
+	LeafHash string `json:"leaf_hash"`
+}
+
+type invalidEntryVector struct {
+	Name  string `json:"name"`
+	Entry string `json:"entry"`
+	Error string `json:"error"` // part of evx's error
+}
+
+// makeEntryVectors builds the vectors from the test entries.
+func makeEntryVectors(t *testing.T) entryVectors {
+	v := entryVectors{Description: "evx transfer log entries, format " + EntryFormat +
+		" (docs/audit.md): each valid entry is accepted exactly as it is and has the leaf hash given; " +
+		"each invalid one is refused"}
+	var upload, delivered string
+	for _, n := range testEntries(t) {
+		data := mustMarshal(t, &n.entry)
+		h := tlog.RecordHash(data)
+		v.Valid = append(v.Valid, validEntryVector{Name: n.name, Entry: string(data), LeafHash: hex.EncodeToString(h[:])})
+		switch n.entry.Event {
+		case EventUploadAccepted:
+			upload = string(data)
+		case EventDelivered:
+			delivered = string(data)
+		}
+	}
+	for _, b := range nonCanonicalEntries(upload) {
+		if !utf8.ValidString(b.data) {
+			continue // a JSON string cannot carry it
+		}
+		v.Invalid = append(v.Invalid, invalidEntryVector{Name: b.name, Entry: b.data, Error: b.want})
+	}
+	r := func(s, old, new string) string { return strings.Replace(s, old, new, 1) }
+	for _, b := range []badBytes{
+		{"required member missing", r(upload, `"peer":"FR",`, ``), "upload-accepted entry needs peer"},
+		{"member the event lacks", r(upload, `"peer":"FR",`, `"peer":"FR","reason":"x",`), "upload-accepted entry has no reason"},
+		{"actor of the wrong kind", r(upload, `"unit:DE/forensics"`, `"gateway"`), `actor "gateway" of upload-accepted entry`},
+		{"receipt of another peer", r(delivered, `"peer":"FR"`, `"peer":"NL"`), `is not for bundle`},
+		{"receipt body changed", r(delivered, `"body":"eyJ`, `"body":"eyK`), `receipt: malformed body`},
+		{"purpose outside the vocabulary", r(upload, `mutual-legal-assistance`, `curiosity`), `unknown purpose "curiosity"`},
+	} {
+		v.Invalid = append(v.Invalid, invalidEntryVector{Name: b.name, Entry: b.data, Error: b.want})
+	}
+	return v
+}
+
+func TestEntryVectors(t *testing.T) {
+	want := makeEntryVectors(t)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(want); err != nil {
+		t.Fatal(err)
+	}
+	if *updateEntryVectors {
+		if err := os.WriteFile(entryVectorsFile, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(entryVectorsFile)
+	if err != nil {
+		t.Fatalf("%v (go test ./audit -run TestEntryVectors -update-entries writes it)", err)
+	}
+	var got entryVectors
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	// The committed vectors are checked as they are, whatever the code
+	// makes today: an entry once valid stays valid, with its leaf hash.
+	for _, v := range got.Valid {
+		e, err := ParseEntry([]byte(v.Entry))
+		if err != nil {
+			t.Errorf("valid vector %q: %v", v.Name, err)
+			continue
+		}
+		if again := mustMarshal(t, e); string(again) != v.Entry {
+			t.Errorf("valid vector %q re-encodes to other bytes:\n%s", v.Name, again)
+		}
+		if h := tlog.RecordHash([]byte(v.Entry)); hex.EncodeToString(h[:]) != v.LeafHash {
+			t.Errorf("valid vector %q: leaf hash %x, the vector says %s", v.Name, h, v.LeafHash)
+		}
+	}
+	for _, v := range got.Invalid {
+		if _, err := ParseEntry([]byte(v.Entry)); err == nil || !strings.Contains(err.Error(), v.Error) {
+			t.Errorf("invalid vector %q: %v, want an error containing %q", v.Name, err, v.Error)
+		}
+	}
+	if !bytes.Equal(data, b.Bytes()) {
+		t.Errorf("%s differs from what the test entries make: if the change is intended, run go test ./audit -run TestEntryVectors -update-entries", entryVectorsFile)
+	}
+}

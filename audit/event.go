@@ -1,0 +1,290 @@
+package audit
+
+import (
+	"fmt"
+	"math/bits"
+	"strings"
+)
+
+// Event names what an entry records. The set is closed: [events] lists
+// every event with the members its entries carry, and a reader refuses an
+// event it does not know (with an error matching [ErrUnknownEvent]).
+type Event string
+
+// The events of entry format 1.
+const (
+	EventUploadAccepted        Event = "upload-accepted"
+	EventUploadRefused         Event = "upload-refused"
+	EventOfferSent             Event = "offer-sent"
+	EventDelivered             Event = "delivered"
+	EventDeliveryRefused       Event = "delivery-refused"
+	EventOfferAccepted         Event = "offer-accepted"
+	EventOfferRefused          Event = "offer-refused"
+	EventReceiptIssued         Event = "receipt-issued"
+	EventPayloadDownloaded     Event = "payload-downloaded"
+	EventRetrievalAcknowledged Event = "retrieval-acknowledged"
+	EventGatewayStarted        Event = "gateway-started"
+	EventRequestsRefused       Event = "requests-refused"
+	EventSecurity              Event = "security"
+)
+
+// Outcome is how an event ended. Each event has one outcome, fixed by
+// [events]; entries carry it so that a reader can count refusals without
+// knowing every event.
+type Outcome string
+
+// The outcomes.
+const (
+	OutcomeAccepted Outcome = "accepted" // a unit's or a peer's request was taken on
+	OutcomeRefused  Outcome = "refused"  // a request was refused, with a code
+	OutcomeDone     Outcome = "done"     // the gateway did something (sent, issued, started, handed out)
+	OutcomeAlert    Outcome = "alert"    // a security event: something that should never happen did
+)
+
+// Direction says which way the bundle an event is about travels, seen from
+// the gateway that writes the entry: "outbound" to a peer, "inbound" from
+// one. Each event has one direction, or none, fixed by [events].
+type Direction string
+
+// The directions.
+const (
+	Outbound Direction = "outbound"
+	Inbound  Direction = "inbound"
+)
+
+// SecurityKind is what a security event is about. The set is closed:
+// [securityKinds] lists every kind with the members its entries carry.
+type SecurityKind string
+
+// The security kinds.
+const (
+	// KindReceiptNotIncluded: a peer's receipt whose promised log entry
+	// the peer did not prove included in its log within the maximum merge
+	// delay.
+	KindReceiptNotIncluded SecurityKind = "receipt-not-included"
+	// KindInconsistentCheckpoint: a peer presented a checkpoint of its log
+	// that is not consistent with one it presented before: a rewritten or
+	// forked history.
+	KindInconsistentCheckpoint SecurityKind = "inconsistent-checkpoint"
+)
+
+// Actors. An entry's actor is who made the event happen: a local unit
+// (authenticated by its API client certificate), a peer gateway
+// (authenticated by its QUIC client certificate) or the gateway itself.
+const (
+	GatewayActor = "gateway"
+	unitActor    = "unit:"
+	peerActor    = "peer:"
+)
+
+// UnitActor returns the actor of an event a unit made happen, such as
+// "unit:DE/forensics".
+func UnitActor(unit string) string { return unitActor + unit }
+
+// PeerActor returns the actor of an event a peer gateway made happen,
+// such as "peer:FR".
+func PeerActor(gateway string) string { return peerActor + gateway }
+
+// actorKind is a set of kinds of actor.
+type actorKind uint8
+
+const (
+	byUnit actorKind = 1 << iota
+	byPeer
+	byGateway
+)
+
+// member is a set of the optional members of an entry: those that only
+// some events carry. format, time, gateway, actor, event and outcome are
+// in every entry; direction in those of events that have one.
+type member uint32
+
+const (
+	mBundleID member = 1 << iota
+	mEnvelopeSHA256
+	mPurpose
+	mHandling
+	mLegalBasis
+	mPayloadSHA256
+	mPayloadSize
+	mPeer
+	mCode
+	mReason
+	mReceipt
+	mCount
+	mSource
+	mWindowStart
+	mWindowEnd
+	mConfigSHA256
+	mKind
+	mCheckpoint
+	endMembers
+)
+
+// memberNames are the JSON names of the members, in the order of the bits.
+var memberNames = [...]string{
+	"bundle_id", "envelope_sha256", "purpose", "handling", "legal_basis",
+	"payload_sha256", "payload_size", "peer", "code", "reason", "receipt",
+	"count", "source", "window_start", "window_end", "config_sha256",
+	"kind", "checkpoint",
+}
+
+// mBundle is what an envelope says about a bundle: the members that every
+// event about a whole bundle carries, for the transparency report.
+const mBundle = mBundleID | mEnvelopeSHA256 | mPurpose | mHandling | mLegalBasis | mPayloadSHA256 | mPayloadSize
+
+// eventSpec describes one event: what it records and which members its
+// entries carry. required members must be present, optional ones may be,
+// and no other may.
+type eventSpec struct {
+	event     Event
+	outcome   Outcome
+	direction Direction
+	actor     actorKind
+	required  member
+	optional  member
+	doc       string
+}
+
+// events is the closed table of events. Adding an event is one line here
+// (and its row in docs/audit.md, which a test keeps equal); it may use
+// only the members above, or it needs a new entry format (docs/audit.md,
+// "Versions").
+var events = []eventSpec{
+	{EventUploadAccepted, OutcomeAccepted, Outbound, byUnit, mBundle | mPeer, 0, "a unit's upload was accepted for delivery to peer"},
+	{EventUploadRefused, OutcomeRefused, Outbound, byUnit, mCode, mBundleID | mPeer | mReason, "a unit's upload was refused with code (an API error code)"},
+	{EventOfferSent, OutcomeDone, Outbound, byGateway, mBundleID | mPeer, mEnvelopeSHA256, "the gateway offered the bundle to peer, revealing its envelope"},
+	{EventDelivered, OutcomeAccepted, Outbound, byGateway, mBundle | mPeer | mReceipt, 0, "peer receipted the bundle; receipt is its signed receipt"},
+	{EventDeliveryRefused, OutcomeRefused, Outbound, byGateway, mBundleID | mPeer | mCode, mEnvelopeSHA256 | mReason, "peer refused the bundle with code (a protocol error code) for good"},
+	{EventOfferAccepted, OutcomeAccepted, Inbound, byPeer, mBundle | mPeer, 0, "the gateway accepted peer's offer and takes the payload"},
+	{EventOfferRefused, OutcomeRefused, Inbound, byPeer, mPeer | mCode, mBundleID | mEnvelopeSHA256 | mReason, "the gateway refused peer's offer with code (a protocol error code)"},
+	{EventReceiptIssued, OutcomeDone, Inbound, byGateway, mBundle | mPeer, 0, "the gateway stored the bundle and receipted it to peer; the receipt points to this entry"},
+	{EventPayloadDownloaded, OutcomeDone, Inbound, byUnit, mBundleID, mPeer | mPayloadSHA256 | mPayloadSize, "a unit downloaded the payload of a received bundle"},
+	{EventRetrievalAcknowledged, OutcomeDone, Inbound, byUnit, mBundleID, mPeer, "a unit acknowledged that it retrieved a received bundle"},
+	{EventGatewayStarted, OutcomeDone, "", byGateway, mConfigSHA256, 0, "the gateway started with the configuration whose SHA-256 is config_sha256"},
+	{EventRequestsRefused, OutcomeRefused, "", byGateway, mCode | mCount | mSource | mWindowStart | mWindowEnd, mReason, "count connections, handshakes or API requests from source were refused for the reason code (a category) in the window"},
+	{EventSecurity, OutcomeAlert, "", byGateway, mKind, mPeer | mBundleID | mEnvelopeSHA256 | mReceipt | mCheckpoint | mReason, "a security event of kind, with the members that kind requires"},
+}
+
+// securityKinds is the closed table of security kinds, with the members
+// each requires beyond kind (the security event allows them).
+var securityKinds = []struct {
+	kind     SecurityKind
+	required member
+	doc      string
+}{
+	{KindReceiptNotIncluded, mPeer | mBundleID | mReceipt, "peer's receipt for the bundle (receipt) promised a log entry that peer did not prove included within the maximum merge delay"},
+	{KindInconsistentCheckpoint, mPeer | mCheckpoint, "peer presented checkpoint (the signed note), which is not consistent with a checkpoint it presented before"},
+}
+
+func lookupEvent(e Event) (*eventSpec, bool) {
+	for i := range events {
+		if events[i].event == e {
+			return &events[i], true
+		}
+	}
+	return nil, false
+}
+
+// names returns the JSON names of the members in m, in the order of the
+// bits.
+func (m member) names() []string {
+	var names []string
+	for m != 0 {
+		i := bits.TrailingZeros32(uint32(m))
+		names = append(names, memberNames[i])
+		m &^= 1 << i
+	}
+	return names
+}
+
+func (k actorKind) String() string {
+	var s []string
+	if k&byUnit != 0 {
+		s = append(s, "unit:<unit id>")
+	}
+	if k&byPeer != 0 {
+		s = append(s, "peer:<peer>")
+	}
+	if k&byGateway != 0 {
+		s = append(s, GatewayActor)
+	}
+	return strings.Join(s, " or ")
+}
+
+// EventInfo describes an event, for documentation and for tools that list
+// or check event names.
+type EventInfo struct {
+	Event     Event
+	Outcome   Outcome
+	Direction Direction // "" if the event has none
+	Actor     string    // the form of its actor
+	Required  []string  // the members it must carry beyond those of every entry
+	Optional  []string  // the members it may carry
+	Doc       string
+}
+
+// Events returns the events of this entry format, in the order of the
+// table in docs/audit.md.
+func Events() []EventInfo {
+	infos := make([]EventInfo, len(events))
+	for i, s := range events {
+		infos[i] = EventInfo{Event: s.event, Outcome: s.outcome, Direction: s.direction, Actor: s.actor.String(),
+			Required: s.required.names(), Optional: s.optional.names(), Doc: s.doc}
+	}
+	return infos
+}
+
+// SecurityKindInfo describes a security kind.
+type SecurityKindInfo struct {
+	Kind     SecurityKind
+	Required []string // the members it requires beyond kind
+	Doc      string
+}
+
+// SecurityKinds returns the security kinds of this entry format.
+func SecurityKinds() []SecurityKindInfo {
+	infos := make([]SecurityKindInfo, len(securityKinds))
+	for i, k := range securityKinds {
+		infos[i] = SecurityKindInfo{Kind: k.kind, Required: k.required.names(), Doc: k.doc}
+	}
+	return infos
+}
+
+// ValidEvent reports whether e is an event of this entry format.
+func ValidEvent(e Event) bool {
+	_, ok := lookupEvent(e)
+	return ok
+}
+
+// checkMembers checks that the members present, of an entry of spec (and
+// of kind, for a security event), are those the tables require and allow.
+func checkMembers(spec *eventSpec, kind SecurityKind, present member) error {
+	required := spec.required
+	if spec.event == EventSecurity {
+		found := false
+		for _, k := range securityKinds {
+			if k.kind == kind {
+				required |= k.required
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("unknown security kind %q", kind)
+		}
+	}
+	if missing := required &^ present; missing != 0 {
+		return fmt.Errorf("%s entry needs %s", describe(spec.event, kind), strings.Join(missing.names(), ", "))
+	}
+	if extra := present &^ (spec.required | spec.optional); extra != 0 {
+		return fmt.Errorf("%s entry has no %s", describe(spec.event, kind), strings.Join(extra.names(), ", "))
+	}
+	return nil
+}
+
+func describe(e Event, kind SecurityKind) string {
+	if e == EventSecurity {
+		return string(e) + " " + string(kind)
+	}
+	return string(e)
+}
