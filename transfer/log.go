@@ -199,8 +199,8 @@ func (c *Client) Witness(ctx context.Context, p Peer, req WitnessRequest) (*Witn
 
 // Prove asks peer for the inclusion proof of an entry of its log. A refusal
 // is a *Rejection. The proof is returned as received, once checked to name
-// the entry and tree asked for: the caller verifies it against the leaf
-// hash and the checkpoint, and the checkpoint against the peer's log key.
+// the entry asked for: the caller verifies it against the leaf hash and
+// the checkpoint, and the checkpoint against the peer's log key.
 func (c *Client) Prove(ctx context.Context, p Peer, req ProofRequest) (*ProofResponse, error) {
 	if err := req.check(); err != nil {
 		return nil, fmt.Errorf("proof request for %s: %w", p.ID, err)
