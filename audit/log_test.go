@@ -102,13 +102,21 @@ func entry(i int) []byte { return fmt.Appendf(nil, `{"event":"test","n":%d}`, i)
 // indexes.
 func appendAll(t testing.TB, l *Log, entries [][]byte, n int) []int64 {
 	t.Helper()
+	idx, err := appendConcurrently(t.Context(), l, entries, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+func appendConcurrently(ctx context.Context, l *Log, entries [][]byte, n int) ([]int64, error) {
 	idx := make([]int64, len(entries))
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for w := range n {
 		wg.Go(func() {
 			for i := w; i < len(entries); i += n {
-				j, h, err := l.Append(t.Context(), entries[i])
+				j, h, err := l.Append(ctx, entries[i])
 				if err != nil {
 					errs <- err
 					return
@@ -123,10 +131,7 @@ func appendAll(t testing.TB, l *Log, entries [][]byte, n int) []int64 {
 	}
 	wg.Wait()
 	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	return idx
+	return idx, <-errs
 }
 
 // checkEntries checks that the log holds exactly entries, at idx.
@@ -384,4 +389,18 @@ func TestEdge(t *testing.T) {
 			t.Fatalf("size %d: root %s, want %s", e.n, e.root, root)
 		}
 	}
+}
+
+// integrateAll runs integration rounds until nothing is left to do.
+func (l *Log) integrateAll(ctx context.Context) error {
+	for range 1000 {
+		more, err := l.integrate(ctx)
+		if err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+	}
+	return fmt.Errorf("integration does not end")
 }
