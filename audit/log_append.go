@@ -134,6 +134,8 @@ type sequencer struct {
 	// next and probe belong to the leader of the moment.
 	next  int64 // the index to claim next
 	probe bool  // next must be checked against storage first
+	// conflicts counts the indexes other writers took first.
+	conflicts int64
 }
 
 type batch struct {
@@ -346,6 +348,7 @@ func (l *Log) writeBatch(entries [][]byte) (int64, error) {
 			case errors.Is(err, storage.ErrExist):
 				// Another writer took the index: find the new end.
 				s.probe = true
+				s.conflicts++
 				continue
 			default:
 				s.probe = true
