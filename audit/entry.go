@@ -380,6 +380,10 @@ func (e *Entry) checkMembers() error {
 		if !end.After(start) || end.Sub(start) > maxWindow {
 			return fmt.Errorf("window from %s to %s is not 1 ms to %v long", formatTime(start), formatTime(end), maxWindow)
 		}
+		// Refusals are summed up once their window has ended.
+		if end.After(e.Time.Truncate(time.Millisecond)) {
+			return fmt.Errorf("window ends at %s, after the entry's time %s", formatTime(end), formatTime(e.Time))
+		}
 	}
 	if len(e.Checkpoint) > maxCheckpointLength {
 		return fmt.Errorf("checkpoint of %d bytes, over the limit of %d", len(e.Checkpoint), maxCheckpointLength)

@@ -131,7 +131,7 @@ func testEntries(t testing.TB) []namedEntry {
 		{"requests refused", func() Entry {
 			e := base(EventRequestsRefused, GatewayActor)
 			e.Code, e.Count, e.Source = "api-handshake", 1234, "2001:db8::/64"
-			e.WindowStart, e.WindowEnd = entryTime.Truncate(time.Minute), entryTime.Truncate(time.Minute).Add(time.Minute)
+			e.WindowStart, e.WindowEnd = entryTime.Truncate(time.Minute).Add(-time.Minute), entryTime.Truncate(time.Minute)
 			e.Reason = "no-certificate"
 			return e
 		}()},
@@ -349,6 +349,7 @@ func invalidEntries(t testing.TB, get func(string) Entry) []invalidEntry {
 		{"no count", change("requests refused", func(e *Entry) { e.Count = 0 }), "needs count"},
 		{"window backwards", change("requests refused", func(e *Entry) { e.WindowStart, e.WindowEnd = e.WindowEnd, e.WindowStart }), "is not 1 ms to 1h0m0s long"},
 		{"window of a day", change("requests refused", func(e *Entry) { e.WindowStart = e.WindowEnd.Add(-24 * time.Hour) }), "is not 1 ms to 1h0m0s long"},
+		{"window ending later", change("requests refused", func(e *Entry) { e.WindowEnd = e.Time.Add(time.Millisecond) }), "window ends at 2026-12-03T12:25:20.455Z, after the entry's time 2026-12-03T12:25:20.454Z"},
 		{"delivered without receipt", change("delivered", func(e *Entry) { e.Receipt = nil }), "delivered entry needs receipt"},
 		{"receipt of another bundle", change("delivered", func(e *Entry) { e.BundleID = strings.Repeat("ab", 16) }), `receipt of bundle "` + testBundleID + `" from "DE" to "FR" is not for bundle "abab`},
 		{"receipt from another peer", change("delivered", func(e *Entry) { e.Peer = "NL" }), `is not for bundle "` + testBundleID + `" from "DE" to "NL"`},
