@@ -151,19 +151,19 @@ type eventSpec struct {
 // only the members above, or it needs a new entry format (docs/audit.md,
 // "Versions").
 var events = []eventSpec{
-	{EventUploadAccepted, OutcomeAccepted, Outbound, byUnit, mBundle | mPeer, 0, "a unit's upload was accepted for delivery to peer"},
-	{EventUploadRefused, OutcomeRefused, Outbound, byUnit, mCode, mBundleID | mPeer | mReason, "a unit's upload was refused with code (an API error code)"},
-	{EventOfferSent, OutcomeDone, Outbound, byGateway, mBundleID | mPeer, mEnvelopeSHA256, "the gateway offered the bundle to peer, revealing its envelope"},
-	{EventDelivered, OutcomeAccepted, Outbound, byGateway, mBundle | mPeer | mReceipt, 0, "peer receipted the bundle; receipt is its signed receipt"},
-	{EventDeliveryRefused, OutcomeRefused, Outbound, byGateway, mBundleID | mPeer | mCode, mEnvelopeSHA256 | mReason, "peer refused the bundle with code (a protocol error code) for good"},
-	{EventOfferAccepted, OutcomeAccepted, Inbound, byPeer, mBundle | mPeer, 0, "the gateway accepted peer's offer and takes the payload"},
-	{EventOfferRefused, OutcomeRefused, Inbound, byPeer, mPeer | mCode, mBundleID | mEnvelopeSHA256 | mReason, "the gateway refused peer's offer with code (a protocol error code)"},
-	{EventReceiptIssued, OutcomeDone, Inbound, byGateway, mBundle | mPeer, 0, "the gateway stored the bundle and receipted it to peer; the receipt points to this entry"},
+	{EventUploadAccepted, OutcomeAccepted, Outbound, byUnit, mBundle | mPeer, 0, "a unit's upload was accepted, for delivery to `peer`"},
+	{EventUploadRefused, OutcomeRefused, Outbound, byUnit, mCode, mBundleID | mPeer | mReason, "a unit's upload was refused; `code` is an API error code"},
+	{EventOfferSent, OutcomeDone, Outbound, byGateway, mBundleID | mPeer, mEnvelopeSHA256, "the gateway offered the bundle to `peer`, revealing its envelope"},
+	{EventDelivered, OutcomeAccepted, Outbound, byGateway, mBundle | mPeer | mReceipt, 0, "`peer` receipted the bundle; `receipt` is its signed receipt"},
+	{EventDeliveryRefused, OutcomeRefused, Outbound, byGateway, mBundleID | mPeer | mCode, mEnvelopeSHA256 | mReason, "`peer` refused the bundle for good; `code` is a protocol error code"},
+	{EventOfferAccepted, OutcomeAccepted, Inbound, byPeer, mBundle | mPeer, 0, "the gateway accepted `peer`'s offer and takes the payload"},
+	{EventOfferRefused, OutcomeRefused, Inbound, byPeer, mPeer | mCode, mBundleID | mEnvelopeSHA256 | mReason, "the gateway refused `peer`'s offer; `code` is a protocol error code"},
+	{EventReceiptIssued, OutcomeDone, Inbound, byGateway, mBundle | mPeer, 0, "the gateway stored the bundle and receipted it to `peer`; the receipt points to this entry"},
 	{EventPayloadDownloaded, OutcomeDone, Inbound, byUnit, mBundleID, mPeer | mPayloadSHA256 | mPayloadSize, "a unit downloaded the payload of a received bundle"},
 	{EventRetrievalAcknowledged, OutcomeDone, Inbound, byUnit, mBundleID, mPeer, "a unit acknowledged that it retrieved a received bundle"},
-	{EventGatewayStarted, OutcomeDone, "", byGateway, mConfigSHA256, 0, "the gateway started with the configuration whose SHA-256 is config_sha256"},
-	{EventRequestsRefused, OutcomeRefused, "", byGateway, mCode | mCount | mSource | mWindowStart | mWindowEnd, mReason, "count connections, handshakes or API requests from source were refused for the reason code (a category) in the window"},
-	{EventSecurity, OutcomeAlert, "", byGateway, mKind, mPeer | mBundleID | mEnvelopeSHA256 | mReceipt | mCheckpoint | mReason, "a security event of kind, with the members that kind requires"},
+	{EventGatewayStarted, OutcomeDone, "", byGateway, mConfigSHA256, 0, "the gateway started, with the configuration whose SHA-256 is `config_sha256`"},
+	{EventRequestsRefused, OutcomeRefused, "", byGateway, mCode | mCount | mSource | mWindowStart | mWindowEnd, mReason, "`count` connections, handshakes or API requests from `source` were refused between `window_start` and `window_end`; `code` is their category"},
+	{EventSecurity, OutcomeAlert, "", byGateway, mKind, mPeer | mBundleID | mEnvelopeSHA256 | mReceipt | mCheckpoint | mReason, "something that should never happen happened; `kind` says what (2.2)"},
 }
 
 // securityKinds is the closed table of security kinds, with the members
@@ -173,8 +173,8 @@ var securityKinds = []struct {
 	required member
 	doc      string
 }{
-	{KindReceiptNotIncluded, mPeer | mBundleID | mReceipt, "peer's receipt for the bundle (receipt) promised a log entry that peer did not prove included within the maximum merge delay"},
-	{KindInconsistentCheckpoint, mPeer | mCheckpoint, "peer presented checkpoint (the signed note), which is not consistent with a checkpoint it presented before"},
+	{KindReceiptNotIncluded, mPeer | mBundleID | mReceipt, "`peer` did not prove, within the maximum merge delay, that its log includes the entry its `receipt` for the bundle promised"},
+	{KindInconsistentCheckpoint, mPeer | mCheckpoint, "`peer` presented `checkpoint` (its signed note), which is not consistent with a checkpoint of its log it presented before"},
 }
 
 func lookupEvent(e Event) (*eventSpec, bool) {
