@@ -87,12 +87,12 @@ func testEntries(t testing.TB) []namedEntry {
 			return e
 		}()},
 		{"delivered", func() Entry {
-			e := withBundle(base(EventDelivered, GatewayActor))
+			e := withBundle(base(EventDelivered, PeerActor("FR")))
 			e.Peer, e.Receipt = "FR", testReceipt(t)
 			return e
 		}()},
 		{"delivery refused", func() Entry {
-			e := base(EventDeliveryRefused, GatewayActor)
+			e := base(EventDeliveryRefused, PeerActor("FR"))
 			e.BundleID, e.Peer, e.Code = testBundleID, "FR", "not-accepted"
 			return e
 		}()},
@@ -108,7 +108,7 @@ func testEntries(t testing.TB) []namedEntry {
 			return e
 		}()},
 		{"receipt issued", func() Entry {
-			e := withBundle(base(EventReceiptIssued, GatewayActor))
+			e := withBundle(base(EventReceiptIssued, PeerActor("DE")))
 			e.Gateway, e.Peer = "FR", "DE"
 			return e
 		}()},
@@ -352,7 +352,7 @@ func invalidEntries(t testing.TB, get func(string) Entry) []invalidEntry {
 		{"window ending later", change("requests refused", func(e *Entry) { e.WindowEnd = e.Time.Add(time.Millisecond) }), "window ends at 2026-12-03T12:25:20.455Z, after the entry's time 2026-12-03T12:25:20.454Z"},
 		{"delivered without receipt", change("delivered", func(e *Entry) { e.Receipt = nil }), "delivered entry needs receipt"},
 		{"receipt of another bundle", change("delivered", func(e *Entry) { e.BundleID = strings.Repeat("ab", 16) }), `receipt of bundle "` + testBundleID + `" from "DE" to "FR" is not for bundle "abab`},
-		{"receipt from another peer", change("delivered", func(e *Entry) { e.Peer = "NL" }), `is not for bundle "` + testBundleID + `" from "DE" to "NL"`},
+		{"receipt from another peer", change("delivered", func(e *Entry) { e.Peer, e.Actor = "NL", PeerActor("NL") }), `is not for bundle "` + testBundleID + `" from "DE" to "NL"`},
 		{"receipt with a short signature", change("delivered", func(e *Entry) { e.Receipt = &crypto.Signed{Body: e.Receipt.Body, Signature: []byte{1}} }), "receipt signature of 1 bytes, want 64"},
 		{"receipt not a receipt", change("delivered", func(e *Entry) { e.Receipt = &crypto.Signed{Body: []byte(`{}`), Signature: e.Receipt.Signature} }), `receipt: unsupported format ""`},
 		{"unknown security kind", change("security inconsistent checkpoint", func(e *Entry) { e.Kind = "bored" }), `unknown security kind "bored"`},

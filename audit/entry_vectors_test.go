@@ -68,7 +68,7 @@ func makeEntryVectors(t *testing.T) entryVectors {
 		{"required member missing", r(upload, `"peer":"FR",`, ``), "upload-accepted entry needs peer"},
 		{"member the event lacks", r(upload, `"peer":"FR",`, `"peer":"FR","reason":"x",`), "upload-accepted entry has no reason"},
 		{"actor of the wrong kind", r(upload, `"unit:DE/forensics"`, `"gateway"`), `actor "gateway" of upload-accepted entry`},
-		{"receipt of another peer", r(delivered, `"peer":"FR"`, `"peer":"NL"`), `is not for bundle`},
+		{"receipt of another peer", r(r(delivered, `"peer":"FR"`, `"peer":"NL"`), `"peer:FR"`, `"peer:NL"`), `is not for bundle`},
 		{"receipt body changed", r(delivered, `"body":"eyJ`, `"body":"eyK`), `receipt: malformed body`},
 		{"purpose outside the vocabulary", r(upload, `mutual-legal-assistance`, `curiosity`), `unknown purpose "curiosity"`},
 	} {

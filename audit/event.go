@@ -69,8 +69,10 @@ const (
 )
 
 // Actors. An entry's actor is who made the event happen: a local unit
-// (authenticated by its API client certificate), a peer gateway
-// (authenticated by its QUIC client certificate) or the gateway itself.
+// whose request it is (authenticated by its API client certificate), the
+// peer gateway whose offer, receipt or refusal it is (authenticated by its
+// QUIC certificate), or the gateway acting on its own. Each event has one
+// kind of actor, fixed by [events].
 const (
 	GatewayActor = "gateway"
 	unitActor    = "unit:"
@@ -154,11 +156,11 @@ var events = []eventSpec{
 	{EventUploadAccepted, OutcomeAccepted, Outbound, byUnit, mBundle | mPeer, 0, "a unit's upload was accepted, for delivery to `peer`"},
 	{EventUploadRefused, OutcomeRefused, Outbound, byUnit, mCode, mBundleID | mPeer | mReason, "a unit's upload was refused; `code` is an API error code"},
 	{EventOfferSent, OutcomeDone, Outbound, byGateway, mBundleID | mPeer, mEnvelopeSHA256, "the gateway offered the bundle to `peer`, revealing its envelope"},
-	{EventDelivered, OutcomeAccepted, Outbound, byGateway, mBundle | mPeer | mReceipt, 0, "`peer` receipted the bundle; `receipt` is its signed receipt"},
-	{EventDeliveryRefused, OutcomeRefused, Outbound, byGateway, mBundleID | mPeer | mCode, mEnvelopeSHA256 | mReason, "`peer` refused the bundle for good; `code` is a protocol error code"},
+	{EventDelivered, OutcomeAccepted, Outbound, byPeer, mBundle | mPeer | mReceipt, 0, "`peer` receipted the bundle; `receipt` is its signed receipt"},
+	{EventDeliveryRefused, OutcomeRefused, Outbound, byPeer, mBundleID | mPeer | mCode, mEnvelopeSHA256 | mReason, "`peer` refused the bundle for good; `code` is a protocol error code"},
 	{EventOfferAccepted, OutcomeAccepted, Inbound, byPeer, mBundle | mPeer, 0, "the gateway accepted `peer`'s offer and takes the payload"},
 	{EventOfferRefused, OutcomeRefused, Inbound, byPeer, mPeer | mCode, mBundleID | mEnvelopeSHA256 | mReason, "the gateway refused `peer`'s offer; `code` is a protocol error code"},
-	{EventReceiptIssued, OutcomeDone, Inbound, byGateway, mBundle | mPeer, 0, "the gateway stored the bundle and receipted it to `peer`; the receipt points to this entry"},
+	{EventReceiptIssued, OutcomeDone, Inbound, byPeer, mBundle | mPeer, 0, "the gateway stored the bundle and receipted it to `peer`; the receipt points to this entry"},
 	{EventPayloadDownloaded, OutcomeDone, Inbound, byUnit, mBundleID, mPeer | mPayloadSHA256 | mPayloadSize, "a unit downloaded the payload of a received bundle"},
 	{EventRetrievalAcknowledged, OutcomeDone, Inbound, byUnit, mBundleID, mPeer, "a unit acknowledged that it retrieved a received bundle"},
 	{EventGatewayStarted, OutcomeDone, "", byGateway, mConfigSHA256, 0, "the gateway started, with the configuration whose SHA-256 is `config_sha256`"},
