@@ -108,7 +108,23 @@ type Log struct {
 	// edge is the tree of the last round, owned by Run (and by Open
 	// before Run starts); it may be ahead of cur if publishing failed.
 	edge *edge
+
+	// stored holds the ends of this Log's batches and when they were
+	// stored, until a checkpoint covers them, to report late ones.
+	stored []storedBatch // guarded by mu
 }
+
+type storedBatch struct {
+	end int64
+	at  time.Time
+}
+
+// maxIntegrationDelay is the promise: every batch is in a published
+// checkpoint this long after it was stored.
+const maxIntegrationDelay = time.Second
+
+// maxStoredBatches bounds Log.stored while integration is stuck.
+const maxStoredBatches = 1024
 
 // published is a checkpoint stored as the latest one.
 type published struct {
@@ -231,6 +247,24 @@ func (l *Log) setLatest(tree tlog.Tree, signed []byte) {
 	l.cur = published{Tree: tree, signed: signed}
 	close(l.changed)
 	l.changed = make(chan struct{})
+	i := 0
+	for ; i < len(l.stored) && l.stored[i].end <= tree.N; i++ {
+	}
+	if i > 0 {
+		if d := l.cfg.Now().Sub(l.stored[0].at); d > maxIntegrationDelay {
+			l.log.Warn("transfer log: entries were integrated later than promised", logSize(tree.N), zap.Duration("delay", d), zap.Duration("promised", maxIntegrationDelay))
+		}
+		l.stored = append(l.stored[:0], l.stored[i:]...)
+	}
+}
+
+// noteStored records that a batch of this Log ending at end was stored.
+func (l *Log) noteStored(end int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.stored) < maxStoredBatches {
+		l.stored = append(l.stored, storedBatch{end, l.cfg.Now()})
+	}
 }
 
 // Sync waits until every entry this Log has acknowledged is covered by a

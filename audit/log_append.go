@@ -359,6 +359,7 @@ func (l *Log) writeBatch(entries [][]byte) (int64, error) {
 		if end := s.next; end > l.acked.Load() {
 			l.acked.Store(end)
 		}
+		l.noteStored(s.next)
 		select {
 		case l.kick <- struct{}{}:
 		default:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -403,4 +404,43 @@ func (l *Log) integrateAll(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("integration does not end")
+}
+
+// TestMemoryBounded checks that the log keeps only the edge of its tree
+// and a bounded cache in memory, not its hashes or entries: after 100,000
+// entries (35 MB) it holds less than 4 MiB more than when it was empty
+// (its tile cache is 2 MiB at most), where its hashes alone would take
+// 6.4 MB.
+func TestMemoryBounded(t *testing.T) {
+	k := newKey(t, testOrigin)
+	l := openLog(t, newDisk(t), config(k))
+	retained := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := retained()
+	batch := make([][]byte, 0, maxMaxBatch)
+	for i := 0; i < 100_000; {
+		batch = batch[:0]
+		for ; len(batch) < maxMaxBatch && i < 100_000; i++ {
+			batch = append(batch, fmt.Appendf(nil, `{"n":%d,"pad":"%0300d"}`, i, i))
+		}
+		if _, err := l.writeBatch(batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.integrateAll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	after := retained()
+	if _, c, _ := l.Checkpoint(t.Context()); c.N != 100_000 {
+		t.Fatalf("log of %d entries", c.N)
+	}
+	t.Logf("heap: %d bytes before, %d after", before, after)
+	if after > before+4<<20 {
+		t.Errorf("the log holds %d bytes more after 100,000 entries", after-before)
+	}
+	runtime.KeepAlive(l)
 }

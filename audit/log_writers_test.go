@@ -7,8 +7,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"evx/storage"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestTwoWriters runs two logs on one store, as two gateway processes
@@ -154,4 +158,69 @@ func waiting(l *Log) int {
 		return 0
 	}
 	return l.seq.open.waiters
+}
+
+// TestForeignBatch checks that Run integrates a batch that another
+// process stored and did not integrate, as after it crashed.
+func TestForeignBatch(t *testing.T) {
+	k := newKey(t, testOrigin)
+	st := newDisk(t)
+	a := openLog(t, st, config(k)) // never runs its integrator
+	b := openLog(t, st, config(k))
+	run(t, b)
+	i, _, err := a.Append(t.Context(), entry(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSize(t, b, i+1)
+	checkEntries(t, b, [][]byte{entry(0)}, []int64{i})
+	if err := b.Run(t.Context()); err == nil {
+		t.Error("a second Run of one log started")
+	}
+}
+
+// waitSize waits until l knows of a checkpoint of at least n entries.
+func waitSize(t *testing.T, l *Log, n int64) {
+	t.Helper()
+	for {
+		l.mu.Lock()
+		size, changed := l.cur.N, l.changed
+		l.mu.Unlock()
+		if size >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-t.Context().Done():
+			t.Fatalf("no checkpoint of size %d", n)
+		}
+	}
+}
+
+// TestLateIntegration checks that a batch integrated more than a second
+// after it was stored is reported, by the log's clock.
+func TestLateIntegration(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		k := newKey(t, testOrigin)
+		core, logs := observer.New(zap.WarnLevel)
+		now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+		cfg := config(k)
+		cfg.Logger = zap.New(core)
+		cfg.Now = func() time.Time { return now }
+		l := openLog(t, newDisk(t), cfg)
+		if _, _, err := l.Append(t.Context(), entry(0)); err != nil {
+			t.Fatal(err)
+		}
+		if late {
+			now = now.Add(maxIntegrationDelay + time.Millisecond)
+		} else {
+			now = now.Add(maxIntegrationDelay)
+		}
+		if err := l.integrateAll(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := logs.FilterMessageSnippet("later than promised").Len(); got != map[bool]int{false: 0, true: 1}[late] {
+			t.Errorf("late=%v: %d warnings of late integration", late, got)
+		}
+	}
 }
