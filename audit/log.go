@@ -73,9 +73,11 @@ type Config struct {
 	// Now is the clock of the integration delays the log reports; nil
 	// means time.Now.
 	Now func() time.Time
-	// BatchWait is how long a batch stays open for more entries after its
-	// first one while another batch is being written; a batch is written
-	// at once when nothing else is. Zero means DefaultBatchWait.
+	// BatchWait spaces the batches written one after the other: a batch
+	// whose entries came while another one was being written stays open
+	// until BatchWait after that write began, or until it holds MaxBatch
+	// entries. A batch is written at once when nothing else is. Zero
+	// means DefaultBatchWait.
 	BatchWait time.Duration
 	// MaxBatch is the most entries in one batch, at most 4096; zero means
 	// DefaultMaxBatch.

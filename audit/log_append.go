@@ -130,6 +130,8 @@ type sequencer struct {
 	open  *batch   // batch taking entries, if any
 	queue []*batch // full batches waiting, oldest first
 	busy  bool     // some batch holds the lead
+	// lastStart is when the last batch began to be written.
+	lastStart time.Time
 
 	// next and probe belong to the leader of the moment.
 	next  int64 // the index to claim next
@@ -141,7 +143,6 @@ type sequencer struct {
 type batch struct {
 	entries [][]byte
 	size    int
-	opened  time.Time
 	waiters int  // appenders still waiting for the batch
 	granted bool // the lead was passed to the batch
 	claimed bool // an appender took the lead
@@ -154,7 +155,7 @@ type batch struct {
 }
 
 func newBatch() *batch {
-	return &batch{opened: time.Now(), full: make(chan struct{}), lead: make(chan struct{}), done: make(chan struct{})}
+	return &batch{full: make(chan struct{}), lead: make(chan struct{}), done: make(chan struct{})}
 }
 
 // errAbandoned fails a batch whose appenders all gave up before it could
@@ -264,8 +265,11 @@ func (l *Log) lead(b *batch) {
 	s.mu.Lock()
 	if s.open == b {
 		// b was still open when it got the lead, after another batch was
-		// written: give it BatchWait from its first entry to fill up.
-		wait := l.cfg.BatchWait - time.Since(b.opened)
+		// written: it fills up until BatchWait after that write began.
+		// Entries that came during the write go at once if it took that
+		// long; otherwise the wait bounds the rate of batches, and so of
+		// storage requests, under load.
+		wait := l.cfg.BatchWait - time.Since(s.lastStart)
 		s.mu.Unlock()
 		if wait > 0 {
 			t := time.NewTimer(wait)
@@ -280,6 +284,7 @@ func (l *Log) lead(b *batch) {
 			l.closeOpenLocked()
 		}
 	}
+	s.lastStart = time.Now()
 	s.mu.Unlock()
 
 	b.first, b.err = l.writeBatch(b.entries)
