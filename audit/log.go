@@ -344,6 +344,7 @@ func (l *Log) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var notBefore time.Time
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -365,11 +366,15 @@ func (l *Log) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
+			// Back off while storage keeps failing, up to a few seconds.
+			failures = min(failures+1, 4)
 			l.log.Error("transfer log: integration failed; retrying", zap.Error(err))
-			timer.Reset(pollInterval)
+			timer.Reset(pollInterval << failures)
 		case more:
+			failures = 0
 			timer.Reset(0)
 		default:
+			failures = 0
 			timer.Reset(pollInterval)
 		}
 	}
@@ -392,7 +397,7 @@ func (l *Log) integrate(ctx context.Context) (more bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		if err := l.checkExtends(ctx, c.Tree, e); err != nil {
+		if err := l.checkPrefix(ctx, c.Tree, tlog.Tree{N: e.n, Hash: e.root}); err != nil {
 			return false, err
 		}
 		l.edge, e = ne, ne
@@ -402,6 +407,12 @@ func (l *Log) integrate(ctx context.Context) (more bool, err error) {
 		return false, fmt.Errorf("%s: checkpoint of size %d has root %s, this log computed %s: a fork", latestKey, c.N, c.Hash, e.root)
 	case c.N == e.n:
 		l.setLatest(c.Tree, signed)
+	default:
+		// Our tree is ahead (publishing it failed last round): the latest
+		// checkpoint must be of a prefix of it.
+		if err := l.checkPrefix(ctx, tlog.Tree{N: e.n, Hash: e.root}, c.Tree); err != nil {
+			return false, err
+		}
 	}
 
 	entries, more, err := l.collect(ctx, e.n)
@@ -456,19 +467,19 @@ func (l *Log) integrate(ctx context.Context) (more bool, err error) {
 	return false, fmt.Errorf("publishing checkpoint %d: the latest checkpoint keeps changing", e.n)
 }
 
-// checkExtends checks that tree contains old: that the hash of its first
-// old.n entries, read from its tiles, is old's root.
-func (l *Log) checkExtends(ctx context.Context, tree tlog.Tree, old *edge) error {
-	if old.n == 0 {
+// checkPrefix checks that tree contains old: that the hash of its first
+// old.N entries, read from its tiles, is old's root.
+func (l *Log) checkPrefix(ctx context.Context, tree, old tlog.Tree) error {
+	if old.N == 0 {
 		return nil
 	}
-	h, err := tlog.TreeHash(old.n, torchwood.TileHashReaderWithContext(ctx, tree, l.tiles))
+	h, err := tlog.TreeHash(old.N, torchwood.TileHashReaderWithContext(ctx, tree, l.tiles))
 	if err != nil {
-		return fmt.Errorf("checking checkpoint %d against ours of size %d: %w", tree.N, old.n, err)
+		return fmt.Errorf("checking the tree of size %d against the one of size %d: %w", tree.N, old.N, err)
 	}
-	if h != old.root {
-		l.log.Error("transfer log: the latest checkpoint does not extend this log's tree", logSize(tree.N))
-		return fmt.Errorf("checkpoint of size %d does not contain this log's tree of size %d: a fork", tree.N, old.n)
+	if h != old.Hash {
+		l.log.Error("transfer log: two checkpoints of different histories", logSize(tree.N), zap.Int64("other_size", old.N))
+		return fmt.Errorf("the tree of size %d does not contain the tree of size %d: a fork", tree.N, old.N)
 	}
 	return nil
 }

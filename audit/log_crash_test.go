@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -122,4 +123,40 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkEntries(t, l, es, idx)
+}
+
+// TestIntegrateRefusesFork puts checkpoints of another history, signed
+// with the log's key, where the latest one belongs: the integrator refuses
+// to go on, whether the forged one is as large as its tree or smaller, and
+// Open refuses a log whose checkpoint its tiles do not match.
+func TestIntegrateRefusesFork(t *testing.T) {
+	k := newKey(t, testOrigin)
+	st := newDisk(t)
+	l := openLog(t, st, config(k))
+	appendAll(t, l, entries(0, 20), 4)
+	if err := l.integrateAll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	forge := func(n int64) {
+		signed, err := signCheckpoint(testOrigin, tlog.Tree{N: n, Hash: tlog.RecordHash([]byte("forged"))}, k.signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, v, err := st.ReadVersion(t.Context(), latestKey, maxCheckpointSize)
+		if err == nil {
+			_, err = st.Replace(t.Context(), latestKey, signed, v)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []int64{20, 10} {
+		forge(n)
+		if _, err := l.integrate(t.Context()); err == nil || !strings.Contains(err.Error(), "fork") {
+			t.Errorf("integration over a forged checkpoint of size %d: %v", n, err)
+		}
+	}
+	if _, err := Open(t.Context(), st, config(k)); err == nil {
+		t.Error("Open of a log whose checkpoint does not match its tiles succeeded")
+	}
 }
