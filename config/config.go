@@ -57,6 +57,10 @@ type Gateway struct {
 	// default.
 	Limits Limits `yaml:"limits"`
 
+	// Log configures the transfer log (docs/audit.md). Optional; every
+	// setting has a default.
+	Log Log `yaml:"log"`
+
 	// Peers are the other countries' gateways this gateway exchanges bundles
 	// with. Optional; ids are unique and differ from the gateway's own id.
 	Peers []Peer `yaml:"peers,omitempty"`
@@ -167,6 +171,21 @@ type Limits struct {
 	StallTimeout Duration `yaml:"stall_timeout"`
 }
 
+// Log configures the transfer log.
+type Log struct {
+	// MaxMergeDelay is how long a peer may take to include the delivery of
+	// a bundle in its log after its receipt promised it: a receipt whose
+	// entry is not provably included by then is a security event. A
+	// duration such as 1m. Optional; default 1m, from 1s to 24h.
+	MaxMergeDelay Duration `yaml:"max_merge_delay"`
+
+	// ReportThreshold is the smallest count a transparency report (evx
+	// report) shows as it is; smaller counts are shown as "<N", so that
+	// single cases cannot be singled out. Optional; default 5, from 1 to
+	// 1000.
+	ReportThreshold int `yaml:"report_threshold"`
+}
+
 // Peer is another country's gateway.
 type Peer struct {
 	// ID is the peer's gateway id, such as FR. Its certificate must carry
@@ -185,6 +204,18 @@ type Peer struct {
 	// "ed25519:<base64url>" as printed by evx keygen -y on its key file. It
 	// verifies the peer's receipts and its directory of units. Required.
 	SigningKey string `yaml:"signing_key"`
+
+	// LogKey is the verifier key of the peer's transfer-log checkpoints,
+	// "evx.transfer-log/<ID>+<hash>+<key>" as evx log-keys prints it on the
+	// peer's configuration. It checks the checkpoints the peer asks this
+	// gateway to witness and the inclusion proofs of its receipts.
+	// Required.
+	LogKey string `yaml:"log_key"`
+
+	// WitnessKey is the verifier key of the cosignatures the peer makes
+	// as a witness of this gateway's log, "evx.witness/<ID>+<hash>+<key>"
+	// as evx log-keys prints it. Required.
+	WitnessKey string `yaml:"witness_key"`
 }
 
 // User is a local user of the gateway's API.
@@ -219,6 +250,12 @@ const (
 	DefaultAPIConnections          = 1024
 	DefaultAPIConnectionsPerSource = 64
 	DefaultStallTimeout            = Duration(30 * time.Second)
+)
+
+// Defaults of log.max_merge_delay and log.report_threshold.
+const (
+	DefaultMaxMergeDelay   = Duration(time.Minute)
+	DefaultReportThreshold = 5
 )
 
 // DefaultMaxBundleSize is limits.max_bundle_size when it is not configured.
@@ -269,6 +306,7 @@ func Parse(data []byte, baseDir string) (*Gateway, error) {
 	g := &Gateway{
 		Limits: Limits{MaxBundleSize: DefaultMaxBundleSize, APIConnections: DefaultAPIConnections,
 			APIConnectionsPerSource: DefaultAPIConnectionsPerSource, StallTimeout: DefaultStallTimeout},
+		Log: Log{MaxMergeDelay: DefaultMaxMergeDelay, ReportThreshold: DefaultReportThreshold},
 	}
 	d, ok := decodeDocument(data, "configuration", g)
 	g.lines = d.lines

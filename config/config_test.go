@@ -18,6 +18,12 @@ tls: {ca: ca.pem, cert: gw.pem, key: gw-key.pem}
 signing_key: gw.key
 `
 
+// The transfer-log keys of FR and NL, as evx log-keys prints them.
+const (
+	frLogKeys = "log_key: 'evx.transfer-log/FR+d79fd1c5+ARP1sxv7PPUP6vOcBvRl0numpSDis1H2XCSn4peqvu2P', witness_key: 'evx.witness/FR+6a150d81+BPK3AVmSlwM38ORPfg6ibtWhhlEgbe5LjkxvZfVusndy'"
+	nlLogKeys = "log_key: 'evx.transfer-log/NL+184698e9+AfqPpFj1m4wOXLWauE0HGXfU5n1rXzJ6dkRgXCA8An5H', witness_key: 'evx.witness/NL+c8721629+BBmTSbL5z7UFzZFAAtzeNc7+Vf0c2jdD1EonjXhTZ02w'"
+)
+
 const (
 	key1 = "ed25519:M5sEHN2ejoW3a7xbpYq3-HnkTYQFHyIUe_zmLK27PYg"
 	key2 = "ed25519:Fu5m9bwxIsnozz5jQvtVpMcTKTHtn5_RgcsCccYLp78"
@@ -29,7 +35,7 @@ func peersDoc(items ...string) string {
 	return head + "peers:\n" + strings.Join(items, "")
 }
 
-const peerFR = "  - {id: FR, address: 'fr.example.org:7443', ca: fr.pem, signing_key: " + key1 + "}\n"
+const peerFR = "  - {id: FR, address: 'fr.example.org:7443', ca: fr.pem, signing_key: " + key1 + ", " + frLogKeys + "}\n"
 
 // errorCases holds one configuration per kind of error, with where the
 // error must point. FuzzLoad seeds its corpus with them.
@@ -53,7 +59,7 @@ var errorCases = []struct {
 	{name: "scalar document", yaml: "hello\n", line: 1, msg: `want a mapping, got "hello"`},
 
 	// Keys.
-	{name: "unknown top-level key", yaml: head + "agreements: []\n", line: 5, field: "agreements", msg: "unknown key (expected one of: id, listen, tls, signing_key, storage, limits, peers, users)"},
+	{name: "unknown top-level key", yaml: head + "agreements: []\n", line: 5, field: "agreements", msg: "unknown key (expected one of: id, listen, tls, signing_key, storage, limits, log, peers, users)"},
 	{name: "unknown nested key", yaml: "id: DE\nlisten:\n  peer: 127.0.0.1:7443\n  api: 127.0.0.1:8443\n  admin: 127.0.0.1:1\ntls: {ca: a, cert: b, key: c}\nsigning_key: d\n",
 		line: 5, field: "listen.admin", msg: "unknown key (expected one of: peer, api, metrics)"},
 	{name: "unknown key in list item", yaml: peersDoc("  - id: FR\n    adress: 'fr.example.org:7443'\n"), line: 7, field: "peers[0].adress", msg: "unknown key"},
@@ -261,7 +267,7 @@ func TestParseDefaultsAndPaths(t *testing.T) {
 				t.Errorf("storage.dir = %q, want /etc/evx/data", g.Storage.Dir)
 			}
 		}},
-		{"relative and absolute paths", head + "storage:\n  dir: /var/lib//evx/../evx\npeers:\n  - {id: FR, address: 'fr.example.org:7443', ca: ../pki/fr.pem, signing_key: " + key1 + "}\n",
+		{"relative and absolute paths", head + "storage:\n  dir: /var/lib//evx/../evx\npeers:\n  - {id: FR, address: 'fr.example.org:7443', ca: ../pki/fr.pem, signing_key: " + key1 + ", " + frLogKeys + "}\n",
 			func(t *testing.T, g *Gateway) {
 				want := map[string]string{
 					g.TLS.CA:           "/etc/evx/ca.pem",
@@ -296,7 +302,7 @@ func TestParseDefaultsAndPaths(t *testing.T) {
 				t.Errorf("listen = %+v", g.Listen)
 			}
 		}},
-		{"IPv6 addresses", "id: DE\nlisten: {peer: '[::]:7443', api: '[::1]:8443'}\ntls: {ca: a, cert: b, key: c}\nsigning_key: d\npeers:\n  - {id: FR, address: '[2001:db8::1]:7443', ca: fr.pem, signing_key: " + key1 + "}\n", func(t *testing.T, g *Gateway) {
+		{"IPv6 addresses", "id: DE\nlisten: {peer: '[::]:7443', api: '[::1]:8443'}\ntls: {ca: a, cert: b, key: c}\nsigning_key: d\npeers:\n  - {id: FR, address: '[2001:db8::1]:7443', ca: fr.pem, signing_key: " + key1 + ", " + frLogKeys + "}\n", func(t *testing.T, g *Gateway) {
 			if g.Peers[0].Address != "[2001:db8::1]:7443" {
 				t.Errorf("address = %q", g.Peers[0].Address)
 			}
@@ -381,6 +387,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 		Storage:    Storage{Dir: "/data"},
 		Limits: Limits{MaxBundleSize: GiB, APIConnections: DefaultAPIConnections,
 			APIConnectionsPerSource: DefaultAPIConnectionsPerSource, StallTimeout: DefaultStallTimeout},
+		Log: Log{MaxMergeDelay: DefaultMaxMergeDelay, ReportThreshold: DefaultReportThreshold},
 	}
 	if err := g.Validate(); err != nil {
 		t.Fatal(err)

@@ -212,7 +212,7 @@ func TestCheckFilesErrors(t *testing.T) {
 		{name: "CA holds a key", file: "pki/ca.pem", data: func(t *testing.T, dir string) []byte {
 			return readFileT(t, filepath.Join(dir, "pki/gateway-key.pem"))
 		}, line: 9, field: "tls.ca", msg: `holds a PEM "PRIVATE KEY" block`},
-		{name: "peer CA missing", file: "peers/NL-ca.pem", line: 30, field: "peers[1].ca", msg: "no such file"},
+		{name: "peer CA missing", file: "peers/NL-ca.pem", line: 32, field: "peers[1].ca", msg: "no such file"},
 		{name: "certificate garbage", file: "pki/gateway.pem", data: fixed("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), line: 10, field: "tls.cert", msg: "malformed certificate"},
 		{name: "key of another certificate", file: "pki/gateway.pem", data: otherCert, line: 11, field: "tls.key", msg: "private key does not match the certificate of tls.cert"},
 		{name: "key missing", file: "pki/gateway-key.pem", line: 11, field: "tls.key", msg: "no such file"},
@@ -224,10 +224,10 @@ func TestCheckFilesErrors(t *testing.T) {
 		{name: "S3 secret key empty", file: "s3/secret-key", data: fixed("\n"), line: 18, field: "storage.s3.secret_key_file", msg: "empty file"},
 		{name: "S3 access key two lines", file: "s3/access-key", data: fixed("AKIAEXAMPLE\nwJalrXUtnFEMIK7MDENG\n"), line: 17, field: "storage.s3.access_key_file", msg: "want one line"},
 		{name: "S3 CA not PEM", file: "s3/ca.pem", data: fixed("x"), line: 20, field: "storage.s3.ca", msg: "no PEM certificate"},
-		{name: "public key of another unit", file: "users/forensics.pub", data: unitPublic("DE/someone", false), line: 35, field: "users[0].public_key", msg: `is the key of unit "DE/someone", not of "DE/forensics"`},
-		{name: "submitter without signing key", file: "users/forensics.pub", data: unitPublic("", true), line: 35, field: "users[0].public_key", msg: "has no signing key"},
-		{name: "public key garbage", file: "users/prosecutor.pub", data: fixed("age1notakey\n"), line: 38, field: "users[1].public_key", msg: "not a unit public key (made by evx keygen -y)"},
-		{name: "public key missing", file: "users/prosecutor.pub", line: 38, field: "users[1].public_key", msg: "no such file"},
+		{name: "public key of another unit", file: "users/forensics.pub", data: unitPublic("DE/someone", false), line: 39, field: "users[0].public_key", msg: `is the key of unit "DE/someone", not of "DE/forensics"`},
+		{name: "submitter without signing key", file: "users/forensics.pub", data: unitPublic("", true), line: 39, field: "users[0].public_key", msg: "has no signing key"},
+		{name: "public key garbage", file: "users/prosecutor.pub", data: fixed("age1notakey\n"), line: 42, field: "users[1].public_key", msg: "not a unit public key (made by evx keygen -y)"},
+		{name: "public key missing", file: "users/prosecutor.pub", line: 42, field: "users[1].public_key", msg: "no such file"},
 		{name: "TLS key readable by others", file: "pki/gateway-key.pem", mode: 0o644, line: 11, field: "tls.key", msg: "has mode 0644: group or others may read it; make it private with: chmod 600 "},
 		{name: "signing key readable by group", file: "gateway.key", mode: 0o640, line: 12, field: "signing_key", msg: "has mode 0640: group or others may read it; make it private with: chmod 600 "},
 		{name: "signing key writable by others", file: "gateway.key", mode: 0o602, line: 12, field: "signing_key", msg: "has mode 0602: group or others may write it"},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
@@ -11,6 +12,8 @@ import (
 
 	"evx/api"
 	"evx/crypto"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 var (
@@ -177,6 +180,24 @@ func (g *Gateway) validate() Errors {
 		default:
 			peerKeys[p.SigningKey] = f
 		}
+		switch {
+		case p.LogKey == "":
+			add(g.missing(f + ".log_key"))
+		case crypto.ValidGatewayID(p.ID) && checkLogKey(p.LogKey, crypto.LogOrigin(p.ID)) != nil:
+			add(g.badValue(f+".log_key", p.LogKey, "%v", checkLogKey(p.LogKey, crypto.LogOrigin(p.ID))))
+		}
+		switch {
+		case p.WitnessKey == "":
+			add(g.missing(f + ".witness_key"))
+		case crypto.ValidGatewayID(p.ID) && checkWitnessKey(p.WitnessKey, crypto.WitnessName(p.ID)) != nil:
+			add(g.badValue(f+".witness_key", p.WitnessKey, "%v", checkWitnessKey(p.WitnessKey, crypto.WitnessName(p.ID))))
+		}
+	}
+	if d := g.Log.MaxMergeDelay; d < Duration(time.Second) || d > Duration(24*time.Hour) {
+		add(g.badValue("log.max_merge_delay", d.String(), "want from 1s to 24h"))
+	}
+	if n := g.Log.ReportThreshold; n < 1 || n > 1000 {
+		add(g.badValue("log.report_threshold", strconv.Itoa(n), "want from 1 to 1000"))
 	}
 
 	identities := make(map[string]string)
@@ -275,4 +296,30 @@ func (g *Gateway) checkAddr(field, addr string, required, listen bool) *Error {
 func validSigningKey(s string) bool {
 	_, err := crypto.ParseSigningKey(s)
 	return err == nil
+}
+
+// checkLogKey checks a peer's checkpoint verifier key: a signed-note key
+// named origin.
+func checkLogKey(vkey, origin string) error {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return fmt.Errorf("want the peer's checkpoint key as evx log-keys prints it (%s+<hash>+<key>): %v", origin, err)
+	}
+	if v.Name() != origin {
+		return fmt.Errorf("the key is named %q; this peer's is named %q", v.Name(), origin)
+	}
+	return nil
+}
+
+// checkWitnessKey checks a peer's witness verifier key: a cosignature key
+// named name.
+func checkWitnessKey(vkey, name string) error {
+	v, err := crypto.ParseWitnessVerifierKey(vkey)
+	if err != nil {
+		return fmt.Errorf("want the peer's witness key as evx log-keys prints it (%s+<hash>+<key>): %v", name, err)
+	}
+	if v.Name() != name {
+		return fmt.Errorf("the key is named %q; this peer's is named %q", v.Name(), name)
+	}
+	return nil
 }

@@ -26,6 +26,11 @@ type Peer struct {
 	// SigningKey is the peer gateway's public signing key, which verifies
 	// its receipts and directory.
 	SigningKey string
+	// LogKey and WitnessKey are the verifier keys of the peer's transfer
+	// log (docs/audit.md): of its checkpoints, and of the cosignatures it
+	// makes of this gateway's. transfer carries the log's exchanges as
+	// opaque bytes; the gateway checks them with these.
+	LogKey, WitnessKey string
 }
 
 // Client delivers bundles to peer gateways, keeping one connection per peer.

@@ -93,6 +93,7 @@ $XDG_CONFIG_HOME/evx/profile.yaml).
 		newOpenCmd(),
 		newDemoCmd(),
 		newGatewayCmd(),
+		newLogKeysCmd(),
 		newConfigCmd(),
 		newPushCmd(),
 		newInboxCmd(),

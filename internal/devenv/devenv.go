@@ -8,6 +8,7 @@
 package devenv
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -126,8 +127,9 @@ func (c *Country) CAPool() *x509.CertPool {
 // signing key, at address.
 func (w *World) Peer(id, address string) transfer.Peer {
 	c := w.Country(id)
+	logKey, witnessKey := c.Signing.Signer().LogVerifierKeys(id)
 	return transfer.Peer{ID: id, Address: address, CA: c.CAPool(),
-		SigningKey: crypto.FormatSigningKey(c.Signing.SigningPublicKey())}
+		SigningKey: crypto.FormatSigningKey(c.Signing.SigningPublicKey()), LogKey: logKey, WitnessKey: witnessKey}
 }
 
 // GatewayParts are what a World holds for one country's gateway: its
@@ -142,6 +144,9 @@ type GatewayParts struct {
 	SigningKey  *crypto.SigningKey
 	Peers       []transfer.Peer
 	Users       []*User
+	// ConfigSHA256 stands for the digest of the gateway's configuration,
+	// which a gateway built from parts, not from a file, does not have.
+	ConfigSHA256 [32]byte
 }
 
 // GatewayParts returns the parts of country id's gateway, with each country
@@ -149,7 +154,8 @@ type GatewayParts struct {
 func (w *World) GatewayParts(id string, peerAddrs map[string]string) GatewayParts {
 	c := w.Country(id)
 	p := GatewayParts{ID: id, PeerAddr: peerAddrs[id], Certificate: c.Cert, LocalCA: c.CAPool(),
-		SigningKey: c.Signing.Signer(), Users: c.Users}
+		SigningKey: c.Signing.Signer(), Users: c.Users,
+		ConfigSHA256: sha256.Sum256([]byte("evx dev-env gateway " + id))}
 	for _, o := range w.Countries {
 		if o.ID != id {
 			p.Peers = append(p.Peers, w.Peer(o.ID, peerAddrs[o.ID]))
@@ -203,8 +209,9 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 			if p.ID == c.ID {
 				continue
 			}
-			fmt.Fprintf(&peers, "  - id: %s\n    address: %s\n    ca: ../%s/ca.pem\n    signing_key: %s\n",
-				p.ID, peerAddrs[p.ID], p.ID, crypto.FormatSigningKey(p.Signing.SigningPublicKey()))
+			logKey, witnessKey := p.Signing.Signer().LogVerifierKeys(p.ID)
+			fmt.Fprintf(&peers, "  - id: %s\n    address: %s\n    ca: ../%s/ca.pem\n    signing_key: %s\n    log_key: %s\n    witness_key: %s\n",
+				p.ID, peerAddrs[p.ID], p.ID, crypto.FormatSigningKey(p.Signing.SigningPublicKey()), logKey, witnessKey)
 		}
 		for _, u := range c.Users {
 			udir := filepath.Join(cdir, u.Name)
