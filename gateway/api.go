@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"evx/api"
+	"evx/audit"
 	"evx/crypto"
 	"evx/storage"
 
@@ -147,9 +148,33 @@ func (g *Gateway) upload(w http.ResponseWriter, r *http.Request, u User) (any, e
 		w.Header().Set("Connection", "close")
 	}
 	if err != nil && stalled {
-		return nil, api.Errorf(api.CodeUploadStalled, "the request body brought no byte for %v, after %d of %d bytes; nothing was stored: upload again", timeout, read, r.ContentLength)
+		err = api.Errorf(api.CodeUploadStalled, "the request body brought no byte for %v, after %d of %d bytes; nothing was stored: upload again", timeout, read, r.ContentLength)
+	}
+	if err != nil {
+		err = g.recordUploadRefused(r, u, err)
 	}
 	return out, err
+}
+
+// recordUploadRefused records a refused upload in the transfer log before
+// the refusal is answered, with the bundle id if the envelope parses. A
+// failure of the gateway itself (internal, storage) is not a refusal of
+// the upload and is not recorded as one.
+func (g *Gateway) recordUploadRefused(r *http.Request, u User, err error) error {
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code == api.CodeStorageUnavailable || ae.Code.Status() >= 500 && ae.Code != api.CodeDeliveryInterrupted {
+		return err
+	}
+	e := audit.Entry{Event: audit.EventUploadRefused, Actor: audit.UnitActor(u.Unit), Code: string(ae.Code)}
+	if envJSON, derr := base64.StdEncoding.DecodeString(r.Header.Get(api.HeaderEnvelope)); derr == nil {
+		if env, perr := crypto.ParseEnvelope(envJSON); perr == nil {
+			e.BundleID = env.BundleID
+		}
+	}
+	if _, lerr := g.recordOrRefuse(context.WithoutCancel(r.Context()), e, nil); lerr != nil {
+		return lerr
+	}
+	return err
 }
 
 func (g *Gateway) uploadBody(r *http.Request, u User, body io.Reader) (any, error) {
@@ -327,7 +352,16 @@ func (g *Gateway) inboxEntry(_ http.ResponseWriter, r *http.Request, u User) (an
 // payload streams the ciphertext itself and returns no JSON.
 func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, error) {
 	id := r.PathValue("id")
-	if _, err := g.inboxEntryFor(r.Context(), id, u); err != nil {
+	entry, err := g.inboxEntryFor(r.Context(), id, u)
+	if err != nil {
+		return nil, err
+	}
+	env, err := crypto.ParseEnvelope(entry.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.recordOrRefuse(r.Context(), audit.Entry{Event: audit.EventPayloadDownloaded, Actor: audit.UnitActor(u.Unit),
+		Peer: entry.From}, env); err != nil {
 		return nil, err
 	}
 	obj, err := g.opts.Storage.Open(r.Context(), key(inboxPrefix, id, payloadFile))
@@ -351,10 +385,21 @@ func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, 
 
 func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
 	ctx, id := r.Context(), r.PathValue("id")
-	if _, err := g.inboxEntryFor(ctx, id, u); err != nil {
+	entry, err := g.inboxEntryFor(ctx, id, u)
+	if err != nil {
 		return nil, err
 	}
-	err := putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"), ackRecord{Unit: u.Unit, At: time.Now().UTC()})
+	if !entry.Acknowledged {
+		env, err := crypto.ParseEnvelope(entry.Envelope)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := g.recordOrRefuse(ctx, audit.Entry{Event: audit.EventRetrievalAcknowledged, Actor: audit.UnitActor(u.Unit),
+			Peer: entry.From}, env); err != nil {
+			return nil, err
+		}
+	}
+	err = putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"), ackRecord{Unit: u.Unit, At: time.Now().UTC()})
 	switch {
 	case errors.Is(err, storage.ErrExist):
 		// Acknowledged before: answered alike, counted and logged once.

@@ -11,7 +11,7 @@ import (
 // its API at apiAddr, on storage st.
 func devOptions(p devenv.GatewayParts, apiAddr string, st storage.Backend, log *zap.Logger) Options {
 	o := Options{ID: p.ID, PeerAddr: p.PeerAddr, APIAddr: apiAddr, Certificate: p.Certificate, LocalCA: p.LocalCA,
-		SigningKey: p.SigningKey, Peers: p.Peers, Storage: st, Logger: log}
+		SigningKey: p.SigningKey, Peers: p.Peers, Storage: st, Logger: log, ConfigSHA256: p.ConfigSHA256}
 	for _, u := range p.Users {
 		o.Users = append(o.Users, User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public()})
 	}

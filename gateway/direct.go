@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"evx/api"
+	"evx/audit"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -42,6 +43,9 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotOffered, err)
+	}
+	if _, err := g.recordOrRefuse(ctx, audit.Entry{Event: audit.EventOfferSent, Actor: audit.GatewayActor, Peer: peer.ID}, env); err != nil {
+		return nil, err
 	}
 	o, err := g.client.Offer(ctx, peer, envJSON, sig)
 	var rej *transfer.Rejection
@@ -85,6 +89,12 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	// The bundle has crossed the border: record it even if the submitter
 	// has gone meanwhile.
 	ctx = context.WithoutCancel(ctx)
+	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventUploadAccepted, Actor: audit.UnitActor(u.Unit), Peer: peer.ID}, env); err != nil {
+		return nil, err
+	}
+	if err := g.recordDelivered(ctx, env, peer.ID, d); err != nil {
+		return nil, err
+	}
 	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
 	// The receipt goes first: the record is the commit point, and a record
 	// without a payload must never be left waiting for delivery.
@@ -104,7 +114,10 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, rej *transfer.Rejection) (*api.OutboxStatus, error) {
 	id := env.BundleID
 	ctx = context.WithoutCancel(ctx)
-	ref, err := g.putRefusal(ctx, id, rej)
+	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventUploadAccepted, Actor: audit.UnitActor(u.Unit), Peer: peers[0]}, env); err != nil {
+		return nil, err
+	}
+	ref, err := g.putRefusal(ctx, env, peers[0], rej)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"evx/api"
+	"evx/audit"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -45,6 +46,9 @@ type Options struct {
 	Storage    storage.Backend
 	Peers      []transfer.Peer
 	Users      []User
+	// ConfigSHA256 is the digest of the gateway's effective configuration,
+	// recorded in the transfer log when the gateway starts.
+	ConfigSHA256 [32]byte
 	// MaxBundleSize bounds payloads accepted from units and peers: at most
 	// storage.MaxObjectSize, the default.
 	MaxBundleSize int64
@@ -119,6 +123,8 @@ type Gateway struct {
 	inboxLocks, outboxLocks bundleLocks
 
 	metrics *metrics
+	// tlog is the transfer log, opened by Run.
+	tlog *audit.Log
 	// apiErrors is the API server's error log (see apiErrorLog).
 	apiErrors *apiErrorLog
 
@@ -131,6 +137,9 @@ type Gateway struct {
 func New(opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("no logger")
+	}
+	if opts.ConfigSHA256 == ([32]byte{}) {
+		return nil, errors.New("no configuration digest: the transfer log records it when the gateway starts")
 	}
 	switch {
 	case opts.MaxBundleSize == 0:
@@ -221,8 +230,31 @@ const shutdownTimeout = 10 * time.Second
 //
 // Run closes the gateway (see Close) before it returns, and waits for
 // everything it started: API requests, offers from peers and deliveries.
-func (g *Gateway) Run(ctx context.Context) error {
+func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer g.Close()
+	if err := g.openLog(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
+		return err
+	}
+	// The log integrates entries until everything that could append has
+	// stopped: it outlives ctx, and Run waits for it.
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	logDone := make(chan error, 1)
+	go func() { logDone <- g.tlog.Run(logCtx) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), logStopTimeout)
+		if serr := g.tlog.Sync(sctx); serr != nil {
+			g.log.Warn("entries not yet in a checkpoint at shutdown; the next start integrates them", zap.Error(serr))
+		}
+		cancel()
+		stopLog()
+		err = errors.Join(err, <-logDone)
+	}()
+	if err := g.recordStarted(ctx); err != nil {
+		return err
+	}
 	if err := g.requeueOutbox(ctx); err != nil {
 		return err
 	}
@@ -243,7 +275,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return errors.Join(g.api.Shutdown(sctx), g.Close())
 	})
 	g.log.Info("gateway running", zap.String("peer", g.PeerAddr()), zap.String("api", g.APIAddr()))
-	err := eg.Wait()
+	err = eg.Wait()
 	g.log.Info("gateway stopped")
 	return err
 }

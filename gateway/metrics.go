@@ -11,6 +11,8 @@ type metrics struct {
 	refusals *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 
+	logFailures prometheus.Counter
+
 	apiConns        prometheus.Gauge
 	apiConnsRefused *prometheus.CounterVec
 }
@@ -29,6 +31,10 @@ func newMetrics() *metrics {
 			Name: "evx_payload_bytes_total",
 			Help: "Payload bytes by event: submitted by local units (stored, or forwarded to the peer as they arrive) or received from peers.",
 		}, []string{"event"}),
+		logFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "evx_log_append_failures_total",
+			Help: "Events the transfer log could not record; each was refused or retried, never acknowledged.",
+		}),
 		apiConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "evx_api_connections",
 			Help: "Open connections to the local API, authenticated or not.",
@@ -49,5 +55,5 @@ func newMetrics() *metrics {
 func (g *Gateway) Collectors() []prometheus.Collector { return g.metrics.collectors() }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.bundles, m.refusals, m.bytes, m.apiConns, m.apiConnsRefused}
+	return []prometheus.Collector{m.bundles, m.refusals, m.bytes, m.logFailures, m.apiConns, m.apiConnsRefused}
 }

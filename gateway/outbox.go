@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"evx/api"
+	"evx/audit"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -96,6 +97,9 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 		}
 		return nil, err
 	}
+	if _, err := g.recordOrRefuse(ctx, audit.Entry{Event: audit.EventUploadAccepted, Actor: audit.UnitActor(u.Unit), Peer: peers[0]}, env); err != nil {
+		return nil, err
+	}
 	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
 		return nil, err
 	}
@@ -123,6 +127,14 @@ func (g *Gateway) submitted(u User, env *crypto.Envelope, peers []string, how st
 	g.log.Info("bundle submitted", zap.String("bundle", env.BundleID), zap.String("by", u.Unit),
 		zap.Strings("to", peers), zap.String("purpose", env.Purpose), zap.Int64("size", env.PayloadSize),
 		zap.String("delivery", how))
+}
+
+// recordDelivered records a delivery with the peer's receipt, before the
+// receipt is stored: the commit point of the delivery at this gateway.
+func (g *Gateway) recordDelivered(ctx context.Context, env *crypto.Envelope, peer string, d *transfer.Delivery) error {
+	_, err := g.recordEnvelope(context.WithoutCancel(ctx), audit.Entry{Event: audit.EventDelivered, Actor: audit.PeerActor(peer),
+		Peer: peer, Receipt: d.Receipt}, env)
+	return err
 }
 
 // delivered counts and logs a delivery and wakes those waiting for it.
@@ -285,10 +297,25 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	if !ok {
 		return &transfer.Rejection{Code: transfer.CodeNotAccepted, Reason: fmt.Sprintf("%s is no longer a peer", rec.Peers[0])}
 	}
+	env, err := crypto.ParseEnvelope(rec.Envelope)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
+	// An offer is recorded once the peer can be reached, so that attempts
+	// at a peer that is down do not each add an entry.
+	if err := g.client.Connect(ctx, peer); err != nil {
+		return &peerError{peer: peer.ID, err: err}
+	}
+	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventOfferSent, Actor: audit.GatewayActor, Peer: peer.ID}, env); err != nil {
+		return err
+	}
 	d, err := g.client.Send(ctx, peer, rec.Envelope, rec.Signature, obj)
 	if err != nil {
 		return &peerError{peer: peer.ID, err: err}
+	}
+	if err := g.recordDelivered(ctx, env, peer.ID, d); err != nil {
+		return err
 	}
 	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
@@ -321,16 +348,37 @@ func (g *Gateway) outboxNotify() {
 const refusalFile = "refusal.json"
 
 func (g *Gateway) recordRefusal(ctx context.Context, id string, rej *transfer.Rejection) {
-	if _, err := g.putRefusal(ctx, id, rej); err != nil {
+	var rec outboxRecord
+	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &rec); err != nil {
+		g.log.Error("recording refusal", zap.String("bundle", id), zap.Error(err))
+		return
+	}
+	env, err := crypto.ParseEnvelope(rec.Envelope)
+	if err != nil || len(rec.Peers) == 0 {
+		g.log.Error("recording refusal: unreadable record", zap.String("bundle", id), zap.Error(err))
+		return
+	}
+	if _, err := g.putRefusal(ctx, env, rec.Peers[0], rej); err != nil {
 		g.log.Error("recording refusal", zap.String("bundle", id), zap.Error(err))
 		return
 	}
 	g.outboxNotify()
 }
 
-// putRefusal stores a peer's final refusal of an outbox bundle; one stored
-// already stands.
-func (g *Gateway) putRefusal(ctx context.Context, id string, rej *transfer.Rejection) (*api.Refusal, error) {
+// putRefusal records a peer's final refusal of an outbox bundle in the
+// transfer log, then stores it; one stored already stands. The log gets
+// the code, if protocol v1 knows it, but not the peer's reason: entries
+// hold the gateway's own words only.
+func (g *Gateway) putRefusal(ctx context.Context, env *crypto.Envelope, peer string, rej *transfer.Rejection) (*api.Refusal, error) {
+	id := env.BundleID
+	code := rej.Code
+	if !transfer.KnownCode(code) {
+		code = "other"
+	}
+	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventDeliveryRefused, Actor: audit.PeerActor(peer),
+		Peer: peer, Code: code}, env); err != nil {
+		return nil, err
+	}
 	r := &api.Refusal{Code: rej.Code, Reason: rej.Reason, At: time.Now().UTC()}
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), r); err != nil && !errors.Is(err, storage.ErrExist) {
 		return nil, err

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"evx/api"
+	"evx/audit"
 	"evx/crypto"
 	"evx/storage"
 	"evx/transfer"
@@ -20,8 +22,24 @@ var _ transfer.Receiver = (*Gateway)(nil)
 
 // Receive implements transfer.Receiver: it checks an offer from a peer
 // against the directories and limits, stores the payload and the record,
-// and returns the signed receipt.
+// and returns the signed receipt. Its refusals are recorded in the
+// transfer log before the peer learns of them; its receipt is the promise
+// of a log entry, recorded before it is signed.
 func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, accept func(int64) (io.Reader, error)) (*crypto.Signed, error) {
+	receipt, err := g.receive(ctx, peer, o, accept)
+	var rej *transfer.Rejection
+	if errors.As(err, &rej) && rej.Code != transfer.CodeUnavailable {
+		e := audit.Entry{Event: audit.EventOfferRefused, Actor: audit.PeerActor(peer), Peer: peer,
+			Code: rej.Code, Reason: audit.CleanReason(rej.Reason)}
+		if _, lerr := g.recordEnvelope(context.WithoutCancel(ctx), e, o.Envelope); lerr != nil {
+			g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(lerr))
+			return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway cannot record the offer in its transfer log; retry later")
+		}
+	}
+	return receipt, err
+}
+
+func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, accept func(int64) (io.Reader, error)) (*crypto.Signed, error) {
 	env := o.Envelope
 	id := env.BundleID
 	defer g.inboxLocks.lock(id)()
@@ -67,8 +85,24 @@ func (g *Gateway) Receive(ctx context.Context, peer string, o *transfer.Offer, a
 		g.log.Error("storing payload", zap.String("bundle", id), zap.Error(err))
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the payload; retry later")
 	}
+	// The entry goes first: the receipt carries where it is, the promise
+	// that the delivery is in this gateway's log.
+	_, cp, err := g.tlog.Checkpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entry, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventReceiptIssued, Actor: audit.PeerActor(peer), Peer: peer}, env)
+	if err != nil {
+		g.log.Error("transfer log", zap.String("bundle", id), zap.Error(err))
+		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway cannot record the bundle in its transfer log; retry later")
+	}
 	now := time.Now()
-	receipt, err := g.opts.SigningKey.SignReceipt(crypto.NewReceipt(env, peer, g.opts.ID, now))
+	rc, err := crypto.NewReceipt(env, peer, g.opts.ID, now, crypto.ReceiptLog{
+		LeafHash: hex.EncodeToString(entry.leaf[:]), LeafIndex: entry.index, TreeSize: cp.N})
+	if err != nil {
+		return nil, err
+	}
+	receipt, err := g.opts.SigningKey.SignReceipt(rc)
 	if err != nil {
 		return nil, err
 	}

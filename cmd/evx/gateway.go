@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -103,7 +104,7 @@ func utcMillis(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 // gatewayOptions turns a loaded configuration into gateway options, reading
 // every key, certificate and credential it names.
 func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (gateway.Options, error) {
-	o := gateway.Options{ID: cfg.ID, PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
+	o := gateway.Options{ID: cfg.ID, ConfigSHA256: sha256.Sum256([]byte(cfg.String())), PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
 		MaxBundleSize: int64(cfg.Limits.MaxBundleSize), Logger: log,
 		APIMaxConns: cfg.Limits.APIConnections, APIMaxConnsPerSource: cfg.Limits.APIConnectionsPerSource,
 		UploadStallTimeout: time.Duration(cfg.Limits.StallTimeout)}
@@ -125,7 +126,8 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 		if err != nil {
 			return o, fmt.Errorf("peer %s: %w", p.ID, err)
 		}
-		o.Peers = append(o.Peers, transfer.Peer{ID: p.ID, Address: p.Address, CA: ca, SigningKey: p.SigningKey})
+		o.Peers = append(o.Peers, transfer.Peer{ID: p.ID, Address: p.Address, CA: ca, SigningKey: p.SigningKey,
+			LogKey: p.LogKey, WitnessKey: p.WitnessKey})
 	}
 	for _, u := range cfg.Users {
 		gu := gateway.User{Unit: u.Identity, Role: u.Role}

@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"evx/api"
+	"evx/audit"
+	"evx/crypto"
+	"evx/storage"
+
+	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The transfer log (docs/audit.md) records every event that changes or
+// reveals something. An event is recorded before it is acknowledged to
+// the unit or peer that caused it: a gateway that cannot record refuses
+// to act (503 storage-unavailable, or unavailable to a peer), so that no
+// acknowledged action is missing from the log.
+
+// openLog opens the gateway's transfer log in its storage, signing
+// checkpoints with the key derived from the gateway signing key.
+func (g *Gateway) openLog(ctx context.Context) error {
+	origin := crypto.LogOrigin(g.opts.ID)
+	signer, err := g.opts.SigningKey.CheckpointSigner(origin)
+	if err != nil {
+		return err
+	}
+	verifier, err := note.NewVerifier(g.opts.SigningKey.CheckpointVerifierKey(origin))
+	if err != nil {
+		return err
+	}
+	l, err := audit.Open(ctx, g.opts.Storage, audit.Config{Origin: origin, Signer: signer, Verifier: verifier,
+		Logger: g.log.Named("log"), Now: g.opts.Now})
+	if err != nil {
+		return fmt.Errorf("opening the transfer log: %w", err)
+	}
+	g.tlog = l
+	return nil
+}
+
+// logged is where an entry was recorded.
+type logged struct {
+	index int64
+	leaf  tlog.Hash
+}
+
+// record appends e to the transfer log, with the time and this gateway's
+// id, and returns once it is durable.
+func (g *Gateway) record(ctx context.Context, e audit.Entry) (logged, error) {
+	e.Time = g.now().UTC()
+	e.Gateway = g.opts.ID
+	data, err := e.MarshalCanonical()
+	if err != nil {
+		// A bug: the gateway built an entry its own log refuses.
+		return logged{}, fmt.Errorf("transfer log entry %s: %w", e.Event, err)
+	}
+	i, leaf, err := g.tlog.Append(ctx, data)
+	if err != nil {
+		g.metrics.logFailures.Inc()
+		return logged{}, fmt.Errorf("recording %s in the transfer log: %w", e.Event, err)
+	}
+	return logged{index: i, leaf: leaf}, nil
+}
+
+// recordEnvelope records an event about a bundle described by env, with
+// the envelope's members that the event carries.
+func (g *Gateway) recordEnvelope(ctx context.Context, e audit.Entry, env *crypto.Envelope) (logged, error) {
+	if env != nil {
+		if err := e.SetEnvelope(env); err != nil {
+			return logged{}, err
+		}
+		keepCarried(&e)
+	}
+	return g.record(ctx, e)
+}
+
+// keepCarried clears the envelope members that e's event does not carry
+// (audit.Events says which it does).
+func keepCarried(e *audit.Entry) {
+	var carried []string
+	for _, i := range audit.Events() {
+		if i.Event == e.Event {
+			carried = append(append(carried, i.Required...), i.Optional...)
+		}
+	}
+	for _, m := range []struct {
+		name  string
+		clear func()
+	}{
+		{"envelope_sha256", func() { e.EnvelopeSHA256 = [32]byte{} }},
+		{"purpose", func() { e.Purpose = "" }},
+		{"handling", func() { e.Handling = "" }},
+		{"legal_basis", func() { e.LegalBasis = "" }},
+		{"payload_sha256", func() { e.PayloadSHA256 = [32]byte{} }},
+		{"payload_size", func() { e.PayloadSize = 0 }},
+	} {
+		if !slices.Contains(carried, m.name) {
+			m.clear()
+		}
+	}
+}
+
+// recordOrRefuse records an event before the gateway acknowledges it to a
+// local unit: when the log cannot record it, the unit gets a refusal it
+// may retry, and the action is not taken.
+func (g *Gateway) recordOrRefuse(ctx context.Context, e audit.Entry, env *crypto.Envelope) (logged, error) {
+	l, err := g.recordEnvelope(ctx, e, env)
+	if err != nil {
+		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(err))
+		if errors.Is(err, storage.ErrUnavailable) {
+			return l, err // 503 storage-unavailable, by the API's error mapping
+		}
+		return l, api.Errorf(api.CodeStorageUnavailable, "the gateway cannot record the request in its transfer log; nothing was done, retry later")
+	}
+	return l, nil
+}
+
+// recordStarted records the start of the gateway with the digest of its
+// effective configuration.
+func (g *Gateway) recordStarted(ctx context.Context) error {
+	_, err := g.record(ctx, audit.Entry{Event: audit.EventGatewayStarted, Actor: audit.GatewayActor,
+		ConfigSHA256: g.opts.ConfigSHA256})
+	return err
+}
+
+// logStopTimeout bounds how long a stopping gateway waits for its last
+// entries to be integrated into a checkpoint.
+const logStopTimeout = 5 * time.Second
