@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Profile is a local user's client configuration: how the evx command line
@@ -29,6 +30,16 @@ type Profile struct {
 	// signs what a submitter seals and opens what a recipient pulls.
 	// Required.
 	UnitKey string `yaml:"unit_key"`
+
+	// LogKey is the verifier key of the gateway's transfer-log
+	// checkpoints, as evx log-keys prints it
+	// (evx.transfer-log/<id>+<hash>+<key>): an auditor pins it to verify
+	// the log (docs/audit.md section 5). Optional; evx audit needs it.
+	LogKey string `yaml:"log_key,omitempty"`
+	// WitnessKeys are the verifier keys of the witnesses (peer gateways,
+	// evx.witness/<id>+<hash>+<key>) whose cosignatures an auditor
+	// requires on the checkpoints it verifies. Optional.
+	WitnessKeys []string `yaml:"witness_keys,omitempty"`
 
 	// file and lines locate the profile's fields, for errors about the
 	// files they name (see Errorf). Empty for a Profile built in code.
@@ -92,7 +103,51 @@ func parseProfile(data []byte, base string) (*Profile, Errors) {
 			*f.v = resolve(base, *f.v)
 		}
 	}
+	if p.LogKey != "" {
+		if err := checkProfileLogKey(p.LogKey); err != nil {
+			add("log_key", "bad value %s: %v", quote(p.LogKey), err)
+		}
+	}
+	seen := map[string]int{}
+	for i, k := range p.WitnessKeys {
+		f := index("witness_keys", i)
+		v, err := crypto.ParseWitnessVerifierKey(k)
+		switch {
+		case err != nil:
+			add(f, "bad value %s: want a witness key as evx log-keys prints it (evx.witness/<id>+<hash>+<key>): %v", quote(k), err)
+		case !strings.HasPrefix(v.Name(), crypto.WitnessName("")) || !crypto.ValidGatewayID(strings.TrimPrefix(v.Name(), crypto.WitnessName(""))):
+			add(f, "bad value %s: the key is named %q; a gateway's witness key is named evx.witness/<gateway id>", quote(k), v.Name())
+		default:
+			if j, dup := seen[v.Name()]; dup {
+				add(f, "a second key of witness %s (the first is witness_keys[%d]): pin one key per witness", v.Name(), j)
+			}
+			seen[v.Name()] = i
+		}
+	}
 	return p, errs
+}
+
+// checkProfileLogKey checks a gateway's checkpoint verifier key: a
+// signed-note key named evx.transfer-log/<gateway id>.
+func checkProfileLogKey(vkey string) error {
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return fmt.Errorf("want the gateway's log key as evx log-keys prints it (evx.transfer-log/<id>+<hash>+<key>): %v", err)
+	}
+	if id, ok := strings.CutPrefix(v.Name(), crypto.LogOrigin("")); !ok || !crypto.ValidGatewayID(id) {
+		return fmt.Errorf("the key is named %q; a gateway's log key is named evx.transfer-log/<gateway id>", v.Name())
+	}
+	return nil
+}
+
+// AuditStateDir returns the directory beside the profile where evx audit
+// keeps what it must remember between verifications: the checkpoint it
+// verified last, per log. It is "" for a profile built in code.
+func (p *Profile) AuditStateDir() string {
+	if p.file == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(p.file), "audit-state")
 }
 
 // checkGatewayURL returns why s is not the base URL of a gateway's API, or

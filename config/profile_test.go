@@ -67,7 +67,18 @@ func TestLoadProfileErrors(t *testing.T) {
 		{"empty value", "gateway: https://gw:8443\nca: ca.pem\ncert: c.pem\nkey: k.pem\nunit_key:\n",
 			[]string{":5: unit_key: missing required field"}},
 		{"unknown key", goodProfile + "colour: blue\n",
-			[]string{":6: colour: unknown key (expected one of: gateway, ca, cert, key, unit_key)"}},
+			[]string{":6: colour: unknown key (expected one of: gateway, ca, cert, key, unit_key, log_key, witness_keys)"}},
+		{"log key of a witness", goodProfile + "log_key: " + deWitnessKey + "\n",
+			[]string{`:6: log_key: bad value "` + deWitnessKey + `": want the gateway's log key as evx log-keys prints it`}},
+		{"log key of another log", goodProfile + "log_key: other.example/log+562e3855+AayROGdZs4TMpQy8RnVk9IRRuUg9Olzwj5kNRgSb1CwK\n",
+			[]string{`:6: log_key: bad value "other.example/log+562e3855+AayROGdZs4TMpQy8RnVk9IRRuUg9Olzwj5kNRgSb1CwK": want the gateway's log key`}},
+		{"log key with another name", goodProfile + "log_key: other+a158e087+AayROGdZs4TMpQy8RnVk9IRRuUg9Olzwj5kNRgSb1CwK\n",
+			[]string{`:6: log_key: bad value "other+a158e087+AayROGdZs4TMpQy8RnVk9IRRuUg9Olzwj5kNRgSb1CwK": the key is named "other"; a gateway's log key is named evx.transfer-log/<gateway id>`}},
+		{"witness keys", goodProfile + "witness_keys:\n  - " + deWitnessKey + "\n  - " + deLogKey + "\n  - " + deWitnessKey + "\n",
+			[]string{`:8: witness_keys[1]: bad value "` + deLogKey + `": want a witness key as evx log-keys prints it`,
+				`:9: witness_keys[2]: a second key of witness evx.witness/DE (the first is witness_keys[0]): pin one key per witness`}},
+		{"witness keys not a list", goodProfile + "witness_keys: " + deWitnessKey + "\n",
+			[]string{`:6: witness_keys: want a list, got "` + deWitnessKey + `"`}},
 		{"duplicate key", goodProfile + "ca: other.pem\n",
 			[]string{":6: ca: duplicate key (first at line 2)"}},
 		{"not https", strings.Replace(goodProfile, "https://127.0.0.1:8443", "http://127.0.0.1:8443", 1),
@@ -112,6 +123,44 @@ func TestLoadProfileErrors(t *testing.T) {
 				t.Errorf("error quotes a secret:\n%s", msg)
 			}
 		})
+	}
+}
+
+// The keys of the test vector of docs/audit.md section 5.
+const (
+	deLogKey     = "evx.transfer-log/DE+562e3855+AayROGdZs4TMpQy8RnVk9IRRuUg9Olzwj5kNRgSb1CwK"
+	deWitnessKey = "evx.witness/DE+62daa3bc+BILpfY39NH+WZstpVi3T6k4S95bnraolqb3IraWcowQF"
+)
+
+func TestLoadProfileLogKeys(t *testing.T) {
+	p, err := LoadProfile(writeProfile(t, goodProfile+"log_key: "+deLogKey+"\nwitness_keys: ["+deWitnessKey+"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.LogKey != deLogKey || len(p.WitnessKeys) != 1 || p.WitnessKeys[0] != deWitnessKey {
+		t.Errorf("keys %q %q", p.LogKey, p.WitnessKeys)
+	}
+	// The state is kept beside the profile.
+	if want := filepath.Join(filepath.Dir(p.file), "audit-state"); p.AuditStateDir() != want {
+		t.Errorf("AuditStateDir %q, want %q", p.AuditStateDir(), want)
+	}
+	if (&Profile{}).AuditStateDir() != "" {
+		t.Error("a profile built in code has a state directory")
+	}
+	// Marshalled with the keys, it loads back; without them, the keys are
+	// left out.
+	data, err := MarshalProfile(&Profile{Gateway: "https://[::1]:8443", CA: "ca.pem", Cert: "c.pem", Key: "k.pem", UnitKey: "u.key",
+		LogKey: deLogKey, WitnessKeys: []string{deWitnessKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := LoadProfile(writeProfile(t, string(data)))
+	if err != nil || q.LogKey != deLogKey || len(q.WitnessKeys) != 1 {
+		t.Errorf("marshalled profile: %v\n%s", err, data)
+	}
+	data, _ = MarshalProfile(&Profile{Gateway: "https://[::1]:8443", CA: "ca.pem", Cert: "c.pem", Key: "k.pem", UnitKey: "u.key"})
+	if strings.Contains(string(data), "log_key") || strings.Contains(string(data), "witness_keys") {
+		t.Errorf("a profile without keys marshals them:\n%s", data)
 	}
 }
 
