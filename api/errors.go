@@ -38,6 +38,9 @@ const (
 	CodeDeliveryInterrupted Code = "delivery-interrupted"
 	CodeStorageUnavailable  Code = "storage-unavailable"
 	CodePeerRefused         Code = "peer-refused"
+	CodeBadLogPath          Code = "bad-log-path"
+	CodeBadFrom             Code = "bad-from"
+	CodeNotInLog            Code = "not-in-log"
 )
 
 // CodeInfo is one row of the code table: the HTTP status a code is sent
@@ -52,7 +55,9 @@ type CodeInfo struct {
 // section 4 (by status, then code).
 var codes = []CodeInfo{
 	{CodeBadDeliver, http.StatusBadRequest, "`deliver` is neither `queue` nor `direct`"},
+	{CodeBadFrom, http.StatusBadRequest, "`from` is not a tree size (a whole number from 0)"},
 	{CodeBadLimit, http.StatusBadRequest, "`limit` is not a number from 1 to 1000"},
+	{CodeBadLogPath, http.StatusBadRequest, "not a path of the transfer log: `checkpoint`, `checkpoints/<size>` or a tile path (audit.md 4.2)"},
 	{CodeBadSignature, http.StatusBadRequest, "`Evx-Signature` not base64, or the signature does not verify"},
 	{CodeBadState, http.StatusBadRequest, "`state` is not `queued`, `delivered` or `refused`"},
 	{CodeBadWait, http.StatusBadRequest, "`wait` is not a duration from `0s` to `1m`"},
@@ -68,6 +73,7 @@ var codes = []CodeInfo{
 	{CodeSenderMismatch, http.StatusForbidden, "the envelope's sender is not the caller"},
 	{CodeUnknownSenderKey, http.StatusForbidden, "the envelope is signed with a key other than the caller's configured one"},
 	{CodeNotFound, http.StatusNotFound, "no such bundle for this caller"},
+	{CodeNotInLog, http.StatusNotFound, "no such checkpoint, tile or entry bundle in the transfer log"},
 	{CodeUnknownUnit, http.StatusNotFound, "directory lookup: no such unit, or its country is not a peer"},
 	{CodeUploadStalled, http.StatusRequestTimeout, "the upload's body brought no byte for the gateway's stall timeout (30 s by default); nothing was stored: upload again"},
 	{CodeDuplicate, http.StatusConflict, "the bundle id was already submitted"},

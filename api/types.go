@@ -177,3 +177,50 @@ type Acknowledged struct {
 	BundleID string `json:"bundle_id"`
 	Status   string `json:"status"` // "acknowledged"
 }
+
+// LogStatus is the answer of GET /v1/log/status: the state of the
+// gateway's transfer log, for monitoring. It says what the gateway
+// published, not that it is true: evx audit verify checks that.
+type LogStatus struct {
+	// Origin names the log, such as evx.transfer-log/DE.
+	Origin string `json:"origin"`
+	// Size and RootHash (base64) are those of the latest checkpoint.
+	Size     int64  `json:"size"`
+	RootHash string `json:"root_hash"`
+	// Published is when the latest checkpoint was stored, by the
+	// storage's clock (to the second on some S3 servers); AgeSeconds is
+	// the time since, by the gateway's clock. A log with no new events
+	// publishes no new checkpoint: age alone is not a fault.
+	Published  time.Time `json:"published"`
+	AgeSeconds float64   `json:"age_seconds"`
+	// Witnesses are the configured peers, by id, each with the time of
+	// its cosignature of the latest checkpoint if it has cosigned it.
+	Witnesses []LogWitness `json:"witnesses"`
+}
+
+// LogWitness is a peer gateway as a witness of the log: an element of
+// LogStatus.Witnesses.
+type LogWitness struct {
+	Peer string `json:"peer"`
+	// Name is the name of its witness key, such as evx.witness/FR.
+	Name string `json:"name"`
+	// Cosigned is the time in its cosignature of the latest checkpoint,
+	// by the witness's clock, when it holds one that verifies under the
+	// peer's configured witness key; absent otherwise (not yet, as
+	// witnessing follows each checkpoint).
+	Cosigned *time.Time `json:"cosigned,omitempty"`
+}
+
+// LogCheckpoints is the answer of GET /v1/log/checkpoints: the sizes of
+// the earlier checkpoints the log published, ascending, from the size
+// asked for, at most MaxLogCheckpoints at a time.
+type LogCheckpoints struct {
+	Sizes []int64 `json:"sizes"`
+	// Truncated reports that there are more: ask again from the last
+	// size + 1.
+	Truncated bool `json:"truncated"`
+}
+
+// MaxLogCheckpoints bounds the sizes of one answer of GET
+// /v1/log/checkpoints.
+const MaxLogCheckpoints = 10000

@@ -38,6 +38,12 @@ func (g *Gateway) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/inbox/{id}", g.handle([]api.Role{api.RoleRecipient}, g.inboxEntry))
 	mux.HandleFunc("GET /v1/inbox/{id}/payload", g.handle([]api.Role{api.RoleRecipient}, g.payload))
 	mux.HandleFunc("POST /v1/inbox/{id}/ack", g.handle([]api.Role{api.RoleRecipient}, g.ack))
+	// The transfer log (logapi.go): its files for auditors only, since
+	// entries name every bundle and its legal basis; its status for
+	// operators too.
+	mux.HandleFunc("GET /v1/log/status", g.handle([]api.Role{api.RoleOperator, api.RoleAuditor}, g.logStatus))
+	mux.HandleFunc("GET /v1/log/checkpoints", g.handle([]api.Role{api.RoleAuditor}, g.logCheckpoints))
+	mux.HandleFunc("GET /v1/log/{path...}", g.handle([]api.Role{api.RoleAuditor}, g.logFile))
 	return mux
 }
 
