@@ -243,4 +243,3 @@ func TestLogSourceEndlessHistory(t *testing.T) {
 		t.Errorf("%d requests", n)
 	}
 }
-
