@@ -72,7 +72,7 @@ func decodeReceipt(body []byte) (*crypto.Receipt, error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, err
 	}
-	if r.Format != crypto.ReceiptFormat {
+	if r.Format != crypto.ReceiptFormatV1 && r.Format != crypto.ReceiptFormatV2 {
 		return nil, fmt.Errorf("unsupported receipt format %q", printable(r.Format))
 	}
 	return &r, nil
@@ -89,6 +89,10 @@ func printStatus(w io.Writer, st *api.OutboxStatus, r *crypto.Receipt) {
 		fmt.Fprintf(w, "receipt       %s received it from %s at %s; payload SHA-256 %s\n",
 			printable(r.Receiver), printable(r.Sender), printable(r.ReceivedAt), printable(r.PayloadSHA256))
 		fmt.Fprintf(w, "              signed by %s's gateway; your gateway checked the signature before storing it\n", printable(r.Receiver))
+		if r.Log != nil {
+			fmt.Fprintf(w, "              %s's transfer log: entry %d, leaf hash %s (its checkpoint then had %d entries)\n",
+				printable(r.Receiver), r.Log.LeafIndex, printable(r.Log.LeafHash), r.Log.TreeSize)
+		}
 	}
 	if st.Delivered != nil {
 		fmt.Fprintf(w, "delivered     %s (receipt stored)\n", formatTime(*st.Delivered))
