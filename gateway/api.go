@@ -62,6 +62,9 @@ func (g *Gateway) handle(roles []api.Role, h func(http.ResponseWriter, *http.Req
 		}
 		if err != nil {
 			ae := g.refusal(log, u, err)
+			if ae.Code != api.CodeInternal { // a failure, not a refusal
+				g.refusalSum.addAPI(r.RemoteAddr, string(ae.Code))
+			}
 			writeJSON(w, ae.Code.Status(), api.ErrorBody{Error: ae})
 			return
 		}

@@ -95,12 +95,13 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	if err := g.recordDelivered(ctx, env, peer.ID, d); err != nil {
 		return nil, err
 	}
-	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
+	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: g.now().UTC()}
 	// The receipt goes first: the record is the commit point, and a record
 	// without a payload must never be left waiting for delivery.
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
 		return nil, err
 	}
+	g.expectInclusion(id, peer.ID, d, out.Delivered)
 	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
 		return nil, err
 	}

@@ -19,7 +19,9 @@ import (
 	"evx/storage"
 	"evx/transfer"
 
+	"filippo.io/torchwood"
 	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -72,8 +74,13 @@ type Options struct {
 	// for delivery instead, and how long a directory fetch tries before
 	// the kept copy answers (see directory.go). Zero means 5 s.
 	DirectConnectTimeout time.Duration
-	// Now is the clock of the peer directory cache; nil means time.Now.
-	// Tests set it to pass the cache's intervals without waiting.
+	// MaxMergeDelay is how long after a delivery a peer has to prove
+	// that its transfer log includes the entry its receipt promised
+	// (docs/audit.md 6). Zero means 1 min.
+	MaxMergeDelay time.Duration
+	// Now is the clock of the peer directory cache, of the transfer log's
+	// entries and merge delays and of the refusal windows; nil means
+	// time.Now. Tests set it to pass intervals without waiting.
 	Now func() time.Time
 
 	// directoryFault, if set, is asked before each fetch of a peer's
@@ -93,6 +100,22 @@ type Options struct {
 	// ?wait= for bundle id starts waiting for its delivery to end: tests
 	// wait on it before they make the delivery end.
 	onStatusWait func(id string)
+	// onCosigned, if set, is called when a peer's cosignature of this
+	// gateway's checkpoint of size is stored, with the old size the
+	// request was made from; onWitnessFailed after each failed
+	// witnessing round is counted: tests wait on them.
+	onCosigned      func(peer string, oldSize, size int64)
+	onWitnessFailed func(peer, reason string)
+	// onReceiptProven and onReceiptNotIncluded, if set, are called when
+	// a delivered bundle's receipt is proven included in the peer's log,
+	// and when its receipt-not-included event is recorded.
+	onReceiptProven, onReceiptNotIncluded func(id string)
+	// proveHook, if set, gets each inclusion proof this gateway made for
+	// a peer, and answers in its place: tests make a peer that withholds.
+	proveHook func(req *transfer.ProofRequest, resp *transfer.ProofResponse, err error) (*transfer.ProofResponse, error)
+	// onRefusalsLogged, if set, is called when refusal windows have been
+	// summed up in the transfer log, with the number of entries.
+	onRefusalsLogged func(entries int)
 }
 
 // Gateway is a running gateway.
@@ -127,6 +150,15 @@ type Gateway struct {
 	tlog *audit.Log
 	// apiErrors is the API server's error log (see apiErrorLog).
 	apiErrors *apiErrorLog
+	// logPeers are the peers' parts in the transfer logs: their keys,
+	// witnessing and the checks of their receipts (witness.go,
+	// inclusion.go); witness cosigns their checkpoints; ownLogV checks
+	// this gateway's own. refusalSum sums up refused requests for the
+	// log (refusals_log.go).
+	logPeers   map[string]*logPeer
+	witness    *torchwood.CosignatureSigner
+	ownLogV    note.Verifier
+	refusalSum *refusalSummary
 
 	closeOnce sync.Once
 	closeErr  error
@@ -170,6 +202,10 @@ func New(opts Options) (*Gateway, error) {
 		metrics:       newMetrics(),
 	}
 	g.apiErrors = &apiErrorLog{log: g.log.Named("api"), metrics: g.metrics, now: g.now, counted: opts.onAPIHandshakeFailed}
+	g.refusalSum = newRefusalSummary(g.now)
+	if err := g.initLogPeers(); err != nil {
+		return nil, err
+	}
 	peerCAs := map[string]*x509.CertPool{}
 	for _, p := range opts.Peers {
 		g.peers[p.ID] = p
@@ -185,7 +221,10 @@ func New(opts Options) (*Gateway, error) {
 	g.server, err = transfer.Listen(opts.PeerAddr, transfer.ServerConfig{
 		ID: opts.ID, Certificate: opts.Certificate, PeerCAs: peerCAs,
 		Receiver: g, Logger: g.log,
-		OnRefuse: func(stage, code string) { g.metrics.refusals.WithLabelValues("peer-"+stage, code).Inc() },
+		OnRefuse: func(stage, code string) {
+			g.metrics.refusals.WithLabelValues("peer-"+stage, code).Inc()
+			g.refusalSum.addPeer(stage, code)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -268,6 +307,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		return err
 	})
 	eg.Go(func() error { return g.deliverLoop(ctx) })
+	eg.Go(func() error { return g.runWitnessing(ctx) })
+	eg.Go(func() error { return g.runInclusionChecks(ctx) })
+	eg.Go(func() error { return g.runRefusalSummary(ctx) })
 	eg.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -276,6 +318,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	})
 	g.log.Info("gateway running", zap.String("peer", g.PeerAddr()), zap.String("api", g.APIAddr()))
 	err = eg.Wait()
+	// Everything that could refuse a request has stopped: the last
+	// refusals go into the log, which is still running.
+	g.flushRefusals(ctx, true)
 	g.log.Info("gateway stopped")
 	return err
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"evx/audit"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,6 +17,11 @@ type metrics struct {
 
 	apiConns        prometheus.Gauge
 	apiConnsRefused *prometheus.CounterVec
+
+	securityEvents      *prometheus.CounterVec
+	witnessFailures     *prometheus.CounterVec
+	cosignatureAge      *prometheus.GaugeVec
+	receiptsNotIncluded *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -43,10 +50,29 @@ func newMetrics() *metrics {
 			Name: "evx_api_connections_refused_total",
 			Help: "Connections to the local API closed at once, by the limit they were over: total or source (per source address).",
 		}, []string{"limit"}),
+		securityEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_security_events_total",
+			Help: "Security events by kind: inconsistent-checkpoint (a peer presented a forked or rewritten log), receipt-not-included (a peer did not prove a receipt's entry in its log in time).",
+		}, []string{"kind"}),
+		witnessFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_witness_failures_total",
+			Help: "Failed rounds of having a peer witness this gateway's transfer log, by peer and reason.",
+		}, []string{"peer", "reason"}),
+		cosignatureAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "evx_witness_cosignature_age_seconds",
+			Help: "Seconds since the peer last cosigned a checkpoint of this gateway's transfer log (since the gateway started, if it has not).",
+		}, []string{"peer"}),
+		receiptsNotIncluded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "evx_receipts_not_included",
+			Help: "Peers' receipts whose promised log entry the peer has not proven included within the maximum merge delay, still unproven.",
+		}, []string{"peer"}),
 	}
 	// Both series exist from the start, at zero.
 	m.apiConnsRefused.WithLabelValues(limitTotal)
 	m.apiConnsRefused.WithLabelValues(limitSource)
+	for _, k := range audit.SecurityKinds() {
+		m.securityEvents.WithLabelValues(string(k.Kind))
+	}
 	return m
 }
 
@@ -55,5 +81,6 @@ func newMetrics() *metrics {
 func (g *Gateway) Collectors() []prometheus.Collector { return g.metrics.collectors() }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.bundles, m.refusals, m.bytes, m.logFailures, m.apiConns, m.apiConnsRefused}
+	return []prometheus.Collector{m.bundles, m.refusals, m.bytes, m.logFailures, m.apiConns, m.apiConnsRefused,
+		m.securityEvents, m.witnessFailures, m.cosignatureAge, m.receiptsNotIncluded}
 }

@@ -317,10 +317,11 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	if err := g.recordDelivered(ctx, env, peer.ID, d); err != nil {
 		return err
 	}
-	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: time.Now().UTC()}
+	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: g.now().UTC()}
 	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
 		return err
 	}
+	g.expectInclusion(id, peer.ID, d, out.Delivered)
 	g.delivered(id, peer.ID, d.Duplicate, start)
 	return nil
 }

@@ -107,7 +107,7 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 	o := gateway.Options{ID: cfg.ID, ConfigSHA256: sha256.Sum256([]byte(cfg.String())), PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
 		MaxBundleSize: int64(cfg.Limits.MaxBundleSize), Logger: log,
 		APIMaxConns: cfg.Limits.APIConnections, APIMaxConnsPerSource: cfg.Limits.APIConnectionsPerSource,
-		UploadStallTimeout: time.Duration(cfg.Limits.StallTimeout)}
+		UploadStallTimeout: time.Duration(cfg.Limits.StallTimeout), MaxMergeDelay: time.Duration(cfg.Log.MaxMergeDelay)}
 	var err error
 	if o.Certificate, err = tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
 		return o, fmt.Errorf("tls: %w", err)
