@@ -590,3 +590,67 @@ func (s *auditState) unlock() {
 		s.lock = nil
 	}
 }
+
+// exportProfileLog copies the transfer log of the profile's gateway into
+// dir, as evx audit export does, then verifies the copy as evx audit
+// verify --dir --profile would and saves its checkpoint beside the
+// profile. The export's keys file holds the keys the profile pins. If the
+// copy does not verify, dir keeps it, as evidence, and the error names the
+// failure.
+func exportProfileLog(ctx context.Context, profile, dir string, o auditOptions) (*auditedLog, error) {
+	path, from, err := profilePath(profile, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	l, err := exportProfileAt(ctx, path, dir, o)
+	if err != nil && from == profileEnv {
+		err = fmt.Errorf("%s: %w", profileEnv, err)
+	}
+	return l, err
+}
+
+func exportProfileAt(ctx context.Context, path, dir string, o auditOptions) (*auditedLog, error) {
+	if err := crypto.CheckOutputDir(dir); err != nil {
+		return nil, err
+	}
+	p, keys, err := profileAuditKeys(path)
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := readProfile(path, false, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := keys.verifyOptions()
+	if err != nil {
+		return nil, p.Errorf("log_key", "%v", err)
+	}
+	gw, _ := logGateway(opts.Log.Name())
+	st, err := lockAuditState(auditStatePath(p, gw))
+	if err != nil {
+		return nil, err
+	}
+	defer st.unlock()
+	opts.Saved = st.saved
+	src := c.Log()
+	signed, err := waitCosigned(ctx, src, opts, o)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := audit.Export(ctx, pinnedSource{src, signed}, dir, audit.ExportOptions{LogKey: keys.Log, WitnessKeys: keys.Witnesses}); err != nil {
+		return nil, fmt.Errorf("exporting the transfer log of %s from the gateway at %s: %w", gw, c.Gateway(), err)
+	}
+	// What is verified is the copy, as it was written, not what the
+	// gateway would answer now.
+	exported := audit.Dir(dir)
+	signed, err = exported.ReadFile(ctx, "checkpoint")
+	if err != nil {
+		return nil, err
+	}
+	l, err := verifyPinned(ctx, pinnedSource{exported, signed}, gw, keys, "export "+dir+" of the gateway at "+c.Gateway(), opts, st)
+	if err != nil {
+		return nil, err
+	}
+	l.ExportKeys = &audit.Keys{Log: keys.Log, Witnesses: keys.Witnesses}
+	return l, nil
+}

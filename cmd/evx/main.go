@@ -94,6 +94,7 @@ $XDG_CONFIG_HOME/evx/profile.yaml).
 		newDemoCmd(),
 		newGatewayCmd(),
 		newLogKeysCmd(),
+		newAuditCmd(),
 		newConfigCmd(),
 		newPushCmd(),
 		newInboxCmd(),
