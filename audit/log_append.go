@@ -170,20 +170,50 @@ var errAbandoned = errors.New("batch abandoned by all its appenders")
 // Concurrent Appends are stored together in batches. If Append fails, or
 // ctx is done before it returns, the entry may or may not be in the log.
 func (l *Log) Append(ctx context.Context, entry []byte) (int64, tlog.Hash, error) {
-	if len(entry) == 0 || len(entry) > MaxEntrySize {
-		return 0, tlog.Hash{}, fmt.Errorf("entry of %d bytes: entries are 1 to %d bytes", len(entry), MaxEntrySize)
+	i, err := l.AppendAll(ctx, [][]byte{entry})
+	if err != nil {
+		return 0, tlog.Hash{}, err
 	}
-	entry = bytes.Clone(entry)
+	return i, tlog.RecordHash(entry), nil
+}
+
+// maxAppendAll bounds the entries of one AppendAll, which go into one batch
+// whatever the log's MaxBatch.
+const maxAppendAll = 16
+
+// AppendAll adds entries to the log, one after the other in one batch, and
+// returns the index of the first once all are durable: one storage write
+// for events that happen together. It takes 1 to 16 entries, each as
+// Append does, and fails as Append does, for all of them.
+func (l *Log) AppendAll(ctx context.Context, entries [][]byte) (int64, error) {
+	if len(entries) == 0 || len(entries) > maxAppendAll {
+		return 0, fmt.Errorf("%d entries appended at once: want 1 to %d", len(entries), maxAppendAll)
+	}
+	size := 0
+	own := make([][]byte, len(entries))
+	for i, e := range entries {
+		if len(e) == 0 || len(e) > MaxEntrySize {
+			return 0, fmt.Errorf("entry of %d bytes: entries are 1 to %d bytes", len(e), MaxEntrySize)
+		}
+		own[i] = bytes.Clone(e)
+		size += len(e)
+	}
+	entries = own
 	s := &l.seq
 	s.mu.Lock()
 	b := s.open
+	if b != nil && (len(b.entries)+len(entries) > max(l.cfg.MaxBatch, len(entries)) || b.size+size > maxBatchBytes) {
+		// The entries go together or not at all: b is full for them.
+		l.closeOpenLocked()
+		b = nil
+	}
 	if b == nil {
 		b = newBatch()
 		s.open = b
 	}
 	k := len(b.entries)
-	b.entries = append(b.entries, entry)
-	b.size += len(entry)
+	b.entries = append(b.entries, entries...)
+	b.size += size
 	b.waiters++
 	if len(b.entries) >= l.cfg.MaxBatch || b.size > maxBatchBytes-MaxEntrySize {
 		l.closeOpenLocked()
@@ -211,9 +241,9 @@ func (l *Log) Append(ctx context.Context, entry []byte) (int64, tlog.Hash, error
 		select {
 		case <-b.done:
 			if b.err != nil {
-				return 0, tlog.Hash{}, b.err
+				return 0, b.err
 			}
-			return b.first + int64(k), tlog.RecordHash(entry), nil
+			return b.first + int64(k), nil
 		case <-leadCh:
 			leadCh = nil
 			s.mu.Lock()
@@ -225,7 +255,7 @@ func (l *Log) Append(ctx context.Context, entry []byte) (int64, tlog.Hash, error
 			}
 		case <-ctx.Done():
 			l.leave(b)
-			return 0, tlog.Hash{}, fmt.Errorf("appending to the transfer log: %w", ctx.Err())
+			return 0, fmt.Errorf("appending to the transfer log: %w", ctx.Err())
 		}
 	}
 }
