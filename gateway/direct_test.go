@@ -102,7 +102,7 @@ func testDirectDelivery(t *testing.T, newStore func(testing.TB, string) storage.
 		// FR fails to store the first attempt and asks to be tried
 		// later; Push uploads again and the second attempt is delivered.
 		deBefore := len(objects(t, tw.Stores["DE"]))
-		faulty["FR"].Inject(storagetest.OpCreate, "", storagetest.BeforePersist)
+		faulty["FR"].InjectUnder(storagetest.OpCreate, inboxPrefix, storagetest.BeforePersist)
 		res, err := client.Push(ctx, de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evxtest.Evidence(t, 50_000),
 			Seal: evxtest.SealOptions(), TempDir: t.TempDir(), Wait: 20 * time.Second})
 		if err != nil {

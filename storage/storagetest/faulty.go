@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"evx/storage"
@@ -65,9 +66,10 @@ type Faulty struct {
 }
 
 type fault struct {
-	op   Op
-	key  string
-	when When
+	op     Op
+	key    string
+	prefix bool // key is a prefix of the keys the fault strikes
+	when   When
 	err  error // also wrapped by the fault's error, if not nil
 }
 
@@ -99,6 +101,18 @@ func (f *Faulty) InjectError(op Op, key string, when When, err error) {
 	f.faults = append(f.faults, fault{op: op, key: key, when: when, err: err})
 }
 
+// InjectUnder is Inject for the next call of op on any key that starts
+// with prefix: for a test that cannot know the key in advance while other
+// work of the same kind goes on in the background.
+func (f *Faulty) InjectUnder(op Op, prefix string, when When) {
+	if when != BeforePersist && when != AfterPersist {
+		panic(fmt.Sprintf("storagetest: invalid When %d", when))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.faults = append(f.faults, fault{op: op, key: prefix, prefix: true, when: when})
+}
+
 // Pending returns how many injected faults have not struck yet.
 func (f *Faulty) Pending() int {
 	f.mu.Lock()
@@ -112,7 +126,7 @@ func (f *Faulty) take(op Op, key string) fault {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, ft := range f.faults {
-		if ft.op == op && (ft.key == "" || ft.key == key) {
+		if ft.op == op && (ft.key == "" || ft.key == key || ft.prefix && strings.HasPrefix(key, ft.key)) {
 			f.faults = append(f.faults[:i], f.faults[i+1:]...)
 			return ft
 		}
