@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"evx/api"
@@ -53,31 +54,68 @@ type logged struct {
 // record appends e to the transfer log, with the time and this gateway's
 // id, and returns once it is durable.
 func (g *Gateway) record(ctx context.Context, e audit.Entry) (logged, error) {
-	e.Time = g.now().UTC()
-	e.Gateway = g.opts.ID
-	data, err := e.MarshalCanonical()
+	l, err := g.recordAll(ctx, e)
 	if err != nil {
-		// A bug: the gateway built an entry its own log refuses.
-		return logged{}, fmt.Errorf("transfer log entry %s: %w", e.Event, err)
+		return logged{}, err
 	}
-	i, leaf, err := g.tlog.Append(ctx, data)
+	return l[0], nil
+}
+
+// recordAll records events that happen together with one storage write,
+// in their order, as record does.
+func (g *Gateway) recordAll(ctx context.Context, es ...audit.Entry) ([]logged, error) {
+	now := g.now().UTC()
+	data := make([][]byte, len(es))
+	for i, e := range es {
+		e.Time = now
+		e.Gateway = g.opts.ID
+		var err error
+		if data[i], err = e.MarshalCanonical(); err != nil {
+			// A bug: the gateway built an entry its own log refuses.
+			return nil, fmt.Errorf("transfer log entry %s: %w", e.Event, err)
+		}
+	}
+	first, err := g.tlog.AppendAll(ctx, data)
 	if err != nil {
-		g.metrics.logFailures.Inc()
-		return logged{}, fmt.Errorf("recording %s in the transfer log: %w", e.Event, err)
+		g.metrics.logFailures.Add(float64(len(es)))
+		return nil, fmt.Errorf("recording %s in the transfer log: %w", eventNames(es), err)
 	}
-	return logged{index: i, leaf: leaf}, nil
+	out := make([]logged, len(es))
+	for i, d := range data {
+		out[i] = logged{index: first + int64(i), leaf: tlog.RecordHash(d)}
+	}
+	return out, nil
+}
+
+// eventNames names the events of es for an error message.
+func eventNames(es []audit.Entry) string {
+	names := make([]string, len(es))
+	for i, e := range es {
+		names[i] = string(e.Event)
+	}
+	return strings.Join(names, " and ")
 }
 
 // recordEnvelope records an event about a bundle described by env, with
 // the envelope's members that the event carries.
 func (g *Gateway) recordEnvelope(ctx context.Context, e audit.Entry, env *crypto.Envelope) (logged, error) {
-	if env != nil {
-		if err := e.SetEnvelope(env); err != nil {
-			return logged{}, err
-		}
-		keepCarried(&e)
+	if err := withEnvelope(&e, env); err != nil {
+		return logged{}, err
 	}
 	return g.record(ctx, e)
+}
+
+// withEnvelope sets the members of e that its event carries from env,
+// if not nil.
+func withEnvelope(e *audit.Entry, env *crypto.Envelope) error {
+	if env == nil {
+		return nil
+	}
+	if err := e.SetEnvelope(env); err != nil {
+		return err
+	}
+	keepCarried(e)
+	return nil
 }
 
 // keepCarried clears the envelope members that e's event does not carry

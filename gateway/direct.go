@@ -88,11 +88,11 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	}
 	// The bundle has crossed the border: record it even if the submitter
 	// has gone meanwhile.
+	// The upload's acceptance and the delivery are one write: a small
+	// push waits for the log's storage once, not twice.
 	ctx = context.WithoutCancel(ctx)
-	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventUploadAccepted, Actor: audit.UnitActor(u.Unit), Peer: peer.ID}, env); err != nil {
-		return nil, err
-	}
-	if err := g.recordDelivered(ctx, env, peer.ID, d); err != nil {
+	if err := g.recordDelivered(ctx, env, peer.ID, d,
+		audit.Entry{Event: audit.EventUploadAccepted, Actor: audit.UnitActor(u.Unit), Peer: peer.ID}); err != nil {
 		return nil, err
 	}
 	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: g.now().UTC()}

@@ -131,9 +131,15 @@ func (g *Gateway) submitted(u User, env *crypto.Envelope, peers []string, how st
 
 // recordDelivered records a delivery with the peer's receipt, before the
 // receipt is stored: the commit point of the delivery at this gateway.
-func (g *Gateway) recordDelivered(ctx context.Context, env *crypto.Envelope, peer string, d *transfer.Delivery) error {
-	_, err := g.recordEnvelope(context.WithoutCancel(ctx), audit.Entry{Event: audit.EventDelivered, Actor: audit.PeerActor(peer),
-		Peer: peer, Receipt: d.Receipt}, env)
+// Events that happened with it (before) go into the log in the same write.
+func (g *Gateway) recordDelivered(ctx context.Context, env *crypto.Envelope, peer string, d *transfer.Delivery, before ...audit.Entry) error {
+	es := append(before[:len(before):len(before)], audit.Entry{Event: audit.EventDelivered, Actor: audit.PeerActor(peer), Peer: peer, Receipt: d.Receipt})
+	for i := range es {
+		if err := withEnvelope(&es[i], env); err != nil {
+			return err
+		}
+	}
+	_, err := g.recordAll(context.WithoutCancel(ctx), es...)
 	return err
 }
 
