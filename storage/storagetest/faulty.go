@@ -70,7 +70,7 @@ type fault struct {
 	key    string
 	prefix bool // key is a prefix of the keys the fault strikes
 	when   When
-	err  error // also wrapped by the fault's error, if not nil
+	err    error // also wrapped by the fault's error, if not nil
 }
 
 var _ storage.Backend = (*Faulty)(nil)
