@@ -9,6 +9,7 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -417,25 +418,45 @@ func (l *auditedLog) Entries(ctx context.Context) iter.Seq2[auditEntry, error] {
 				yield(auditEntry{}, fmt.Errorf("%w: reading the leaves %d to %d of the verified tree: %v", audit.ErrTiles, first, first+int64(t.W)-1, err))
 				return
 			}
-			for i := range t.W {
+			bundle := make([]auditEntry, t.W)
+			for i := range bundle {
 				e, rest, err := torchwood.ReadTileEntry(data)
 				if err != nil || tlog.RecordHash(e) != want[i] {
 					yield(auditEntry{}, fmt.Errorf("%w: entry %d, read again from %s, is not the one verified: the source's answers change", audit.ErrEntryChanged, first+int64(i), path))
 					return
 				}
 				data = rest
-				ae := auditEntry{Index: first + int64(i), Data: e}
-				ae.Entry, ae.Err = audit.ParseEntry(e)
-				if !yield(ae, nil) {
-					return
-				}
+				bundle[i] = auditEntry{Index: first + int64(i), Data: e}
 			}
 			if len(data) != 0 {
 				yield(auditEntry{}, fmt.Errorf("%w: %s, read again, holds more entries than the verified tree", audit.ErrEntryChanged, path))
 				return
 			}
+			parseEntries(bundle)
+			for _, e := range bundle {
+				if !yield(e, nil) {
+					return
+				}
+			}
 		}
 	}
+}
+
+// parseEntries parses the entries of a bundle on every CPU: parsing, which
+// checks an entry's one encoding, costs more than reading and hashing.
+func parseEntries(es []auditEntry) {
+	workers := min(runtime.GOMAXPROCS(0), len(es))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(es); i += workers {
+				es[i].Entry, es[i].Err = audit.ParseEntry(es[i].Data)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // Prove returns the inclusion proof of entry index, whose bytes are
