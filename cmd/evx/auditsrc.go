@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"evx/audit"
+	"evx/client"
 	"evx/config"
 	"evx/crypto"
 
@@ -180,6 +181,13 @@ func verifyProfileAt(ctx context.Context, path string, o auditOptions) (*audited
 	if err != nil {
 		return nil, err
 	}
+	return verifyProfileClient(ctx, p, keys, c, o)
+}
+
+// verifyProfileClient is verifyProfileLog with the profile read, and a
+// client of its gateway, which a caller that verifies again and again
+// reuses, with its connections.
+func verifyProfileClient(ctx context.Context, p *config.Profile, keys auditKeys, c *client.Client, o auditOptions) (*auditedLog, error) {
 	opts, err := keys.verifyOptions()
 	if err != nil {
 		return nil, p.Errorf("log_key", "%v", err)

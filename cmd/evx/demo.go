@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"text/tabwriter"
 	"time"
 
+	"evx/audit"
 	"evx/client"
 	"evx/config"
 	"evx/crypto"
@@ -28,7 +32,9 @@ func newDemoCmd() *cobra.Command {
 and certificates of two countries, DE and FR, starts their gateways on
 loopback with local-disk storage in a temporary directory, has DE's
 forensic unit push sample evidence to FR's prosecutor, and has the
-prosecutor pull and open it. Each step is printed with its timing.`,
+prosecutor pull and open it. It ends as an auditor of each country would,
+verifying both gateways' transfer logs and listing their entries about the
+bundle. Each step is printed with its timing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := os.MkdirTemp("", "evx-demo-*")
@@ -89,7 +95,13 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 		}
 		// The demo runs from the files a deployment has, as evx dev-env
 		// writes them: configurations, keys, certificates and profiles.
-		return "DE and FR each: CA, gateway certificate and signing key, forensics,\nprosecutor, auditor and operator with unit keys and client certificates\n", world.WriteFiles(dir, nil)
+		if err := world.WriteFiles(dir, nil); err != nil {
+			return "", err
+		}
+		if err := pinDemoAuditors(world, dir); err != nil {
+			return "", err
+		}
+		return "DE and FR each: CA, gateway certificate and signing key, forensics,\nprosecutor, auditor and operator with unit keys and client certificates;\nthe auditors pin their gateway's log key and the other's witness key\n", nil
 	}); err != nil {
 		return err
 	}
@@ -180,7 +192,7 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 	}
 
 	out := filepath.Join(dir, "opened")
-	return step.run("pull: download, verify and open at FR/prosecutor, acknowledge", func() (string, error) {
+	if err := step.run("pull: download, verify and open at FR/prosecutor, acknowledge", func() (string, error) {
 		res, err := client.Pull(ctx, fr, frKey, pushed.Envelope.BundleID, out, "", nil)
 		if err != nil {
 			return "", err
@@ -188,8 +200,134 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 		var b bytes.Buffer
 		printOpenSummary(&b, res.Open, res.SenderPinned, out)
 		return b.String(), compareTrees(evidence, filepath.Join(out, "case-4711"))
+	}); err != nil {
+		return err
+	}
+
+	auditor := func(country string) string { return filepath.Join(dir, country, "auditor", "profile.yaml") }
+	if err := step.run("audit log --bundle at DE/auditor and FR/auditor: the transfer logs", func() (string, error) {
+		var b bytes.Buffer
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		// Each side's last event about the bundle: the entries are in a
+		// cosigned checkpoint once it is.
+		for _, side := range []struct {
+			country string
+			last    audit.Event
+		}{{"DE", audit.EventDelivered}, {"FR", audit.EventRetrievalAcknowledged}} {
+			entries, err := demoBundleEntries(ctx, auditor(side.country), pushed.Envelope.BundleID, side.last)
+			if err != nil {
+				return "", fmt.Errorf("transfer log of %s: %w", side.country, err)
+			}
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s #%d\t%s\t%s\t%s\t%s\n", side.country, e.Index, e.Entry.Time.UTC().Format("15:04:05.000Z"),
+					e.Entry.Event, e.Entry.Actor, e.Entry.Outcome())
+			}
+		}
+		err := tw.Flush()
+		return b.String(), err
+	}); err != nil {
+		return err
+	}
+
+	return step.run("audit verify at DE/auditor and FR/auditor", func() (string, error) {
+		var b bytes.Buffer
+		for _, country := range []string{"DE", "FR"} {
+			l, err := verifyProfileLog(ctx, auditor(country), auditOptions{})
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "%s: %d entries, checkpoint signed by %s (pinned), cosigned by %s,\n    extends the checkpoint of size %d the auditor saved before\n",
+				country, l.N, keyID(l.Keys.Log), strings.Join(l.Cosigners, ", "), l.SavedSize)
+		}
+		return b.String(), nil
 	})
 }
+
+// pinDemoAuditors adds to each country's auditor profile the keys an
+// auditor pins, as the operators would hand them over: its gateway's log
+// key and the other gateways' witness keys.
+func pinDemoAuditors(world *devenv.World, dir string) error {
+	for _, c := range world.Countries {
+		path := filepath.Join(dir, c.ID, "auditor", "profile.yaml")
+		p, err := config.LoadProfile(path)
+		if err != nil {
+			return err
+		}
+		if p.LogKey != "" {
+			continue // dev-env pinned them
+		}
+		logKey, _ := c.Signing.Signer().LogVerifierKeys(c.ID)
+		text := "log_key: " + logKey + "\nwitness_keys:\n"
+		for _, o := range world.Countries {
+			if o.ID != c.ID {
+				_, witnessKey := o.Signing.Signer().LogVerifierKeys(o.ID)
+				text += "  - " + witnessKey + "\n"
+			}
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteString(text)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// demoBundleEntries verifies the transfer log of the auditor's gateway and
+// returns its entries about bundle id, once they include the event last: a
+// gateway integrates an entry into a checkpoint, and its peer cosigns it,
+// a moment after the request that logged it was answered.
+func demoBundleEntries(ctx context.Context, profile, id string, last audit.Event) ([]auditEntry, error) {
+	p, keys, err := profileAuditKeys(profile)
+	if err != nil {
+		return nil, err
+	}
+	c, _, err := readProfile(profile, false, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(demoLogWait)
+	for {
+		l, err := verifyProfileClient(ctx, p, keys, c, auditOptions{})
+		if err != nil {
+			return nil, err
+		}
+		var found []auditEntry
+		done := false
+		for e, err := range l.Entries(ctx) {
+			if err != nil {
+				return nil, err
+			}
+			if e.Entry != nil && e.Entry.BundleID == id {
+				found = append(found, e)
+				done = done || e.Entry.Event == last
+			}
+		}
+		if done {
+			return found, nil
+		}
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("no %s entry about bundle %s in the verified log after %s", last, id, demoLogWait)
+		}
+		t := time.NewTimer(cosignPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// demoLogWait bounds how long the demo waits for the bundle's entries to
+// be in a cosigned checkpoint.
+const demoLogWait = 20 * time.Second
 
 func writeSampleEvidence(dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "chat-export"), 0o755); err != nil {
