@@ -279,7 +279,12 @@ func NewTally(opts ReportOptions) (*Tally, error) {
 // (TransparencyReport.Unread); any other entry that does not parse is an
 // error.
 func (t *Tally) AddBytes(data []byte) error {
-	e, err := ParseEntry(data)
+	return t.AddParsed(ParseEntry(data))
+}
+
+// AddParsed counts what ParseEntry returned for the next entry of the
+// log, as AddBytes does: for a reader that parsed the entry already.
+func (t *Tally) AddParsed(e *Entry, err error) error {
 	switch {
 	case errors.Is(err, ErrUnsupportedFormat), errors.Is(err, ErrUnknownEvent):
 		t.unread++

@@ -95,6 +95,7 @@ $XDG_CONFIG_HOME/evx/profile.yaml).
 		newGatewayCmd(),
 		newLogKeysCmd(),
 		newAuditCmd(),
+		newReportCmd(),
 		newConfigCmd(),
 		newPushCmd(),
 		newInboxCmd(),
