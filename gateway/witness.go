@@ -46,8 +46,9 @@ const (
 	// within a second of its entries, and the look is in memory.
 	witnessPoll = time.Second
 	// witnessRefresh is how often the latest checkpoint is sent again
-	// when the log does not grow: a fresh cosignature shows that the
-	// witness is there and still sees this history.
+	// when the log does not grow, by the gateway's clock: a fresh
+	// cosignature shows that the witness is there and still sees this
+	// history.
 	witnessRefresh = time.Minute
 	// maxConflictRetries bounds the requests of one round that a witness
 	// answers with conflict: one is routine, after a restart or a lost
@@ -87,7 +88,8 @@ type logPeer struct {
 	// cosignedAt is when the peer last cosigned this gateway's log, in
 	// Unix nanoseconds by the gateway's clock, or when witnessing began.
 	cosignedAt atomic.Int64
-	// news wakes the witnessing loop when the log has a new checkpoint.
+	// news wakes the witnessing loop, every witnessPoll, to look for a
+	// new checkpoint or a refresh that is due.
 	news chan struct{}
 
 	// mu guards inconsistentAt, when an inconsistent checkpoint of the
@@ -180,6 +182,13 @@ func openCheckpoint(signed []byte, peer string, logV note.Verifier) (*note.Note,
 	c, err := torchwood.ParseCheckpoint(n.Text)
 	if err != nil {
 		return nil, torchwood.Checkpoint{}, transfer.Reject(transfer.CodeMalformed, "the signed note is not a checkpoint: %v", err)
+	}
+	if (torchwood.Checkpoint{Origin: c.Origin, Tree: c.Tree}).String() != n.Text {
+		// Extension lines, or a root hash in another base64 form: evx
+		// logs write neither (docs/audit.md 4.1). Refused, so that what
+		// is kept as evidence is some two hundred bytes, not whatever
+		// fits in a request.
+		return nil, torchwood.Checkpoint{}, transfer.Reject(transfer.CodeMalformed, "the checkpoint is not in the form evx logs write: three lines, no extension lines")
 	}
 	if want := crypto.LogOrigin(peer); c.Origin != want {
 		return nil, torchwood.Checkpoint{}, transfer.Reject(transfer.CodeBadSignature, "a checkpoint of %q, not of %s", c.Origin, want)
@@ -293,14 +302,36 @@ func (g *Gateway) inconsistentCheckpoint(ctx context.Context, lp *logPeer, n *no
 	e := audit.Entry{Event: audit.EventSecurity, Actor: audit.GatewayActor, Kind: audit.KindInconsistentCheckpoint,
 		Peer: lp.peer.ID, Checkpoint: evidence(n),
 		Reason: fmt.Sprintf("checkpoint of size %d inconsistent with the one of size %d cosigned before", c.N, known.N)}
-	if _, err := g.record(context.WithoutCancel(ctx), e); err != nil {
-		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.String("kind", string(e.Kind)), zap.Error(err))
+	if err := g.recordSecurity(ctx, e); err != nil {
+		// Not recorded: the next one may try.
+		lp.mu.Lock()
+		if lp.inconsistentAt.Equal(now) {
+			lp.inconsistentAt = time.Time{}
+		}
+		lp.mu.Unlock()
 	}
 }
 
+// securityRecordTimeout bounds the recording of a security event.
+const securityRecordTimeout = 30 * time.Second
+
+// recordSecurity records a security event: even when the peer that caused
+// it has gone (ctx is done), but not for longer than
+// securityRecordTimeout. A failure is logged here.
+func (g *Gateway) recordSecurity(ctx context.Context, e audit.Entry) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), securityRecordTimeout)
+	defer cancel()
+	_, err := g.record(ctx, e)
+	if err != nil {
+		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.String("kind", string(e.Kind)), zap.Error(err))
+	}
+	return err
+}
+
 // runWitnessing has the peers witness this gateway's log until ctx is
-// done: it looks for a new checkpoint every witnessPoll and wakes each
-// peer's loop, and keeps the age of each peer's last cosignature.
+// done: every witnessPoll it wakes each peer's loop, which sends a new
+// checkpoint, or the latest again once witnessRefresh has passed by the
+// gateway's clock, and it keeps the age of each peer's last cosignature.
 func (g *Gateway) runWitnessing(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -326,22 +357,15 @@ func (g *Gateway) runWitnessing(ctx context.Context) error {
 	}
 	t := time.NewTicker(witnessPoll)
 	defer t.Stop()
-	last := int64(-1)
 	for {
-		_, cp, err := g.tlog.Checkpoint(ctx)
-		if err == nil && cp.N != last {
-			last = cp.N
-			for _, lp := range witnesses {
-				select {
-				case lp.news <- struct{}{}:
-				default:
-				}
-			}
-		}
 		now := g.now()
 		for _, lp := range witnesses {
 			age := now.Sub(time.Unix(0, lp.cosignedAt.Load()))
 			g.metrics.cosignatureAge.WithLabelValues(lp.peer.ID).Set(max(age, 0).Seconds())
+			select {
+			case lp.news <- struct{}{}:
+			default:
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -352,35 +376,36 @@ func (g *Gateway) runWitnessing(ctx context.Context) error {
 }
 
 // witnessLoop asks lp to witness each new checkpoint, and the latest again
-// every witnessRefresh, until ctx is done. A failed round is retried after
-// a wait that doubles from RetryInterval up to RetryMax; new checkpoints
-// do not cut the wait short.
+// when its last cosignature is witnessRefresh old, until ctx is done; it
+// looks each time runWitnessing wakes it. A failed round is retried after
+// a wait that doubles from RetryInterval up to RetryMax, a refresh
+// included: the last cosignature is as old as it was.
 func (g *Gateway) witnessLoop(ctx context.Context, lp *logPeer) {
-	w := witnessState{cosigned: 0}
+	var w witnessState
 	wait := g.opts.RetryInterval
 	for {
-		var next <-chan time.Time
-		news := lp.news
 		reason, err := g.witnessRound(ctx, lp, &w)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err != nil:
-			g.witnessFailed(lp, reason, wait, err)
-			next, news = time.After(wait), nil
-			wait = min(2*wait, g.opts.RetryMax)
-		default:
-			wait = g.opts.RetryInterval
-			next = time.After(witnessRefresh)
 		}
+		if err == nil {
+			wait = g.opts.RetryInterval
+			select {
+			case <-ctx.Done():
+				return
+			case <-lp.news:
+			}
+			continue
+		}
+		g.witnessFailed(lp, reason, wait, err)
+		retry := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			retry.Stop()
 			return
-		case <-news:
-			w.refresh = false
-		case <-next:
-			w.refresh = err == nil
+		case <-retry.C:
 		}
+		wait = min(2*wait, g.opts.RetryMax)
 	}
 }
 
@@ -389,19 +414,19 @@ type witnessState struct {
 	// cosigned is the size of this log the peer last cosigned, as far as
 	// this process knows: 0 at first, which a conflict corrects.
 	cosigned int64
-	// refresh asks for the latest checkpoint to be cosigned again.
-	refresh bool
 }
 
 // witnessRound sends lp the latest checkpoint, if it has not cosigned it
-// yet or w.refresh is set, and stores its cosignature. On failure it
-// returns the reason, a value of the metric's label.
+// yet or its last cosignature is witnessRefresh old, and stores its
+// cosignature. On failure it returns the reason, a value of the metric's
+// label.
 func (g *Gateway) witnessRound(ctx context.Context, lp *logPeer, w *witnessState) (string, error) {
 	signed, cp, err := g.tlog.Checkpoint(ctx)
 	if err != nil {
 		return witnessLog, err
 	}
-	if cp.N == 0 || cp.N == w.cosigned && !w.refresh {
+	fresh := g.now().Sub(time.Unix(0, lp.cosignedAt.Load())) < witnessRefresh
+	if cp.N == 0 || cp.N == w.cosigned && fresh {
 		return "", nil
 	}
 	for try := 1; ; try++ {
@@ -416,6 +441,9 @@ func (g *Gateway) witnessRound(ctx context.Context, lp *logPeer, w *witnessState
 			} else if !errors.Is(err, storage.ErrNotExist) {
 				return witnessLog, err
 			}
+			// The next round asks afresh: the witness names its size
+			// again, and a glitch of one answer does not stick.
+			w.cosigned = 0
 			return witnessUnknownSize, fmt.Errorf("%s cosigned a checkpoint of size %d, which this log never published (it is of size %d): its storage lost checkpoints, or someone else signs with its key", lp.peer.ID, old, cp.N)
 		}
 		proof, err := g.tlog.ConsistencyProof(ctx, old, cp.N)
@@ -452,7 +480,7 @@ func (g *Gateway) witnessRound(ctx context.Context, lp *logPeer, w *witnessState
 			// kept already, an earlier one.
 			return witnessLog, err
 		}
-		w.cosigned, w.refresh = cp.N, false
+		w.cosigned = cp.N
 		lp.cosignedAt.Store(g.now().UnixNano())
 		g.metrics.cosignatureAge.WithLabelValues(lp.peer.ID).Set(0)
 		if g.opts.onCosigned != nil {
