@@ -178,12 +178,6 @@ type Log struct {
 	// entry is not provably included by then is a security event. A
 	// duration such as 1m. Optional; default 1m, from 1s to 24h.
 	MaxMergeDelay Duration `yaml:"max_merge_delay"`
-
-	// ReportThreshold is the smallest count a transparency report (evx
-	// report) shows as it is; smaller counts are shown as "<N", so that
-	// single cases cannot be singled out. Optional; default 5, from 1 to
-	// 1000.
-	ReportThreshold int `yaml:"report_threshold"`
 }
 
 // Peer is another country's gateway.
@@ -252,11 +246,8 @@ const (
 	DefaultStallTimeout            = Duration(30 * time.Second)
 )
 
-// Defaults of log.max_merge_delay and log.report_threshold.
-const (
-	DefaultMaxMergeDelay   = Duration(time.Minute)
-	DefaultReportThreshold = 5
-)
+// DefaultMaxMergeDelay is the default of log.max_merge_delay.
+const DefaultMaxMergeDelay = Duration(time.Minute)
 
 // DefaultMaxBundleSize is limits.max_bundle_size when it is not configured.
 const DefaultMaxBundleSize = 64 * GiB
@@ -306,7 +297,7 @@ func Parse(data []byte, baseDir string) (*Gateway, error) {
 	g := &Gateway{
 		Limits: Limits{MaxBundleSize: DefaultMaxBundleSize, APIConnections: DefaultAPIConnections,
 			APIConnectionsPerSource: DefaultAPIConnectionsPerSource, StallTimeout: DefaultStallTimeout},
-		Log: Log{MaxMergeDelay: DefaultMaxMergeDelay, ReportThreshold: DefaultReportThreshold},
+		Log: Log{MaxMergeDelay: DefaultMaxMergeDelay},
 	}
 	d, ok := decodeDocument(data, "configuration", g)
 	g.lines = d.lines

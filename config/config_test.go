@@ -387,7 +387,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 		Storage:    Storage{Dir: "/data"},
 		Limits: Limits{MaxBundleSize: GiB, APIConnections: DefaultAPIConnections,
 			APIConnectionsPerSource: DefaultAPIConnectionsPerSource, StallTimeout: DefaultStallTimeout},
-		Log: Log{MaxMergeDelay: DefaultMaxMergeDelay, ReportThreshold: DefaultReportThreshold},
+		Log: Log{MaxMergeDelay: DefaultMaxMergeDelay},
 	}
 	if err := g.Validate(); err != nil {
 		t.Fatal(err)

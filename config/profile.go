@@ -40,12 +40,25 @@ type Profile struct {
 	// evx.witness/<id>+<hash>+<key>) whose cosignatures an auditor
 	// requires on the checkpoints it verifies. Optional.
 	WitnessKeys []string `yaml:"witness_keys,omitempty"`
+	// ReportThreshold is the smallest count the auditor's transparency
+	// reports (evx report) show as it is; smaller counts are shown as
+	// "<N", so that single cases cannot be singled out. Optional; 0 means
+	// the default of 5; else from 2 to 1000 (MinReportThreshold,
+	// MaxReportThreshold).
+	ReportThreshold int `yaml:"report_threshold,omitempty"`
 
 	// file and lines locate the profile's fields, for errors about the
 	// files they name (see Errorf). Empty for a Profile built in code.
 	file  string
 	lines map[string]int
 }
+
+// Bounds of a profile's report_threshold, the same as evx report's
+// --threshold.
+const (
+	MinReportThreshold = 2
+	MaxReportThreshold = 1000
+)
 
 // LoadProfile reads and checks the profile at path: every field is
 // present, the gateway is an https:// URL, and the other fields are paths,
@@ -107,6 +120,9 @@ func parseProfile(data []byte, base string) (*Profile, Errors) {
 		if err := checkProfileLogKey(p.LogKey); err != nil {
 			add("log_key", "bad value %s: %v", quote(p.LogKey), err)
 		}
+	}
+	if n := p.ReportThreshold; n != 0 && (n < MinReportThreshold || n > MaxReportThreshold) {
+		add("report_threshold", "bad value %d: want from %d to %d (a threshold of 1 would single out cases)", n, MinReportThreshold, MaxReportThreshold)
 	}
 	seen := map[string]int{}
 	for i, k := range p.WitnessKeys {

@@ -66,7 +66,7 @@ func (g *Gateway) Summary() string {
 	row("  max bundle size", g.Limits.MaxBundleSize.String())
 	row("  API connections", fmt.Sprintf("%d, %d per source", g.Limits.APIConnections, g.Limits.APIConnectionsPerSource))
 	row("  stall timeout", g.Limits.StallTimeout.String())
-	row("  log", fmt.Sprintf("max merge delay %v, report threshold %d", g.Log.MaxMergeDelay, g.Log.ReportThreshold))
+	row("  log", fmt.Sprintf("max merge delay %v", g.Log.MaxMergeDelay))
 	tw.Flush()
 
 	fmt.Fprintf(&b, "peers: %d\n", len(g.Peers))

@@ -196,9 +196,6 @@ func (g *Gateway) validate() Errors {
 	if d := g.Log.MaxMergeDelay; d < Duration(time.Second) || d > Duration(24*time.Hour) {
 		add(g.badValue("log.max_merge_delay", d.String(), "want from 1s to 24h"))
 	}
-	if n := g.Log.ReportThreshold; n < 1 || n > 1000 {
-		add(g.badValue("log.report_threshold", strconv.Itoa(n), "want from 1 to 1000"))
-	}
 
 	identities := make(map[string]string)
 	for i, u := range g.Users {

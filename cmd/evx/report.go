@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"evx/config"
 	"fmt"
 	"slices"
 	"strings"
@@ -42,7 +43,8 @@ withheld count cannot be worked out from the others.
                           2026-04-01, then --from 2026-04-01 ...) count each
                           event once
   --format md|csv|json    Markdown (default), CSV or JSON, on stdout
-  --threshold N           the smallest count shown exactly, from 2 (default 5)
+  --threshold N           the smallest count shown exactly, from 2; by
+                          default the profile's report_threshold, else 5
 
 With --dir it reports on an export, with the keys pinned as for evx audit
 verify --dir. Publish reports of periods that do not overlap and have
@@ -50,6 +52,16 @@ ended: two reports of overlapping periods, or of one period at two times,
 differ by the cases in between, which the threshold does not protect.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("threshold") && f.profile != "" {
+				// The auditor's policy, kept in the profile.
+				p, err := config.LoadProfile(f.profile)
+				if err != nil {
+					return err
+				}
+				if p.ReportThreshold != 0 {
+					threshold = p.ReportThreshold
+				}
+			}
 			opts, err := reportOptions(from, to, threshold)
 			if err != nil {
 				return err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"evx/audit"
+	"evx/config"
 	"evx/crypto"
 
 	"filippo.io/torchwood"
@@ -233,5 +234,14 @@ func TestReportOptionsFlags(t *testing.T) {
 		case c.want != "" && (err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("reportOptions(%q, %q, %d): %v, want a usage error %q", c.from, c.to, c.threshold, err, c.want)
 		}
+	}
+}
+
+// The bounds of evx report's --threshold and of a profile's
+// report_threshold are the same.
+func TestReportThresholdBounds(t *testing.T) {
+	if audit.MinThreshold != config.MinReportThreshold || audit.MaxThreshold != config.MaxReportThreshold {
+		t.Errorf("--threshold from %d to %d, report_threshold from %d to %d", audit.MinThreshold, audit.MaxThreshold,
+			config.MinReportThreshold, config.MaxReportThreshold)
 	}
 }
