@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"evx/storage"
@@ -22,12 +23,18 @@ var benchEntry = bytes.Repeat([]byte("x"), 400)
 // last entries to be in a checkpoint, so that integration keeps up:
 // entries/s is the sustained rate. EVX_BENCH_APPENDERS sets the number of
 // appenders (default 64).
+//
+// Its baseline, BenchmarkAppend/*/Create, is what the same appenders get
+// from the backend without the log: each stores its entry as an object of
+// its own (a Create of a new key), unordered and in no tree.
 func BenchmarkAppend(b *testing.B) {
 	b.Run("Disk", func(b *testing.B) { benchAppend(b, newDisk(b)) })
+	b.Run("Disk/Create", func(b *testing.B) { benchCreate(b, newDisk(b)) })
 	b.Run("S3", func(b *testing.B) { benchAppend(b, newS3(b)) })
+	b.Run("S3/Create", func(b *testing.B) { benchCreate(b, newS3(b)) })
 }
 
-func benchAppend(b *testing.B, st storage.Backend) {
+func benchAppenders(b *testing.B) int {
 	appenders := 64
 	if s := os.Getenv("EVX_BENCH_APPENDERS"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -36,6 +43,29 @@ func benchAppend(b *testing.B, st storage.Backend) {
 		}
 		appenders = n
 	}
+	return appenders
+}
+
+func benchCreate(b *testing.B, st storage.Backend) {
+	ctx := b.Context()
+	var next atomic.Int64
+	b.SetParallelism((benchAppenders(b) + 1) / 2)
+	b.SetBytes(int64(len(benchEntry)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			k := fmt.Sprintf("bench/%020d", next.Add(1))
+			if err := st.Create(ctx, k, bytes.NewReader(benchEntry), int64(len(benchEntry))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+func benchAppend(b *testing.B, st storage.Backend) {
+	appenders := benchAppenders(b)
 	k := newKey(b, testOrigin)
 	l := openLog(b, st, config(k))
 	run(b, l)
