@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,14 @@ func (h *hookLog) install(id string, o *Options) {
 	o.onReceiptProven = func(bundle string) { h.add(hookEvent{what: "proven", gateway: id, id: bundle}) }
 	o.onReceiptNotIncluded = func(bundle string) { h.add(hookEvent{what: "not-included", gateway: id, id: bundle}) }
 	o.onRefusalsLogged = func(n int) { h.add(hookEvent{what: "refusals-logged", gateway: id, n: n}) }
+}
+
+// peerDown makes a gateway's requests to peer fail at once, as if nothing
+// answered at its address: tests where the peer does not run use it, so
+// that the gateway does not wait for handshakes to time out.
+func peerDown(o *Options, peer string) {
+	o.Peers = slices.Clone(o.Peers)
+	o.Peers[slices.IndexFunc(o.Peers, func(p transfer.Peer) bool { return p.ID == peer })].Address = "127.0.0.1:0"
 }
 
 // count returns how many events so far match.

@@ -136,9 +136,7 @@ func TestWitnessRefusesFork(t *testing.T) {
 	}, func(id string, o *Options) {
 		h.install(id, o)
 		o.Now = clock.Now
-		// FR does not run, and DE's requests to it fail at once.
-		o.Peers = slices.Clone(o.Peers)
-		o.Peers[slices.IndexFunc(o.Peers, func(p transfer.Peer) bool { return p.ID == "FR" })].Address = "127.0.0.1:0"
+		peerDown(o, "FR") // FR does not run
 	})
 	tw.Start(t, "DE")
 	h.waitFor(t, "DE running: its witness loop tried FR", func(e hookEvent) bool { return e.what == "witness-failed" })
@@ -292,13 +290,7 @@ func TestWitnessFailures(t *testing.T) {
 	}{
 		{
 			reason: witnessUnreachable, noFR: true,
-			// Nothing can answer at FR's address: the attempt fails
-			// at once, where a silent address would take the
-			// handshake's timeout.
-			modify: func(tw *testWorld, id string, o *Options) {
-				o.Peers = slices.Clone(o.Peers)
-				o.Peers[slices.IndexFunc(o.Peers, func(p transfer.Peer) bool { return p.ID == "FR" })].Address = "127.0.0.1:0"
-			},
+			modify: func(tw *testWorld, id string, o *Options) { peerDown(o, "FR") },
 		},
 		{
 			reason: witnessRefused,
