@@ -113,22 +113,24 @@ func (q *inclusionQueue) init() {
 	q.kick = make(chan struct{}, 1)
 }
 
-// add queues p unless its bundle is queued already or the queue is full.
-func (q *inclusionQueue) add(p *pendingReceipt) {
+// add queues p unless its bundle is queued already or the queue is full,
+// and reports whether it did.
+func (q *inclusionQueue) add(p *pendingReceipt) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.pending[p.id] != nil {
-		return
+		return false
 	}
 	if len(q.pending) >= maxPendingReceipts {
 		q.overflow = true
-		return
+		return false
 	}
 	q.pending[p.id] = p
 	select {
 	case q.kick <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 func (q *inclusionQueue) remove(id string) {
@@ -182,11 +184,17 @@ func (g *Gateway) queueReceipt(id, peer string, receipt *crypto.Signed, rl crypt
 	} else {
 		copy(leaf[:], b)
 	}
+	// An alerted receipt is counted while it is queued, from before the
+	// check loop can prove it; a rescan finds it queued already and must
+	// not count it twice.
 	if alerted {
 		g.metrics.receiptsNotIncluded.WithLabelValues(peer).Inc()
 	}
-	lp.incl.add(&pendingReceipt{id: id, receipt: receipt, log: rl, leaf: leaf, deadline: delivered.Add(g.opts.maxMergeDelay()),
+	added := lp.incl.add(&pendingReceipt{id: id, receipt: receipt, log: rl, leaf: leaf, deadline: delivered.Add(g.opts.maxMergeDelay()),
 		next: delivered.Add(inclusionFirstWait), wait: inclusionFirstWait, alerted: alerted})
+	if alerted && !added {
+		g.metrics.receiptsNotIncluded.WithLabelValues(peer).Dec()
+	}
 }
 
 // runInclusionChecks checks the receipts' promises of each peer whose log
@@ -440,8 +448,7 @@ func (g *Gateway) receiptNotIncluded(ctx context.Context, lp *logPeer, p *pendin
 	}
 	e := audit.Entry{Event: audit.EventSecurity, Actor: audit.GatewayActor, Kind: audit.KindReceiptNotIncluded,
 		BundleID: p.id, Peer: lp.peer.ID, Receipt: p.receipt, Reason: reason}
-	if _, err := g.record(context.WithoutCancel(ctx), e); err != nil {
-		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.String("kind", string(e.Kind)), zap.Error(err))
+	if err := g.recordSecurity(ctx, e); err != nil {
 		return
 	}
 	p.alerted = true
@@ -451,7 +458,9 @@ func (g *Gateway) receiptNotIncluded(ctx context.Context, lp *logPeer, p *pendin
 		zap.String("bundle", p.id), zap.String("peer", lp.peer.ID), zap.Int64("leaf_index", p.log.LeafIndex),
 		zap.Duration("max_merge_delay", g.opts.maxMergeDelay()), zap.String("reason", reason), zap.NamedError("last_error", cause))
 	rec := notIncludedRecord{Peer: lp.peer.ID, Deadline: p.deadline.UTC(), RecordedAt: g.now().UTC()}
-	if err := putJSON(context.WithoutCancel(ctx), g.opts.Storage, key(outboxPrefix, p.id, notIncludedFile), rec); err != nil && !errors.Is(err, storage.ErrExist) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), securityRecordTimeout)
+	defer cancel()
+	if err := putJSON(sctx, g.opts.Storage, key(outboxPrefix, p.id, notIncludedFile), rec); err != nil && !errors.Is(err, storage.ErrExist) {
 		g.log.Warn("storing that the security event is recorded; a restart records it again", zap.String("bundle", p.id), zap.Error(err))
 	}
 	if g.opts.onReceiptNotIncluded != nil {
@@ -494,7 +503,10 @@ func (g *Gateway) prove(ctx context.Context, req *transfer.ProofRequest) (*trans
 	// Storage is not trusted: the checkpoint is checked against the log's
 	// own key, and the proof against its root.
 	_, c, err := openCheckpoint(signed, g.opts.ID, g.ownLogV)
-	if err != nil || c.N != size {
+	if err == nil && c.N != size {
+		err = fmt.Errorf("it is of size %d", c.N)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("the checkpoint of size %d in storage: %v", size, err)
 	}
 	proof, err := g.tlog.InclusionProof(ctx, req.LeafIndex, size)
@@ -521,7 +533,7 @@ func (g *Gateway) prove(ctx context.Context, req *transfer.ProofRequest) (*trans
 func trimNote(signed []byte, limit int) []byte {
 	for len(signed) > limit {
 		i := strings.LastIndexByte(string(signed[:len(signed)-1]), '\n')
-		if i < 0 || signed[i-1] == '\n' {
+		if i <= 0 || signed[i-1] == '\n' {
 			break // only the text and one signature left
 		}
 		signed = signed[:i+1]
