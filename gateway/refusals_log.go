@@ -29,9 +29,9 @@ import (
 // "peer-offer-not-accepted", "peer-witness-inconsistent".
 
 const (
-	// maxRefusalCategories bounds the categories counted in one window:
-	// the codes are fixed sets, well under this; anything beyond is
-	// summed up as "other".
+	// maxRefusalCategories bounds the categories counted in one window,
+	// "other" included: the codes are fixed sets, well under this;
+	// anything beyond is summed up as "other".
 	maxRefusalCategories = 64
 	// refusalFlushTick is how often the summary looks for a window that
 	// has ended, when no refusal comes to end it.
@@ -106,15 +106,13 @@ func (s *refusalSummary) add(src netip.Prefix, category string) {
 		s.windows = map[string]*refusalLog{}
 	}
 	w := s.windows[category]
+	if w == nil && len(s.windows) >= maxRefusalCategories-1 {
+		category = "other" // the last place is kept for it
+		w = s.windows[category]
+	}
 	if w == nil {
-		if len(s.windows) >= maxRefusalCategories {
-			category = "other"
-			w = s.windows[category]
-		}
-		if w == nil {
-			w = &refusalLog{}
-			s.windows[category] = w
-		}
+		w = &refusalLog{}
+		s.windows[category] = w
 	}
 	if src.IsValid() && w.bySource[src] == nil && s.sources >= maxRefusalSources {
 		src = netip.Prefix{} // summed up as other

@@ -138,3 +138,56 @@ func TestRefusalsSummedUpInLog(t *testing.T) {
 		t.Fatalf("requests-refused entries of api-forbidden after the stop: %+v, want a second one of the last refusal", got)
 	}
 }
+
+// However many sources and categories a flood brings, one window adds at
+// most maxRefusalSources + maxRefusalCategories entries, and counts every
+// refusal: those beyond the bounds under the source or category other.
+func TestRefusalSummaryBounded(t *testing.T) {
+	clock := newTestClock()
+	s := newRefusalSummary(clock.Now)
+	const sources, categories = 3 * maxRefusalSources, 3 * maxRefusalCategories
+	total := 0
+	for i := range sources {
+		// Each source in one category, and again in the first.
+		s.addAPI(fmt.Sprintf("10.%d.%d.1:4711", i/256, i%256), fmt.Sprintf("code-%d", i%categories))
+		s.addAPI(fmt.Sprintf("10.%d.%d.1:4711", i/256, i%256), "code-0")
+		total += 2
+	}
+	s.addPeer("offer", "not-accepted")
+	s.add(netip.Prefix{}, "Not A Code\n")
+	total += 2
+	clock.Add(refusalLogInterval)
+	windows, dropped := s.take(false)
+	if len(windows) != 1 || dropped != 0 {
+		t.Fatalf("%d windows (%d dropped) after a minute, want 1", len(windows), dropped)
+	}
+	entries := windows[0].entries()
+	if len(entries) > maxRefusalSources+maxRefusalCategories {
+		t.Errorf("%d entries in one window, want at most %d", len(entries), maxRefusalSources+maxRefusalCategories)
+	}
+	var counted int64
+	bySource, byCategory := map[string]bool{}, map[string]bool{}
+	for _, e := range entries {
+		counted += e.Count
+		byCategory[e.Code] = true
+		if e.Source != "other" {
+			bySource[e.Source+" "+e.Code] = true
+		}
+		e.Gateway, e.Time = "DE", e.WindowEnd
+		if _, err := e.MarshalCanonical(); err != nil {
+			t.Fatalf("entry %+v: %v", e, err)
+		}
+	}
+	if counted != int64(total) {
+		t.Errorf("the entries count %d refusals, want %d", counted, total)
+	}
+	if len(byCategory) != maxRefusalCategories || !byCategory["other"] {
+		t.Errorf("%d categories, want %d with other", len(byCategory), maxRefusalCategories)
+	}
+	if len(bySource) != maxRefusalSources {
+		t.Errorf("%d sources counted one by one, want %d", len(bySource), maxRefusalSources)
+	}
+	if w, _ := s.take(true); len(w) != 0 {
+		t.Errorf("a window with no refusal taken: %+v", w)
+	}
+}
