@@ -248,3 +248,50 @@ func BenchmarkAuditVerifyDir1M(b *testing.B) {
 	}
 	b.ReportMetric(float64(size)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
 }
+
+// TestAuditProofOutput checks that evx audit proof prints, for each entry
+// about the bundle, a tlog-proof that verifies offline on its own: the
+// entry in its extra data, its index, its proof in the checkpoint, with
+// proofs separated by an empty line.
+func TestAuditProofOutput(t *testing.T) {
+	entries := testEntries(t, 300)
+	// Entries 5, 17 and 280 are about one bundle.
+	id := fmt.Sprintf("%032x", 5)
+	for _, i := range []int{17, 280} {
+		e, err := audit.ParseEntry(entries[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.BundleID = id
+		if entries[i], err = e.MarshalCanonical(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ex := writeExport(t, t.TempDir(), entries, 100)
+	out := mustEvx(t, "audit", "proof", "--dir", ex.dir, "--log-key", ex.logKey, "--bundle", id)
+	texts := strings.SplitAfter(out, "\n\nc2sp.org/tlog-proof@v1\n")
+	if len(texts) != 3 {
+		t.Fatalf("%d proofs, want 3:\n%s", len(texts), out)
+	}
+	opts, err := (auditKeys{Log: ex.logKey}).verifyOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{5, 17, 280} {
+		text := texts[i]
+		if i > 0 {
+			text = "c2sp.org/tlog-proof@v1\n" + text
+		}
+		text = strings.TrimSuffix(text, "\nc2sp.org/tlog-proof@v1\n")
+		p, err := audit.ParseProof([]byte(text))
+		if err != nil {
+			t.Fatalf("proof %d: %v\n%s", i, err, text)
+		}
+		if p.Index != want || !bytes.Equal(p.Extra, entries[want]) {
+			t.Errorf("proof %d: index %d, extra %q; want %d, %q", i, p.Index, p.Extra, want, entries[want])
+		}
+		if tree, err := audit.VerifyProof(p, p.Extra, opts); err != nil || tree.N != int64(len(entries)) {
+			t.Errorf("proof %d does not verify in the tree of %d entries: %v, %v", i, len(entries), tree, err)
+		}
+	}
+}

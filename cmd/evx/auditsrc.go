@@ -209,7 +209,13 @@ func verifyProfileClient(ctx context.Context, p *config.Profile, keys auditKeys,
 	if err != nil {
 		return nil, err
 	}
-	return verifyPinned(ctx, pinnedSource{src, signed}, gw, keys, where, opts, st)
+	l, err := verifyPinned(ctx, pinnedSource{src, signed}, gw, keys, where, opts, st)
+	var vf *verifyFailure
+	if errors.As(err, &vf) && errors.Is(err, audit.ErrMissingCosignature) {
+		// Most likely a witness that is down: say so.
+		vf.err = fmt.Errorf("%w (waited %s: a witness that is down, or refuses to cosign, leaves the latest checkpoint uncosigned)", vf.err, o.wait())
+	}
+	return l, err
 }
 
 // profileAuditKeys reads the profile at path and the keys it pins.
