@@ -185,8 +185,8 @@ func TestAuditEntriesUnreadable(t *testing.T) {
 		want  string
 	}{
 		{"newer format", newer, 0, "entries      3 entries, each the tree's leaf, in order; not readable by this evx (verified, not shown): 1 of a format unknown to this evx\n"},
-		{"other gateway", other, 1, "failed verification: entry 1 is in the tree but says it is of gateway IT\n"},
-		{"malformed", malformed, 1, "failed verification: entry 1 is in the tree but is not a valid entry: "},
+		{"other gateway", other, exitVerify, "failed verification: entry 1 is in the tree but says it is of gateway IT\n"},
+		{"malformed", malformed, exitVerify, "failed verification: entry 1 is in the tree but is not a valid entry: "},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ex := writeExport(t, t.TempDir(), [][]byte{testEntry(t, 0), c.entry, testEntry(t, 2)}, 0)

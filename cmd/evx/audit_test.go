@@ -521,8 +521,8 @@ func TestAuditVerifyTampered(t *testing.T) {
 
 func wantFailure(t *testing.T, exit int, stderr, want string) {
 	t.Helper()
-	if exit == 0 {
-		t.Fatalf("evx audit verify succeeded, want a failure naming %q", want)
+	if exit != exitVerify {
+		t.Fatalf("evx audit verify exited %d, want %d (verification failed) naming %q\n%s", exit, exitVerify, want, stderr)
 	}
 	if !strings.Contains(stderr, want) {
 		t.Errorf("stderr:\n%s\nwant it to contain\n%s", stderr, want)

@@ -39,7 +39,7 @@ var exitCodes = []struct {
 	{exitUsage, "usage", "bad usage: an unknown command or flag, a wrong number of arguments, a missing or bad flag value"},
 	{exitRefused, "refused", "refused: the gateway refused the request (an API error that is not temporary) or a peer gateway refused the bundle or the client certificate"},
 	{exitUnavailable, "unavailable", "unavailable: the gateway cannot be reached, or answered that it cannot serve for now (a temporary API error); the same command may succeed later"},
-	{exitVerify, "verification", "verification failed: a signature, a hash or size, the expected sender or the recipient did not check out, the file is not a well-formed bundle, the gateway's certificate did not verify, or its answer contradicts the request (another bundle's envelope, more bytes than the envelope declares)"},
+	{exitVerify, "verification", "verification failed: a signature, a hash or size, the expected sender or the recipient did not check out, the file is not a well-formed bundle, the gateway's certificate did not verify, or its answer contradicts the request (another bundle's envelope, more bytes than the envelope declares); or a transfer log failed verification (evx audit, evx report)"},
 }
 
 // exitHelp is the table of exit codes for evx --help.
@@ -133,6 +133,12 @@ func classify(err error) (exit int, code string) {
 		return exitRefused, category(exitRefused)
 	case errors.As(err, &opErr) && opErr.Op == "dial", errors.Is(err, context.DeadlineExceeded):
 		return exitUnavailable, category(exitUnavailable)
+	}
+	// After the network's errors: a log that could not be read was not
+	// found wrong.
+	var vf *verifyFailure
+	if errors.As(err, &vf) {
+		return exitVerify, category(exitVerify)
 	}
 	return exitFailure, category(exitFailure)
 }

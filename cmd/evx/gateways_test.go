@@ -33,6 +33,7 @@ func TestGatewayScripts(t *testing.T) {
 			"replace":  cmdReplace,
 			"grab":     cmdGrab,
 			"randfile": cmdRandfile,
+			"exits":    cmdExits,
 		},
 	})
 }
