@@ -57,17 +57,18 @@ func newAuditWorld(t *testing.T) *auditWorld {
 	w := &auditWorld{dir: t.TempDir(), stop: map[string]func(){}}
 	mustEvx(t, "dev-env", "--dir", w.dir)
 	w.auditor = filepath.Join(w.dir, "DE", "auditor", "profile.yaml")
-	pinAuditorKeys(t, w.auditor, filepath.Join(w.dir, "DE", "gateway.yaml"), filepath.Join(w.dir, "FR", "gateway.yaml"))
+	wantPinned(t, w.auditor, filepath.Join(w.dir, "DE", "gateway.yaml"), filepath.Join(w.dir, "FR", "gateway.yaml"))
 	for _, id := range []string{"DE", "FR"} {
 		w.start(t, id)
 	}
 	return w
 }
 
-// pinAuditorKeys adds to an auditor's profile the log key of the gateway
-// configured in cfg and the witness keys of those configured in witnesses,
-// as their operators would hand them over.
-func pinAuditorKeys(t *testing.T, profile, cfg string, witnesses ...string) {
+// wantPinned checks that an auditor's profile pins the log key of the
+// gateway configured in cfg and the witness keys of those configured in
+// witnesses, as evx log-keys prints them: evx dev-env writes them there,
+// as the operators would hand them over.
+func wantPinned(t *testing.T, profile, cfg string, witnesses ...string) {
 	t.Helper()
 	key := func(cfg, field string) string {
 		out := mustEvx(t, "log-keys", "--config", cfg)
@@ -77,17 +78,16 @@ func pinAuditorKeys(t *testing.T, profile, cfg string, witnesses ...string) {
 		}
 		return m[1]
 	}
-	text := "log_key: " + key(cfg, "log_key") + "\nwitness_keys:\n"
-	for _, w := range witnesses {
-		text += "  - " + key(w, "witness_key") + "\n"
-	}
-	f, err := os.OpenFile(profile, os.O_WRONLY|os.O_APPEND, 0)
+	p, err := config.LoadProfile(profile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString(text); err != nil {
-		t.Fatal(err)
+	var want []string
+	for _, w := range witnesses {
+		want = append(want, key(w, "witness_key"))
+	}
+	if logKey := key(cfg, "log_key"); p.LogKey != logKey || !slices.Equal(p.WitnessKeys, want) {
+		t.Fatalf("%s pins log key %q and witness keys %q, want %q and %q", profile, p.LogKey, p.WitnessKeys, logKey, want)
 	}
 }
 

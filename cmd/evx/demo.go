@@ -98,9 +98,6 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 		if err := world.WriteFiles(dir, nil); err != nil {
 			return "", err
 		}
-		if err := pinDemoAuditors(world, dir); err != nil {
-			return "", err
-		}
 		return "DE and FR each: CA, gateway certificate and signing key, forensics,\nprosecutor, auditor and operator with unit keys and client certificates;\nthe auditors pin their gateway's log key and the other's witness key\n", nil
 	}); err != nil {
 		return err
@@ -241,42 +238,6 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 		}
 		return b.String(), nil
 	})
-}
-
-// pinDemoAuditors adds to each country's auditor profile the keys an
-// auditor pins, as the operators would hand them over: its gateway's log
-// key and the other gateways' witness keys.
-func pinDemoAuditors(world *devenv.World, dir string) error {
-	for _, c := range world.Countries {
-		path := filepath.Join(dir, c.ID, "auditor", "profile.yaml")
-		p, err := config.LoadProfile(path)
-		if err != nil {
-			return err
-		}
-		if p.LogKey != "" {
-			continue // dev-env pinned them
-		}
-		logKey, _ := c.Signing.Signer().LogVerifierKeys(c.ID)
-		text := "log_key: " + logKey + "\nwitness_keys:\n"
-		for _, o := range world.Countries {
-			if o.ID != c.ID {
-				_, witnessKey := o.Signing.Signer().LogVerifierKeys(o.ID)
-				text += "  - " + witnessKey + "\n"
-			}
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			return err
-		}
-		_, err = f.WriteString(text)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // demoBundleEntries verifies the transfer log of the auditor's gateway and

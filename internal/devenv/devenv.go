@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -178,15 +179,32 @@ type S3 struct {
 // client certificate and profile.yaml. Ports are picked free on loopback.
 func (w *World) WriteFiles(dir string, s3 *S3) error {
 	peerAddrs, apiAddrs, metricsAddrs := map[string]string{}, map[string]string{}, map[string]string{}
+	// A port is free again as soon as FreeAddr returns, and the system may
+	// hand it out twice: each address must be another port.
+	used := map[string]bool{}
+	pick := func(network string) (string, error) {
+		for range 100 {
+			a, err := FreeAddr(network)
+			if err != nil {
+				return "", err
+			}
+			_, port, _ := net.SplitHostPort(a)
+			if !used[port] {
+				used[port] = true
+				return a, nil
+			}
+		}
+		return "", errors.New("no free port on loopback that is not already taken by the set-up")
+	}
 	for _, c := range w.Countries {
 		var err error
-		if peerAddrs[c.ID], err = FreeAddr("udp"); err != nil {
+		if peerAddrs[c.ID], err = pick("udp"); err != nil {
 			return err
 		}
-		if apiAddrs[c.ID], err = FreeAddr("tcp"); err != nil {
+		if apiAddrs[c.ID], err = pick("tcp"); err != nil {
 			return err
 		}
-		if metricsAddrs[c.ID], err = FreeAddr("tcp"); err != nil {
+		if metricsAddrs[c.ID], err = pick("tcp"); err != nil {
 			return err
 		}
 	}
@@ -205,11 +223,16 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 			return err
 		}
 		var peers, users strings.Builder
+		// An auditor pins its gateway's log key and the peers' witness
+		// keys, as the operators would hand them over.
+		ownLogKey, _ := c.Signing.Signer().LogVerifierKeys(c.ID)
+		var peerWitnessKeys []string
 		for _, p := range w.Countries {
 			if p.ID == c.ID {
 				continue
 			}
 			logKey, witnessKey := p.Signing.Signer().LogVerifierKeys(p.ID)
+			peerWitnessKeys = append(peerWitnessKeys, witnessKey)
 			fmt.Fprintf(&peers, "  - id: %s\n    address: %s\n    ca: ../%s/ca.pem\n    signing_key: %s\n    log_key: %s\n    witness_key: %s\n",
 				p.ID, peerAddrs[p.ID], p.ID, crypto.FormatSigningKey(p.Signing.SigningPublicKey()), logKey, witnessKey)
 		}
@@ -228,9 +251,13 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 			if err := crypto.WriteCertFiles(u.Cert, filepath.Join(udir, "cert.pem"), filepath.Join(udir, "cert-key.pem")); err != nil {
 				return err
 			}
-			prof, err := config.MarshalProfile(&config.Profile{
+			profile := &config.Profile{
 				Gateway: "https://" + apiAddrs[c.ID], CA: "../ca.pem", Cert: "cert.pem", Key: "cert-key.pem", UnitKey: "unit.key",
-			})
+			}
+			if u.Role == api.RoleAuditor {
+				profile.LogKey, profile.WitnessKeys = ownLogKey, peerWitnessKeys
+			}
+			prof, err := config.MarshalProfile(profile)
 			if err != nil {
 				return err
 			}
