@@ -123,9 +123,9 @@ func testTransferLogEntries(t *testing.T, newStore func(testing.TB, string) stor
 		{"DE", deLog, queued.Envelope.BundleID, []string{"upload-accepted unit:DE/forensics ", "offer-sent gateway ", "delivered peer:FR "}},
 		{"DE", deLog, b.Env.BundleID, []string{"upload-accepted unit:DE/forensics ", "upload-refused unit:DE/forensics duplicate", "offer-sent gateway ", "delivered peer:FR "}},
 		{"FR", frLog, "", []string{"gateway-started gateway "}},
-		{"FR", frLog, direct.Envelope.BundleID, []string{"receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
-		{"FR", frLog, queued.Envelope.BundleID, []string{"receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
-		{"FR", frLog, b.Env.BundleID, []string{"receipt-issued peer:DE "}},
+		{"FR", frLog, direct.Envelope.BundleID, []string{"offer-accepted peer:DE ", "receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
+		{"FR", frLog, queued.Envelope.BundleID, []string{"offer-accepted peer:DE ", "receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
+		{"FR", frLog, b.Env.BundleID, []string{"offer-accepted peer:DE ", "receipt-issued peer:DE "}},
 	} {
 		got := events(tc.log, tc.bundle)
 		if tc.bundle == b.Env.BundleID {
