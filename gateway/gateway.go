@@ -79,8 +79,9 @@ type Options struct {
 	// (docs/audit.md 6). Zero means 1 min.
 	MaxMergeDelay time.Duration
 	// Now is the clock of the peer directory cache, of the transfer log's
-	// entries and merge delays and of the refusal windows; nil means
-	// time.Now. Tests set it to pass intervals without waiting.
+	// entries, merge delays and witness refreshes, and of the refusal
+	// windows; nil means time.Now. Tests set it to pass intervals without
+	// waiting.
 	Now func() time.Time
 
 	// directoryFault, if set, is asked before each fetch of a peer's
