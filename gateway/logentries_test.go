@@ -68,6 +68,11 @@ func testTransferLogEntries(t *testing.T, newStore func(testing.TB, string) stor
 	if _, err := upload(ctx, de, b); !isAPIError(err, 409, "duplicate") {
 		t.Fatalf("second upload: %v, want 409 duplicate", err)
 	}
+	// Its delivery is queued: the entries of both sides are there once
+	// it is delivered.
+	if _, err := client.WaitDelivered(ctx, de, b.Env.BundleID, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	// Every event was recorded before it was acknowledged, so the entries
 	// are there now; integration into a checkpoint follows within 1 s.

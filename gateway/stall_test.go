@@ -135,17 +135,17 @@ func diskWithDebris(tb testing.TB) (storage.Backend, func(t *testing.T)) {
 	}
 	return d, func(t *testing.T) {
 		t.Helper()
-		// Disk writes each object under root/.tmp first. Uploads are
-		// Creates ("create-*"); the transfer log and the witness replace
-		// their state at any time, and their "replace-*" files come and
-		// go meanwhile.
+		// Disk writes each object under root/.tmp first, named after
+		// the top of its key. Uploads are Creates under outbox/ and
+		// inbox/; the transfer log, the witness and the inclusion checks
+		// write at any time, and their files come and go meanwhile.
 		all, err := os.ReadDir(filepath.Join(d.Root(), ".tmp"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		var tmp []string
 		for _, e := range all {
-			if strings.HasPrefix(e.Name(), "create-") {
+			if strings.HasPrefix(e.Name(), "create-outbox-") || strings.HasPrefix(e.Name(), "create-inbox-") {
 				tmp = append(tmp, e.Name())
 			}
 		}

@@ -91,7 +91,12 @@ func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) 
 		return fmt.Errorf("create %q: %w", key, ErrExist)
 	}
 
-	f, err := os.CreateTemp(filepath.Join(d.root, tempDir), "create-*")
+	// The temporary name tells which part of the store the object is
+	// for (create-outbox-…, create-log-…): debris an operator finds, or
+	// a test looks for, names its origin.
+	top, _, _ := strings.Cut(key, "/")
+	top = top[:min(len(top), 32)] // a file name has at most 255 bytes
+	f, err := os.CreateTemp(filepath.Join(d.root, tempDir), "create-"+top+"-*")
 	if err != nil {
 		return fmt.Errorf("create %q: %w", key, diskFailure(err))
 	}
