@@ -24,6 +24,8 @@ type apiErrorLog struct {
 	// counted, if set, is called after each failed handshake is counted:
 	// tests wait on it.
 	counted func(reason string)
+	// summary sums failed handshakes up in the transfer log.
+	summary *refusalSummary
 
 	mu       sync.Mutex
 	refusals refusalLog
@@ -44,6 +46,9 @@ func (w *apiErrorLog) Write(p []byte) (int, error) {
 	var src netip.Prefix
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		src = sourceOf(net.TCPAddrFromAddrPort(ap))
+	}
+	if w.summary != nil {
+		w.summary.add(src, "api-handshake-"+reason)
 	}
 	w.mu.Lock()
 	now := w.now()

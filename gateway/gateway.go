@@ -202,8 +202,9 @@ func New(opts Options) (*Gateway, error) {
 		stopping:      make(chan struct{}),
 		metrics:       newMetrics(),
 	}
-	g.apiErrors = &apiErrorLog{log: g.log.Named("api"), metrics: g.metrics, now: g.now, counted: opts.onAPIHandshakeFailed}
 	g.refusalSum = newRefusalSummary(g.now)
+	g.apiErrors = &apiErrorLog{log: g.log.Named("api"), metrics: g.metrics, now: g.now, counted: opts.onAPIHandshakeFailed,
+		summary: g.refusalSum}
 	if err := g.initLogPeers(); err != nil {
 		return nil, err
 	}
@@ -222,9 +223,9 @@ func New(opts Options) (*Gateway, error) {
 	g.server, err = transfer.Listen(opts.PeerAddr, transfer.ServerConfig{
 		ID: opts.ID, Certificate: opts.Certificate, PeerCAs: peerCAs,
 		Receiver: g, Logger: g.log,
-		OnRefuse: func(stage, code string) {
+		OnRefuse: func(stage, code string, remote net.Addr) {
 			g.metrics.refusals.WithLabelValues("peer-"+stage, code).Inc()
-			g.refusalSum.addPeer(stage, code)
+			g.refusalSum.addPeer(stage, code, remote)
 		},
 	})
 	if err != nil {

@@ -84,6 +84,8 @@ type apiListener struct {
 	log              *zap.Logger
 	metrics          *metrics
 	now              func() time.Time
+	// summary sums refused connections up in the transfer log.
+	summary *refusalSummary
 
 	mu       sync.Mutex
 	open     int
@@ -116,7 +118,7 @@ type refusalLine struct {
 
 func (g *Gateway) newAPIListener(ln net.Listener) *apiListener {
 	l := &apiListener{Listener: ln, log: g.log.Named("api"), metrics: g.metrics, now: time.Now,
-		bySource: map[netip.Prefix]int{}}
+		bySource: map[netip.Prefix]int{}, summary: g.refusalSum}
 	l.total, l.perSource, l.handshake = g.opts.apiConnLimits()
 	return l
 }
@@ -188,6 +190,9 @@ func (l *apiListener) admit(src netip.Prefix) (limit string, lines []refusalLine
 		return "", lines
 	}
 	l.metrics.apiConnsRefused.WithLabelValues(limit).Inc()
+	if l.summary != nil {
+		l.summary.add(src, "api-connection-"+limit)
+	}
 	if line, ok := l.refusals.add(src, limit, now); ok {
 		lines = append(lines, line)
 	}

@@ -87,9 +87,13 @@ func (s *refusalSummary) addAPI(remote, code string) {
 }
 
 // addPeer counts a refusal of the peer protocol at stage with code, as
-// transfer's OnRefuse reports it: without the peer's address.
-func (s *refusalSummary) addPeer(stage, code string) {
-	s.add(netip.Prefix{}, "peer-"+stage+"-"+code)
+// transfer's OnRefuse reports it, from remote (nil for other).
+func (s *refusalSummary) addPeer(stage, code string, remote net.Addr) {
+	var src netip.Prefix
+	if remote != nil {
+		src = sourceOf(remote)
+	}
+	s.add(src, "peer-"+stage+"-"+code)
 }
 
 // add counts a refusal from src (invalid for "other") in category.

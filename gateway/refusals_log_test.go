@@ -153,7 +153,7 @@ func TestRefusalSummaryBounded(t *testing.T) {
 		s.addAPI(fmt.Sprintf("10.%d.%d.1:4711", i/256, i%256), "code-0")
 		total += 2
 	}
-	s.addPeer("offer", "not-accepted")
+	s.addPeer("offer", "not-accepted", nil)
 	s.add(netip.Prefix{}, "Not A Code\n")
 	total += 2
 	clock.Add(refusalLogInterval)

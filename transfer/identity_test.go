@@ -10,7 +10,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -131,7 +133,13 @@ func TestHandshakeRefusesLooseIdentities(t *testing.T) {
 	recv := &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}
 	srv := serve(t, ServerConfig{ID: "FR", Certificate: w.certFR,
 		PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE}, Receiver: recv, Logger: zap.NewNop(),
-		OnRefuse: func(stage, code string) { refused <- stage + " " + code },
+		OnRefuse: func(stage, code string, remote net.Addr) {
+			// A refused handshake names where it came from: loopback.
+			if ua, ok := remote.(*net.UDPAddr); !ok || !ua.IP.IsLoopback() {
+				stage = fmt.Sprintf("%s from %v", stage, remote)
+			}
+			refused <- stage + " " + code
+		},
 	})
 	for _, bad := range badGatewayIdentities {
 		cert, ok := issueRawURIs(t, w.caDE, bad...)

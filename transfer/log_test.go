@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -95,7 +96,7 @@ func startLogFR(t *testing.T, w *world) (*Server, *logReceiver, chan string) {
 	}
 	refused := make(chan string, 100)
 	srv := serve(t, ServerConfig{ID: "FR", Certificate: w.certFR, PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE},
-		Receiver: recv, Logger: zap.NewNop(), OnRefuse: func(stage, code string) { refused <- stage + " " + code }})
+		Receiver: recv, Logger: zap.NewNop(), OnRefuse: func(stage, code string, _ net.Addr) { refused <- stage + " " + code }})
 	return srv, recv, refused
 }
 
@@ -239,7 +240,7 @@ func TestLogExchangesWithoutLogPeer(t *testing.T) {
 	refused := make(chan string, 10)
 	recv := &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}
 	srv := serve(t, ServerConfig{ID: "FR", Certificate: w.certFR, PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE},
-		Receiver: recv, Logger: zap.NewNop(), OnRefuse: func(stage, code string) { refused <- stage + " " + code }})
+		Receiver: recv, Logger: zap.NewNop(), OnRefuse: func(stage, code string, _ net.Addr) { refused <- stage + " " + code }})
 	c := newTestClient(t, "DE", w.certDE)
 	ctx := bounded(t)
 	_, err := c.Witness(ctx, w.peerFR(srv), WitnessRequest{Checkpoint: checkpoint(1)})

@@ -68,7 +68,7 @@ func TestRefusedHandshakesAreAggregated(t *testing.T) {
 	recv := &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}
 	srv := serveWith(t, ServerConfig{ID: "FR", Certificate: w.certFR,
 		PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE}, Receiver: recv, Logger: zap.New(core),
-		OnRefuse: func(stage, code string) { refused <- stage + " " + code },
+		OnRefuse: func(stage, code string, _ net.Addr) { refused <- stage + " " + code },
 	}, listenOptions{schedule: ft.schedule})
 	forged := issueGateway(t, w.caXX, "DE", time.Time{})
 	refuse := func(n int) {

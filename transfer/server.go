@@ -59,12 +59,14 @@ type ServerConfig struct {
 	// Now defaults to time.Now; tests set it to check expiry.
 	Now func() time.Time
 	// OnRefuse, if set, is called for every refusal with its stage and
-	// category: "handshake" and a HandshakeError reason; or "offer",
-	// "witness" or "proof" and the rejection code of an offer (or of a
-	// first frame that begins no other exchange, or a directory request),
-	// a witness request or a proof request. The gateway counts them in
-	// its metrics.
-	OnRefuse func(stage, code string)
+	// category, and for a handshake the address it came from (nil for
+	// the other stages, whose peer its certificate named): "handshake" and a
+	// HandshakeError reason; or "offer", "witness" or "proof" and the
+	// rejection code of an offer (or of a first frame that begins no other
+	// exchange, or a directory request), a witness request or a proof
+	// request. The gateway counts them in its metrics and sums them up in
+	// its transfer log.
+	OnRefuse func(stage, code string, remote net.Addr)
 }
 
 // Server accepts connections from peer gateways.
@@ -111,11 +113,11 @@ func listen(addr string, cfg ServerConfig, o listenOptions) (*Server, error) {
 	}
 	log := cfg.Logger.Named("transfer")
 	if cfg.OnRefuse == nil {
-		cfg.OnRefuse = func(string, string) {}
+		cfg.OnRefuse = func(string, string, net.Addr) {}
 	}
 	refusals := newRefusalLog(log, o)
 	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(remote net.Addr, err error) {
-		cfg.OnRefuse(stageHandshake, refusals.record(remote, err))
+		cfg.OnRefuse(stageHandshake, refusals.record(remote, err), remote)
 	})
 	// The server owns its UDP socket and transport, so that Close
 	// releases the port at once for a restart on the same address.
@@ -373,7 +375,7 @@ func asRejection(err error) *Rejection {
 // reject answers the exchange of stage with a REJECT. known_size is sent
 // only in a witness's conflict (witnessRejection made sure it is there).
 func (s *Server) reject(str *quic.Stream, log *zap.Logger, stage string, rej *Rejection) {
-	s.cfg.OnRefuse(stage, rej.Code)
+	s.cfg.OnRefuse(stage, rej.Code, nil)
 	log.Warn("refused", zap.String("stage", stage), zap.String("code", rej.Code), zap.String("reason", rej.Reason))
 	rf := rejectFrame{Code: rej.Code, Reason: rej.Reason}
 	if stage == stageWitness && rej.Code == CodeConflict {

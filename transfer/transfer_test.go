@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -254,7 +255,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	recv := &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}
 	srv := serve(t, ServerConfig{ID: "FR", Certificate: w.certFR,
 		PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE}, Receiver: recv, Logger: zap.New(core),
-		OnRefuse: func(stage, code string) { refused <- stage + " " + code },
+		OnRefuse: func(stage, code string, _ net.Addr) { refused <- stage + " " + code },
 	})
 	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 1000)
 	expired := issueGateway(t, w.caDE, "DE", time.Now().Add(-time.Hour))
