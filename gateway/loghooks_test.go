@@ -153,11 +153,18 @@ func logEntries(t *testing.T, g *Gateway) []*audit.Entry {
 	if err := g.tlog.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, cp, err := g.tlog.Checkpoint(ctx)
+	return checkpointEntries(t, g.tlog)
+}
+
+// checkpointEntries returns the entries in l's latest checkpoint.
+func checkpointEntries(t *testing.T, l *audit.Log) []*audit.Entry {
+	t.Helper()
+	ctx := t.Context()
+	_, cp, err := l.Checkpoint(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := g.tlog.Entries(ctx, 0, cp.N)
+	raw, err := l.Entries(ctx, 0, cp.N)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,21 +31,7 @@ func (tw *testWorld) storedEntries(t *testing.T, id string) []*audit.Entry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, cp, err := l.Checkpoint(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := l.Entries(ctx, 0, cp.N)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]*audit.Entry, len(raw))
-	for i, data := range raw {
-		if out[i], err = audit.ParseEntry(data); err != nil {
-			t.Fatalf("entry %d: %v", i, err)
-		}
-	}
-	return out
+	return checkpointEntries(t, l)
 }
 
 // refusedEntries returns the requests-refused entries with code, in log

@@ -188,17 +188,11 @@ func verifyProfileAt(ctx context.Context, path string, o auditOptions) (*audited
 // client of its gateway, which a caller that verifies again and again
 // reuses, with its connections.
 func verifyProfileClient(ctx context.Context, p *config.Profile, keys auditKeys, c *client.Client, o auditOptions) (*auditedLog, error) {
-	opts, err := keys.verifyOptions()
-	if err != nil {
-		return nil, p.Errorf("log_key", "%v", err)
-	}
-	gw, _ := logGateway(opts.Log.Name())
-	st, err := lockAuditState(auditStatePath(p, gw))
+	opts, gw, st, err := pinnedState(p, keys)
 	if err != nil {
 		return nil, err
 	}
 	defer st.unlock()
-	opts.Saved = st.saved
 	src := c.Log()
 	if n := checkpointSize(st.saved); n > 0 {
 		// The checkpoints before the saved one were checked then.
@@ -228,6 +222,21 @@ func profileAuditKeys(path string) (*config.Profile, auditKeys, error) {
 		return nil, auditKeys{}, p.Errorf("log_key", "the profile pins no log key: evx audit verifies the transfer log against the log_key (and witness_keys) pinned in the profile; ask the gateway's operator for them (evx log-keys --config gateway.yaml prints them) and add them to the profile")
 	}
 	return p, auditKeys{Log: p.LogKey, Witnesses: p.WitnessKeys, From: "profile " + path}, nil
+}
+
+// pinnedState returns the verify options of the keys profile p pins, for
+// the log of gateway gw, with the checkpoint saved from p for that log,
+// whose lock it holds: the caller unlocks st.
+func pinnedState(p *config.Profile, keys auditKeys) (opts audit.VerifyOptions, gw string, st *auditState, err error) {
+	if opts, err = keys.verifyOptions(); err != nil {
+		return opts, "", nil, p.Errorf("log_key", "%v", err)
+	}
+	gw, _ = logGateway(opts.Log.Name())
+	if st, err = lockAuditState(auditStatePath(p, gw)); err != nil {
+		return opts, "", nil, err
+	}
+	opts.Saved = st.saved
+	return opts, gw, st, nil
 }
 
 // auditStatePath is where the checkpoint verified last from profile p, of
@@ -656,17 +665,11 @@ func exportProfileAt(ctx context.Context, path, dir string, o auditOptions) (*au
 	if err != nil {
 		return nil, err
 	}
-	opts, err := keys.verifyOptions()
-	if err != nil {
-		return nil, p.Errorf("log_key", "%v", err)
-	}
-	gw, _ := logGateway(opts.Log.Name())
-	st, err := lockAuditState(auditStatePath(p, gw))
+	opts, gw, st, err := pinnedState(p, keys)
 	if err != nil {
 		return nil, err
 	}
 	defer st.unlock()
-	opts.Saved = st.saved
 	src := c.Log()
 	signed, err := waitCosigned(ctx, src, opts, o)
 	if err != nil {
