@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -309,17 +310,50 @@ func writeKey(path string, k *crypto.UnitKey) error {
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment
-// ago, for network "udp" or "tcp".
+// ago, for network "udp" or "tcp". It picks the port below the system's
+// range of ephemeral ports, so that the outgoing connections of other
+// programs, and of the gateways it is meant for, cannot take it before
+// the gateway that is to listen on it starts; if none is free there, any.
 func FreeAddr(network string) (string, error) {
+	low := ephemeralLow()
+	for range 64 {
+		port := minListenPort + rand.IntN(low-minListenPort)
+		if a, err := listenOnce(network, fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			return a, nil
+		}
+	}
+	return listenOnce(network, "127.0.0.1:0")
+}
+
+// minListenPort is the lowest port FreeAddr picks: below it are the ports
+// of well-known services.
+const minListenPort = 10000
+
+// ephemeralLow returns the first port of the system's ephemeral range, or
+// 32768 (Linux's default) if it cannot be read or leaves no room below.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(data), &low, &high); err != nil || low <= minListenPort+1000 {
+		return 32768
+	}
+	return low
+}
+
+// listenOnce listens on addr and closes at once, returning the address.
+func listenOnce(network, addr string) (string, error) {
 	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		c, err := net.ListenPacket("udp", addr)
 		if err != nil {
 			return "", err
 		}
 		defer c.Close()
 		return c.LocalAddr().String(), nil
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}
