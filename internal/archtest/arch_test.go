@@ -16,15 +16,16 @@ import (
 // listed, since its name does not say so: it may import anything but the
 // gateway, whose own tests import it.
 var allowed = map[string][]string{
-	"evx/cmd/evx":          {"evx/api", "evx/audit", "evx/client", "evx/config", "evx/crypto", "evx/gateway", "evx/internal/devenv", "evx/internal/keyfile", "evx/storage", "evx/transfer"},
-	"evx/gateway":          {"evx/api", "evx/audit", "evx/crypto", "evx/storage", "evx/transfer"},
+	"evx/cmd/evx":          {"evx/agreement", "evx/api", "evx/audit", "evx/client", "evx/config", "evx/crypto", "evx/gateway", "evx/internal/devenv", "evx/internal/keyfile", "evx/storage", "evx/transfer"},
+	"evx/gateway":          {"evx/agreement", "evx/api", "evx/audit", "evx/crypto", "evx/storage", "evx/transfer"},
 	"evx/client":           {"evx/api", "evx/audit", "evx/crypto"},
 	"evx/audit":            {"evx/crypto", "evx/storage"},
-	"evx/internal/devenv":  {"evx/api", "evx/config", "evx/crypto", "evx/transfer"},
-	"evx/config":           {"evx/api", "evx/crypto", "evx/internal/keyfile"},
+	"evx/internal/devenv":  {"evx/agreement", "evx/api", "evx/config", "evx/crypto", "evx/transfer"},
+	"evx/config":           {"evx/agreement", "evx/api", "evx/crypto", "evx/internal/keyfile"},
 	"evx/transfer":         {"evx/crypto"},
 	"evx/api":              {"evx/crypto"},
 	"evx/crypto":           {},
+	"evx/agreement":        {},
 	"evx/storage":          {},
 	"evx/internal/keyfile": {},
 
