@@ -17,9 +17,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"evx/agreement"
 	"evx/api"
 	"evx/config"
 	"evx/crypto"
@@ -49,6 +51,32 @@ type User struct {
 	Role api.Role
 	Key  *crypto.UnitKey
 	Cert tls.Certificate
+	// Purposes are those a recipient is authorised for (DevPurposes);
+	// nil for the other roles.
+	Purposes []string
+}
+
+// DevPurposes are the purposes of dev-env's agreements, both ways, and
+// those its recipients are authorised for: the others are refused, so
+// that the refusal paths can be tried at once.
+var DevPurposes = []string{"criminal-investigation", "prosecution", "mutual-legal-assistance"}
+
+// DevMaxRetention is dev-env's agreements' longest retention, for every
+// purpose they allow.
+const DevMaxRetention = 365 * 24 * time.Hour
+
+// DevAgreement is the agreement dev-env writes for gateway self with peer:
+// version 1, ref "dev-env", DevPurposes both ways with DevMaxRetention,
+// every handling code and TLP label, active, with no end.
+func DevAgreement(peer string) *agreement.Agreement {
+	a := &agreement.Agreement{Peer: peer, Version: 1, Ref: "dev-env",
+		Outbound: slices.Clone(DevPurposes), Inbound: slices.Clone(DevPurposes),
+		Handling: slices.Clone(crypto.HandlingCodes), TLP: slices.Clone(crypto.TLPLabels),
+		MaxRetention: map[string]time.Duration{}, Status: agreement.Active}
+	for _, p := range DevPurposes {
+		a.MaxRetention[p] = DevMaxRetention
+	}
+	return a
 }
 
 // devUsers are the users of every country in a World.
@@ -84,6 +112,9 @@ func New(ids ...string) (*World, error) {
 		}
 		for _, du := range devUsers {
 			u := &User{Name: du.name, Unit: id + "/" + du.name, Role: du.role}
+			if du.role == api.RoleRecipient {
+				u.Purposes = slices.Clone(DevPurposes)
+			}
 			if u.Key, err = crypto.GenerateUnitKey(u.Unit); err != nil {
 				return nil, err
 			}
@@ -149,6 +180,9 @@ type GatewayParts struct {
 	// ConfigSHA256 stands for the digest of the gateway's configuration,
 	// which a gateway built from parts, not from a file, does not have.
 	ConfigSHA256 [32]byte
+	// Agreements are the gateway's agreements, DevAgreement with each
+	// peer.
+	Agreements []*agreement.Agreement
 }
 
 // GatewayParts returns the parts of country id's gateway, with each country
@@ -161,6 +195,7 @@ func (w *World) GatewayParts(id string, peerAddrs map[string]string) GatewayPart
 	for _, o := range w.Countries {
 		if o.ID != id {
 			p.Peers = append(p.Peers, w.Peer(o.ID, peerAddrs[o.ID]))
+			p.Agreements = append(p.Agreements, DevAgreement(o.ID))
 		}
 	}
 	return p
