@@ -194,7 +194,11 @@ func Decide(self string, a *Agreement, now time.Time, r Request) Decision {
 	if !slices.Contains(a.TLP, r.TLP) {
 		return refuse(CodeTLP, "does not accept TLP label %q; accepted: %s", r.TLP, list(a.TLP))
 	}
-	if max, ok := a.MaxRetention[r.Purpose]; !ok || r.Retention > max {
+	max, ok := a.MaxRetention[r.Purpose]
+	if !ok {
+		return refuse(CodeRetention, "sets no maximum retention for purpose %q, so it allows no bundle for it", r.Purpose)
+	}
+	if r.Retention > max {
 		return refuse(CodeRetention, "allows a retention of at most %s for purpose %q; the bundle asks for %s (it is refused, not shortened)",
 			Days(max), r.Purpose, Days(r.Retention))
 	}
