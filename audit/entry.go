@@ -30,6 +30,10 @@ const (
 	// maxCheckpointLength bounds checkpoint, a signed note with a few
 	// cosignatures.
 	maxCheckpointLength = 4 << 10
+	// MaxAgreementRefLength bounds agreement_ref, in bytes;
+	// maxAgreementVersion bounds agreement_version.
+	MaxAgreementRefLength = 64
+	maxAgreementVersion   = 1<<31 - 1
 	// maxCount bounds count.
 	maxCount = 1 << 40
 	// maxWindow bounds the window of a requests-refused entry.
@@ -105,37 +109,44 @@ type Entry struct {
 	// checkpoint note a peer presented, as it presented it.
 	Kind       SecurityKind
 	Checkpoint []byte
+
+	// AgreementVersion and AgreementRef identify the agreement that
+	// decided an agreement-decision: its version (from 1) and reference.
+	AgreementVersion int64
+	AgreementRef     string
 }
 
 // wireEntry is the JSON form of an Entry. Its fields are in the bytewise
 // order of their names, so that encoding/json writes members sorted, as
 // the canonical form requires (a test checks the order).
 type wireEntry struct {
-	Actor          string      `json:"actor"`
-	BundleID       string      `json:"bundle_id,omitempty"`
-	Checkpoint     []byte      `json:"checkpoint,omitempty"`
-	Code           string      `json:"code,omitempty"`
-	ConfigSHA256   string      `json:"config_sha256,omitempty"`
-	Count          int64       `json:"count,omitempty"`
-	Direction      Direction   `json:"direction,omitempty"`
-	EnvelopeSHA256 string      `json:"envelope_sha256,omitempty"`
-	Event          Event       `json:"event"`
-	Format         string      `json:"format"`
-	Gateway        string      `json:"gateway"`
-	Handling       string      `json:"handling,omitempty"`
-	Kind           string      `json:"kind,omitempty"`
-	LegalBasis     string      `json:"legal_basis,omitempty"`
-	Outcome        Outcome     `json:"outcome"`
-	PayloadSHA256  string      `json:"payload_sha256,omitempty"`
-	PayloadSize    int64       `json:"payload_size,omitempty"`
-	Peer           string      `json:"peer,omitempty"`
-	Purpose        string      `json:"purpose,omitempty"`
-	Reason         string      `json:"reason,omitempty"`
-	Receipt        *wireSigned `json:"receipt,omitempty"`
-	Source         string      `json:"source,omitempty"`
-	Time           string      `json:"time"`
-	WindowEnd      string      `json:"window_end,omitempty"`
-	WindowStart    string      `json:"window_start,omitempty"`
+	Actor            string      `json:"actor"`
+	AgreementRef     string      `json:"agreement_ref,omitempty"`
+	AgreementVersion int64       `json:"agreement_version,omitempty"`
+	BundleID         string      `json:"bundle_id,omitempty"`
+	Checkpoint       []byte      `json:"checkpoint,omitempty"`
+	Code             string      `json:"code,omitempty"`
+	ConfigSHA256     string      `json:"config_sha256,omitempty"`
+	Count            int64       `json:"count,omitempty"`
+	Direction        Direction   `json:"direction,omitempty"`
+	EnvelopeSHA256   string      `json:"envelope_sha256,omitempty"`
+	Event            Event       `json:"event"`
+	Format           string      `json:"format"`
+	Gateway          string      `json:"gateway"`
+	Handling         string      `json:"handling,omitempty"`
+	Kind             string      `json:"kind,omitempty"`
+	LegalBasis       string      `json:"legal_basis,omitempty"`
+	Outcome          Outcome     `json:"outcome"`
+	PayloadSHA256    string      `json:"payload_sha256,omitempty"`
+	PayloadSize      int64       `json:"payload_size,omitempty"`
+	Peer             string      `json:"peer,omitempty"`
+	Purpose          string      `json:"purpose,omitempty"`
+	Reason           string      `json:"reason,omitempty"`
+	Receipt          *wireSigned `json:"receipt,omitempty"`
+	Source           string      `json:"source,omitempty"`
+	Time             string      `json:"time"`
+	WindowEnd        string      `json:"window_end,omitempty"`
+	WindowStart      string      `json:"window_start,omitempty"`
 }
 
 // wireSigned is crypto.Signed with its members in order.
@@ -156,6 +167,9 @@ const maxCodeLength = 64
 
 // Outcome returns the outcome of e's event, "" if the event is unknown.
 func (e *Entry) Outcome() Outcome {
+	if e.Event == EventAgreementDecision {
+		return decisionOutcome(e.Code)
+	}
 	if s, ok := lookupEvent(e.Event); ok {
 		return s.outcome
 	}
@@ -164,6 +178,9 @@ func (e *Entry) Outcome() Outcome {
 
 // Direction returns the direction of e's event, "" if it has none.
 func (e *Entry) Direction() Direction {
+	if e.Event == EventAgreementDecision {
+		return decisionDirection(e.Actor)
+	}
 	if s, ok := lookupEvent(e.Event); ok {
 		return s.direction
 	}
@@ -235,24 +252,29 @@ func (e *Entry) wire() (*wireEntry, error) {
 		return nil, err
 	}
 	w := &wireEntry{
-		Actor:      e.Actor,
-		BundleID:   e.BundleID,
-		Checkpoint: e.Checkpoint,
-		Code:       e.Code,
-		Count:      e.Count,
-		Direction:  spec.direction,
-		Event:      e.Event,
-		Format:     format,
-		Gateway:    e.Gateway,
-		Handling:   e.Handling,
-		Kind:       string(e.Kind),
-		LegalBasis: e.LegalBasis,
-		Outcome:    spec.outcome,
-		Peer:       e.Peer,
-		Purpose:    e.Purpose,
-		Reason:     e.Reason,
-		Source:     e.Source,
-		Time:       formatTime(e.Time),
+		Actor:            e.Actor,
+		AgreementRef:     e.AgreementRef,
+		AgreementVersion: e.AgreementVersion,
+		BundleID:         e.BundleID,
+		Checkpoint:       e.Checkpoint,
+		Code:             e.Code,
+		Count:            e.Count,
+		Direction:        spec.direction,
+		Event:            e.Event,
+		Format:           format,
+		Gateway:          e.Gateway,
+		Handling:         e.Handling,
+		Kind:             string(e.Kind),
+		LegalBasis:       e.LegalBasis,
+		Outcome:          spec.outcome,
+		Peer:             e.Peer,
+		Purpose:          e.Purpose,
+		Reason:           e.Reason,
+		Source:           e.Source,
+		Time:             formatTime(e.Time),
+	}
+	if e.Event == EventAgreementDecision {
+		w.Outcome, w.Direction = decisionOutcome(e.Code), decisionDirection(e.Actor)
 	}
 	w.ConfigSHA256 = digestText(e.ConfigSHA256)
 	w.EnvelopeSHA256 = digestText(e.EnvelopeSHA256)
@@ -298,6 +320,8 @@ func (e *Entry) present() member {
 	set(mConfigSHA256, e.ConfigSHA256 != zero)
 	set(mKind, e.Kind != "")
 	set(mCheckpoint, len(e.Checkpoint) > 0)
+	set(mAgreementVersion, e.AgreementVersion != 0)
+	set(mAgreementRef, e.AgreementRef != "")
 	return m
 }
 
@@ -387,6 +411,28 @@ func (e *Entry) checkMembers() error {
 	}
 	if len(e.Checkpoint) > maxCheckpointLength {
 		return fmt.Errorf("checkpoint of %d bytes, over the limit of %d", len(e.Checkpoint), maxCheckpointLength)
+	}
+	if e.AgreementVersion < 0 || e.AgreementVersion > maxAgreementVersion {
+		return fmt.Errorf("agreement version %d out of range (1 to %d)", e.AgreementVersion, int64(maxAgreementVersion))
+	}
+	if e.AgreementRef != "" {
+		if err := CheckAgreementRef(e.AgreementRef); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckAgreementRef checks an agreement's reference as an entry holds it:
+// printable text of at most MaxAgreementRefLength bytes that looks like
+// no file path and no key. Gateways check their agreements' references
+// with it when they start, so that each decision can be recorded.
+func CheckAgreementRef(ref string) error {
+	if err := checkText("agreement ref", ref, MaxAgreementRefLength); err != nil {
+		return err
+	}
+	if what := sensitive(ref); what != "" {
+		return fmt.Errorf("agreement ref %q looks like it contains %s", ref, what)
 	}
 	return nil
 }
@@ -553,6 +599,9 @@ func ParseEntry(data []byte) (*Entry, error) {
 		Source:      w.Source,
 		Kind:        SecurityKind(w.Kind),
 		Checkpoint:  w.Checkpoint,
+
+		AgreementVersion: w.AgreementVersion,
+		AgreementRef:     w.AgreementRef,
 	}
 	if w.Receipt != nil {
 		e.Receipt = &crypto.Signed{Body: w.Receipt.Body, Signature: w.Receipt.Signature}

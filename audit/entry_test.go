@@ -154,6 +154,23 @@ func testEntries(t testing.TB) []namedEntry {
 			e.Reason = "checkpoint of size 12 is not consistent with size 15 seen before"
 			return e
 		}()},
+		{"agreement decision allowed", func() Entry {
+			e := withBundle(base(EventAgreementDecision, unit))
+			e.Peer, e.Code, e.AgreementVersion, e.AgreementRef = "FR", "allowed", 3, "2026/114"
+			return e
+		}()},
+		{"agreement decision refused inbound", func() Entry {
+			e := withBundle(base(EventAgreementDecision, PeerActor("FR")))
+			e.Peer, e.Code, e.AgreementVersion, e.AgreementRef = "FR", "purpose-not-accepted", 3, "2026/114"
+			e.Reason = `agreement DE→FR v3 (ref 2026/114) does not allow purpose "mutual-legal-assistance" inbound; allowed: prosecution`
+			return e
+		}()},
+		{"agreement decision without agreement", func() Entry {
+			e := withBundle(base(EventAgreementDecision, GatewayActor))
+			e.Peer, e.Code = "FR", "no-agreement"
+			e.Reason = "gateway DE has no agreement with FR: nothing flows with it"
+			return e
+		}()},
 	}
 	// Every event and kind has an entry here.
 	for _, info := range Events() {
@@ -539,7 +556,8 @@ func TestEventTable(t *testing.T) {
 			t.Errorf("event %s is listed twice", s.event)
 		}
 		seen[s.event] = true
-		if s.doc == "" || s.outcome == "" || s.actor == 0 || s.required&s.optional != 0 {
+		// An agreement-decision's outcome follows from its code.
+		if s.doc == "" || s.outcome == "" && s.event != EventAgreementDecision || s.actor == 0 || s.required&s.optional != 0 {
 			t.Errorf("event %s: incomplete or contradictory row %+v", s.event, s)
 		}
 		if !codePattern.MatchString(string(s.event)) {

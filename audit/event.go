@@ -26,6 +26,7 @@ const (
 	EventGatewayStarted        Event = "gateway-started"
 	EventRequestsRefused       Event = "requests-refused"
 	EventSecurity              Event = "security"
+	EventAgreementDecision     Event = "agreement-decision"
 )
 
 // Outcome is how an event ended. Each event has one outcome, fixed by
@@ -120,6 +121,8 @@ const (
 	mConfigSHA256
 	mKind
 	mCheckpoint
+	mAgreementVersion
+	mAgreementRef
 	endMembers
 )
 
@@ -128,7 +131,7 @@ var memberNames = [...]string{
 	"bundle_id", "envelope_sha256", "purpose", "handling", "legal_basis",
 	"payload_sha256", "payload_size", "peer", "code", "reason", "receipt",
 	"count", "source", "window_start", "window_end", "config_sha256",
-	"kind", "checkpoint",
+	"kind", "checkpoint", "agreement_version", "agreement_ref",
 }
 
 // mBundle is what an envelope says about a bundle: the members that every
@@ -166,6 +169,28 @@ var events = []eventSpec{
 	{EventGatewayStarted, OutcomeDone, "", byGateway, mConfigSHA256, 0, "the gateway started, with the configuration whose SHA-256 is `config_sha256`"},
 	{EventRequestsRefused, OutcomeRefused, "", byGateway, mCode | mCount | mSource | mWindowStart | mWindowEnd, mReason, "`count` connections, handshakes or API requests from `source` were refused between `window_start` and `window_end`; `code` is their category"},
 	{EventSecurity, OutcomeAlert, "", byGateway, mKind, mPeer | mBundleID | mEnvelopeSHA256 | mReceipt | mCheckpoint | mReason, "something that should never happen happened; `kind` says what (2.2)"},
+	// The one event whose outcome and direction are not fixed: they
+	// follow from its code and actor (decisionOutcome, decisionDirection).
+	{EventAgreementDecision, "", "", byUnit | byPeer | byGateway, mPeer | mCode, mBundle | mReason | mAgreementVersion | mAgreementRef,
+		"the gateway decided under its agreement with `peer` (version `agreement_version`, reference `agreement_ref`; absent when there is none) whether the bundle may flow; `code` is `allowed` or the refusal's code (agreements.md)"},
+}
+
+// decisionOutcome and decisionDirection are an agreement-decision's
+// outcome and direction: accepted when its code is allowed, refused
+// otherwise; inbound when a peer's offer asked for it, outbound when a
+// unit's upload or the gateway's delivery did.
+func decisionOutcome(code string) Outcome {
+	if code == "allowed" {
+		return OutcomeAccepted
+	}
+	return OutcomeRefused
+}
+
+func decisionDirection(actor string) Direction {
+	if strings.HasPrefix(actor, peerActor) {
+		return Inbound
+	}
+	return Outbound
 }
 
 // securityKinds is the closed table of security kinds, with the members

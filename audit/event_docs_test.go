@@ -15,11 +15,14 @@ func eventTable() string {
 	b.WriteString("| event | outcome | direction | actor | requires | allows | records |\n")
 	b.WriteString("|-------|---------|-----------|-------|----------|--------|---------|\n")
 	for _, s := range events {
-		dir := string(s.direction)
+		dir, outcome := string(s.direction), string(s.outcome)
 		if dir == "" {
 			dir = "—"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s |\n", s.event, s.outcome, dir,
+		if s.event == EventAgreementDecision {
+			outcome, dir = "accepted (`code` `allowed`) or refused", "inbound (actor `peer:<peer>`) or outbound"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s |\n", s.event, outcome, dir,
 			"`"+strings.ReplaceAll(s.actor.String(), " or ", "` or `")+"`", memberList(s.required), memberList(s.optional), s.doc)
 	}
 	return b.String()
