@@ -65,6 +65,11 @@ type Gateway struct {
 	// with. Optional; ids are unique and differ from the gateway's own id.
 	Peers []Peer `yaml:"peers,omitempty"`
 
+	// Agreements are this country's cooperation agreements, one per peer
+	// (docs/agreements.md). Optional, but nothing flows with a peer that
+	// has none: evx config check warns of each.
+	Agreements []Agreement `yaml:"agreements,omitempty"`
+
 	// Users are the local users of the API, identified by their client
 	// certificates, each with one role. Optional; identities are unique.
 	Users []User `yaml:"users,omitempty"`
@@ -229,6 +234,11 @@ type User struct {
 	// signing keys so peers can check who sealed a bundle. Required for
 	// submitters and recipients.
 	PublicKey string `yaml:"public_key,omitempty"`
+
+	// Purposes are those a recipient is authorised for, from the purpose
+	// vocabulary: a bundle may be addressed to it only for one of them.
+	// Optional, for recipients only; left out, it is authorised for none.
+	Purposes []string `yaml:"purposes,omitempty"`
 }
 
 // DefaultStorageDir is the local-disk storage directory used when the

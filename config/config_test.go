@@ -59,7 +59,7 @@ var errorCases = []struct {
 	{name: "scalar document", yaml: "hello\n", line: 1, msg: `want a mapping, got "hello"`},
 
 	// Keys.
-	{name: "unknown top-level key", yaml: head + "agreements: []\n", line: 5, field: "agreements", msg: "unknown key (expected one of: id, listen, tls, signing_key, storage, limits, log, peers, users)"},
+	{name: "unknown top-level key", yaml: head + "policies: []\n", line: 5, field: "policies", msg: "unknown key (expected one of: id, listen, tls, signing_key, storage, limits, log, peers, agreements, users)"},
 	{name: "unknown nested key", yaml: "id: DE\nlisten:\n  peer: 127.0.0.1:7443\n  api: 127.0.0.1:8443\n  admin: 127.0.0.1:1\ntls: {ca: a, cert: b, key: c}\nsigning_key: d\n",
 		line: 5, field: "listen.admin", msg: "unknown key (expected one of: peer, api, metrics)"},
 	{name: "unknown key in list item", yaml: peersDoc("  - id: FR\n    adress: 'fr.example.org:7443'\n"), line: 7, field: "peers[0].adress", msg: "unknown key"},

@@ -155,9 +155,14 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, field string) {
 			f := index(field, i)
 			d.lines[f] = item.Line
 			elem := reflect.New(v.Type().Elem()).Elem()
+			if s, ok := elem.Addr().Interface().(defaulter); ok {
+				s.setDefaults()
+			}
 			d.value(item, elem, f)
 			v.Set(reflect.Append(v, elem))
 		}
+	case reflect.Map:
+		d.stringMap(n, v, field)
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode || isNull(n) {
 			d.errorf(n, field, "want a string, got %s", describe(n))
@@ -215,6 +220,45 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, field string) {
 			continue
 		}
 		d.value(val, v.Field(idx), f)
+	}
+}
+
+// stringMap decodes a mapping with keys of the file's choosing, such as
+// purposes, into a map with string keys. Each key is a field below field.
+func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, field string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, field, "want a mapping, got %s", describe(n))
+		return
+	}
+	if v.Type().Key().Kind() != reflect.String {
+		panic("config: field " + field + " is a map without string keys")
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeMap(v.Type()))
+	}
+	seen := make(map[string]int)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || isNull(k) {
+			d.errorf(k, field, "keys must be plain strings, got %s", describe(k))
+			continue
+		}
+		f := join(field, k.Value)
+		if first, dup := seen[k.Value]; dup {
+			d.errorf(k, f, "duplicate key (first at line %d)", first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		d.lines[f] = k.Line
+		// A key whose value is missing or bad is still in the map, so
+		// that it is not reported again as absent.
+		elem := reflect.New(v.Type().Elem()).Elem()
+		if isNull(val) {
+			d.errorf(k, f, "missing value")
+		} else {
+			d.value(val, elem, f)
+		}
+		v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), elem)
 	}
 }
 

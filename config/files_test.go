@@ -369,11 +369,11 @@ func TestLoadErrors(t *testing.T) {
 		t.Errorf("huge file: %v", err)
 	}
 	bad := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(bad, []byte(head+"agreements: []\n"), 0o644); err != nil {
+	if err := os.WriteFile(bad, []byte(head+"policies: []\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Load(bad)
-	if want := bad + ":5: agreements: unknown key"; !strings.Contains(fmt.Sprint(err), want) {
+	if want := bad + ":5: policies: unknown key"; !strings.Contains(fmt.Sprint(err), want) {
 		t.Errorf("error %v lacks %q", err, want)
 	}
 }

@@ -82,9 +82,44 @@ func (g *Gateway) Summary() string {
 			key = "(no public key)"
 		}
 		row("  "+u.Identity, string(u.Role), key)
+		if len(u.Purposes) > 0 {
+			row("", "purposes: "+strings.Join(u.Purposes, ", "))
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(&b, "agreements: %d\n", len(g.Agreements))
+	for _, a := range g.Agreements {
+		status := string(a.Status)
+		if a.Reason != "" {
+			status += ": " + a.Reason
+		}
+		row("  "+a.Peer, fmt.Sprintf("v%d (ref %s)", a.Version, a.Ref), status, "valid "+a.Validity())
+		row("", "out: "+listOrNone(a.Outbound))
+		row("", "in: "+listOrNone(a.Inbound))
 	}
 	tw.Flush()
 	return b.String()
+}
+
+// Validity says when the agreement applies, such as "from 2026-01-01
+// until 2027-01-01" or "without end".
+func (a *Agreement) Validity() string {
+	switch {
+	case a.ValidFrom.IsZero() && a.ValidUntil.IsZero():
+		return "without end"
+	case a.ValidFrom.IsZero():
+		return "until " + a.ValidUntil.String()
+	case a.ValidUntil.IsZero():
+		return "from " + a.ValidFrom.String() + ", without end"
+	}
+	return "from " + a.ValidFrom.String() + " until " + a.ValidUntil.String()
+}
+
+func listOrNone(vs []string) string {
+	if len(vs) == 0 {
+		return "none"
+	}
+	return strings.Join(vs, ", ")
 }
 
 // Peer returns the peer with the given id.

@@ -221,6 +221,7 @@ func (g *Gateway) validate() Errors {
 			add(g.errorf(f+".public_key", "missing required field (a %s needs a public key)", u.Role))
 		}
 	}
+	errs = append(errs, g.validateAgreements()...)
 	return errs
 }
 
