@@ -41,6 +41,19 @@ const (
 	CodeBadLogPath          Code = "bad-log-path"
 	CodeBadFrom             Code = "bad-from"
 	CodeNotInLog            Code = "not-in-log"
+
+	// The codes of the agreement with the peer that refuse an upload
+	// (agreements.md); too-large above is one of them too.
+	CodeNoAgreement         Code = "no-agreement"
+	CodeAgreementTerminated Code = "agreement-terminated"
+	CodeAgreementSuspended  Code = "agreement-suspended"
+	CodeAgreementNotYet     Code = "agreement-not-yet-valid"
+	CodeAgreementLapsed     Code = "agreement-lapsed"
+	CodePurposeNotAllowed   Code = "purpose-not-allowed"
+	CodeHandlingNotAccepted Code = "handling-not-accepted"
+	CodeTLPNotAccepted      Code = "tlp-not-accepted"
+	CodeRetentionTooLong    Code = "retention-too-long"
+	CodeRateLimited         Code = "rate-limited"
 )
 
 // CodeInfo is one row of the code table: the HTTP status a code is sent
@@ -67,10 +80,19 @@ var codes = []CodeInfo{
 	{CodeSizeMismatch, http.StatusBadRequest, "`Content-Length` or the body length differs from `payload.size`"},
 	{CodeUnknownRecipient, http.StatusBadRequest, "a recipient without unit id, unknown, with another key, not a recipient, or local"},
 	{CodeUnauthenticated, http.StatusUnauthorized, "no client certificate (not reached in practice: the TLS handshake requires one)"},
+	{CodeAgreementLapsed, http.StatusForbidden, "the agreement with the recipients' country has lapsed (`valid_until`)"},
+	{CodeAgreementNotYet, http.StatusForbidden, "the agreement with the recipients' country is not yet valid (`valid_from`)"},
+	{CodeAgreementSuspended, http.StatusForbidden, "the agreement with the recipients' country is suspended"},
+	{CodeAgreementTerminated, http.StatusForbidden, "the agreement with the recipients' country is terminated"},
 	{CodeForbidden, http.StatusForbidden, "the caller's role may not call this endpoint"},
+	{CodeHandlingNotAccepted, http.StatusForbidden, "the agreement does not accept the envelope's handling code"},
+	{CodeNoAgreement, http.StatusForbidden, "no agreement with the recipients' country: nothing flows with it (agreements.md)"},
 	{CodeNoIdentity, http.StatusForbidden, "the client certificate has no `evx://unit/` URI SAN, or a malformed one"},
 	{CodeNoRole, http.StatusForbidden, "the identity is not among the gateway's users"},
+	{CodePurposeNotAllowed, http.StatusForbidden, "the agreement does not allow the envelope's purpose outbound"},
+	{CodeRetentionTooLong, http.StatusForbidden, "the envelope's retention exceeds the agreement's cap for its purpose: refused, not shortened"},
 	{CodeSenderMismatch, http.StatusForbidden, "the envelope's sender is not the caller"},
+	{CodeTLPNotAccepted, http.StatusForbidden, "the agreement does not accept the envelope's TLP label"},
 	{CodeUnknownSenderKey, http.StatusForbidden, "the envelope is signed with a key other than the caller's configured one"},
 	{CodeNotFound, http.StatusNotFound, "no such bundle for this caller"},
 	{CodeNotInLog, http.StatusNotFound, "no such checkpoint, tile or entry bundle in the transfer log"},
@@ -78,7 +100,8 @@ var codes = []CodeInfo{
 	{CodeUploadStalled, http.StatusRequestTimeout, "the upload's body brought no byte for the gateway's stall timeout (30 s by default); nothing was stored: upload again"},
 	{CodeDuplicate, http.StatusConflict, "the bundle id was already submitted"},
 	{CodeLengthRequired, http.StatusLengthRequired, "upload without `Content-Length` (chunked)"},
-	{CodeTooLarge, http.StatusRequestEntityTooLarge, "`payload.size` exceeds the gateway's maximum bundle size"},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, "`payload.size` exceeds the gateway's maximum bundle size, or the agreement's"},
+	{CodeRateLimited, http.StatusTooManyRequests, "the agreement's hourly limit of bundles or bytes to that country is reached; `Retry-After` and the message say when to retry"},
 	{CodeInternal, http.StatusInternalServerError, "an unexpected error, logged at the gateway"},
 	{CodePeerRefused, http.StatusBadGateway, "the peer gateway's certificate is refused (CA, expiry or identity): a configuration problem at one of the two gateways, not a temporary one"},
 	{CodeDeliveryInterrupted, http.StatusServiceUnavailable, "a direct delivery broke off part-way; nothing was stored: upload again"},

@@ -28,6 +28,24 @@ const (
 	CodeInconsistent     = "inconsistent"      // a checkpoint does not extend the one the witness holds of that log
 )
 
+// Rejection codes of the receiver's agreement with the sender
+// (agreements.md): the same codes the sending gateway's own agreement
+// refuses with, so that a unit reads one code whichever side refused.
+// too-large above is one of them too.
+const (
+	CodeNoAgreement          = "no-agreement"             // the receiver has no agreement with the sender: nothing flows
+	CodeAgreementTerminated  = "agreement-terminated"     // the receiver's agreement is terminated
+	CodeAgreementSuspended   = "agreement-suspended"      // the receiver's agreement is suspended
+	CodeAgreementNotYetValid = "agreement-not-yet-valid"  // the receiver's agreement is not yet valid
+	CodeAgreementLapsed      = "agreement-lapsed"         // the receiver's agreement has lapsed
+	CodePurposeNotAccepted   = "purpose-not-accepted"     // the receiver does not accept the purpose inbound
+	CodeHandlingNotAccepted  = "handling-not-accepted"    // the receiver does not accept the handling code
+	CodeTLPNotAccepted       = "tlp-not-accepted"         // the receiver does not accept the TLP label
+	CodeRetentionTooLong     = "retention-too-long"       // the retention exceeds the receiver's cap for the purpose
+	CodeRecipientNotAuth     = "recipient-not-authorised" // a recipient here is not authorised for the purpose
+	CodeRateLimited          = "rate-limited"             // the receiver's hourly limit from the sender is reached; retry later
+)
+
 // KnownCode reports whether code is one of the rejection codes of protocol
 // v1 above. A peer may send any string: a code it makes up must not become,
 // say, a new metric label.
@@ -35,7 +53,10 @@ func KnownCode(code string) bool {
 	switch code {
 	case CodeMalformed, CodeBadSignature, CodeSenderMismatch, CodeUnknownSender, CodeUnknownRecipient,
 		CodeTooLarge, CodeConflict, CodeSizeMismatch, CodeHashMismatch, CodeNotAccepted,
-		CodeUnavailable, CodeInternal, CodeInconsistent:
+		CodeUnavailable, CodeInternal, CodeInconsistent,
+		CodeNoAgreement, CodeAgreementTerminated, CodeAgreementSuspended, CodeAgreementNotYetValid, CodeAgreementLapsed,
+		CodePurposeNotAccepted, CodeHandlingNotAccepted, CodeTLPNotAccepted, CodeRetentionTooLong, CodeRecipientNotAuth,
+		CodeRateLimited:
 		return true
 	}
 	return false
@@ -68,7 +89,8 @@ func WitnessConflict(knownSize int64, format string, args ...any) *Rejection {
 	return r
 }
 
-// Temporary reports whether the sender should retry later.
+// Temporary reports whether the sender should retry later: a receiver
+// that cannot store now, or whose rate limit is reached.
 func (r *Rejection) Temporary() bool {
-	return r.Code == CodeUnavailable || r.Code == CodeInternal
+	return r.Code == CodeUnavailable || r.Code == CodeInternal || r.Code == CodeRateLimited
 }
