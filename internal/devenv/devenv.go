@@ -13,11 +13,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -258,7 +260,7 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 		if err := writeKey(filepath.Join(cdir, "gateway-signing.key"), c.Signing); err != nil {
 			return err
 		}
-		var peers, users strings.Builder
+		var peers, users, agreements strings.Builder
 		// An auditor pins its gateway's log key and the peers' witness
 		// keys, as the operators would hand them over.
 		ownLogKey, _ := c.Signing.Signer().LogVerifierKeys(c.ID)
@@ -271,6 +273,7 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 			peerWitnessKeys = append(peerWitnessKeys, witnessKey)
 			fmt.Fprintf(&peers, "  - id: %s\n    address: %s\n    ca: ../%s/ca.pem\n    signing_key: %s\n    log_key: %s\n    witness_key: %s\n",
 				p.ID, peerAddrs[p.ID], p.ID, crypto.FormatSigningKey(p.Signing.SigningPublicKey()), logKey, witnessKey)
+			writeAgreement(&agreements, DevAgreement(p.ID))
 		}
 		for _, u := range c.Users {
 			udir := filepath.Join(cdir, u.Name)
@@ -304,6 +307,9 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 			if u.Role == api.RoleSubmitter || u.Role == api.RoleRecipient {
 				fmt.Fprintf(&users, "    public_key: %s/unit.pub\n", u.Name)
 			}
+			if len(u.Purposes) > 0 {
+				fmt.Fprintf(&users, "    purposes: %s\n", yamlList(u.Purposes))
+			}
 		}
 		storageYAML := "storage:\n  dir: data\n"
 		if s3 != nil {
@@ -327,13 +333,61 @@ tls:
   key: gateway-key.pem
 signing_key: gateway-signing.key
 %[5]speers:
-%[6]susers:
-%[7]s`, c.ID, peerAddrs[c.ID], apiAddrs[c.ID], metricsAddrs[c.ID], storageYAML, peers.String(), users.String())
+%[6]s# Each peer's agreement (docs/agreements.md): three purposes both ways,
+# kept at most 365 days; the other purposes are refused.
+agreements:
+%[8]susers:
+%[7]s`, c.ID, peerAddrs[c.ID], apiAddrs[c.ID], metricsAddrs[c.ID], storageYAML, peers.String(), users.String(), agreements.String())
 		if err := os.WriteFile(filepath.Join(cdir, "gateway.yaml"), []byte(cfg), 0o644); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeAgreement writes a as an item of a configuration's agreements.
+func writeAgreement(b *strings.Builder, a *agreement.Agreement) {
+	fmt.Fprintf(b, "  - peer: %s\n    version: %d\n    ref: %s\n    status: %s\n", a.Peer, a.Version, strconv.Quote(a.Ref), a.Status)
+	if a.StatusReason != "" {
+		fmt.Fprintf(b, "    reason: %s\n", strconv.Quote(a.StatusReason))
+	}
+	fmt.Fprintf(b, "    outbound: %s\n    inbound: %s\n    handling: %s\n    tlp: %s\n",
+		yamlList(a.Outbound), yamlList(a.Inbound), yamlList(a.Handling), yamlList(a.TLP))
+	if len(a.MaxRetention) > 0 {
+		b.WriteString("    max_retention:\n")
+		purposes := slices.Sorted(maps.Keys(a.MaxRetention))
+		for _, p := range purposes {
+			fmt.Fprintf(b, "      %s: %s\n", p, config.Retention(a.MaxRetention[p]))
+		}
+	}
+	if a.MaxBundleSize > 0 {
+		fmt.Fprintf(b, "    max_bundle_size: %s\n", config.Size(a.MaxBundleSize))
+	}
+	if a.RateBundles > 0 || a.RateBytes > 0 {
+		b.WriteString("    rate:\n")
+		if a.RateBundles > 0 {
+			fmt.Fprintf(b, "      bundles_per_hour: %d\n", a.RateBundles)
+		}
+		if a.RateBytes > 0 {
+			fmt.Fprintf(b, "      bytes_per_hour: %s\n", config.Size(a.RateBytes))
+		}
+	}
+	if !a.ValidFrom.IsZero() {
+		fmt.Fprintf(b, "    valid_from: %s\n", a.ValidFrom.Format(time.RFC3339Nano))
+	}
+	if !a.ValidUntil.IsZero() {
+		fmt.Fprintf(b, "    valid_until: %s\n", a.ValidUntil.Format(time.RFC3339Nano))
+	}
+}
+
+// yamlList writes a list of words as a YAML flow sequence of quoted
+// strings.
+func yamlList(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = strconv.Quote(v)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 func writeKey(path string, k *crypto.UnitKey) error {
