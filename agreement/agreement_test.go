@@ -1,6 +1,7 @@
 package agreement
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -331,4 +332,25 @@ func FuzzDecide(f *testing.F) {
 			t.Fatal("allowed with no agreement")
 		}
 	})
+}
+
+// TestDocsListEveryCode keeps docs/agreements.md section 3 in step with
+// Codes: one row per code, in the order Decide checks them.
+func TestDocsListEveryCode(t *testing.T) {
+	data, err := os.ReadFile("../docs/agreements.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []Code
+	for _, line := range strings.Split(string(data), "\n") {
+		if code, ok := strings.CutPrefix(line, "| `"); ok {
+			code, _, _ = strings.Cut(code, "`")
+			if slices.Contains(Codes, Code(code)) {
+				rows = append(rows, Code(code))
+			}
+		}
+	}
+	if !slices.Equal(rows, Codes) {
+		t.Errorf("docs/agreements.md lists codes\n%v\nwant\n%v", rows, Codes)
+	}
 }
