@@ -159,6 +159,10 @@ func (g *Gateway) upload(w http.ResponseWriter, r *http.Request, u User) (any, e
 	if err != nil && stalled {
 		err = api.Errorf(api.CodeUploadStalled, "the request body brought no byte for %v, after %d of %d bytes; nothing was stored: upload again", timeout, read, r.ContentLength)
 	}
+	var limited *rateLimited
+	if errors.As(err, &limited) {
+		w.Header().Set("Retry-After", retryAfterSeconds(limited.after))
+	}
 	if err != nil {
 		err = g.recordUploadRefused(r, u, err)
 	}

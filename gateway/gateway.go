@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"evx/agreement"
 	"evx/api"
 	"evx/audit"
 	"evx/crypto"
@@ -32,6 +33,9 @@ type User struct {
 	// Key is the unit's public key: the signing key of a submitter, the
 	// age recipient of a recipient.
 	Key crypto.PublicKey
+	// Purposes are those a recipient is authorised for: a peer's bundle
+	// for another purpose is refused (recipient-not-authorised).
+	Purposes []string
 }
 
 // Options configure a gateway. cmd/evx builds them from the configuration
@@ -48,6 +52,10 @@ type Options struct {
 	Storage    storage.Backend
 	Peers      []transfer.Peer
 	Users      []User
+	// Agreements are the agreements with the peers, one per peer at
+	// most (docs/agreements.md): with a peer that has none, nothing
+	// flows in either direction.
+	Agreements []*agreement.Agreement
 	// ConfigSHA256 is the digest of the gateway's effective configuration,
 	// recorded in the transfer log when the gateway starts.
 	ConfigSHA256 [32]byte
@@ -133,6 +141,11 @@ type Gateway struct {
 	dirs         peerDirectories // see directory.go
 	authFailures authFailures    // see refused.go
 
+	// agreements are Options.Agreements by peer; rates count what they
+	// limit (policy.go).
+	agreements map[string]*agreement.Agreement
+	rates      rateLimits
+
 	queue chan string // bundle ids to deliver
 
 	// outboxMu guards outboxChanged, which is closed and replaced whenever
@@ -212,6 +225,9 @@ func New(opts Options) (*Gateway, error) {
 	for _, p := range opts.Peers {
 		g.peers[p.ID] = p
 		peerCAs[p.ID] = p.CA
+	}
+	if err := g.initAgreements(); err != nil {
+		return nil, err
 	}
 	for _, u := range opts.Users {
 		if country, _, _ := strings.Cut(u.Unit, "/"); country != opts.ID {
@@ -312,6 +328,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	eg.Go(func() error { return g.runWitnessing(ctx) })
 	eg.Go(func() error { return g.runInclusionChecks(ctx) })
 	eg.Go(func() error { return g.runRefusalSummary(ctx) })
+	eg.Go(func() error { return g.runAgreementGauges(ctx) })
 	eg.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

@@ -111,13 +111,16 @@ func testTransferLogEntries(t *testing.T, newStore func(testing.TB, string) stor
 		want    []string
 	}{
 		{"DE", deLog, "", []string{"gateway-started gateway "}},
-		{"DE", deLog, direct.Envelope.BundleID, []string{"offer-sent gateway ", "upload-accepted unit:DE/forensics ", "delivered peer:FR "}},
-		{"DE", deLog, queued.Envelope.BundleID, []string{"upload-accepted unit:DE/forensics ", "offer-sent gateway ", "delivered peer:FR "}},
-		{"DE", deLog, b.Env.BundleID, []string{"upload-accepted unit:DE/forensics ", "upload-refused unit:DE/forensics duplicate", "offer-sent gateway ", "delivered peer:FR "}},
+		// The agreement decides each upload before anything is stored or
+		// sent, and each queued bundle again when it is delivered; a
+		// duplicate is refused before it is decided.
+		{"DE", deLog, direct.Envelope.BundleID, []string{"agreement-decision unit:DE/forensics allowed", "offer-sent gateway ", "upload-accepted unit:DE/forensics ", "delivered peer:FR "}},
+		{"DE", deLog, queued.Envelope.BundleID, []string{"agreement-decision unit:DE/forensics allowed", "upload-accepted unit:DE/forensics ", "agreement-decision gateway allowed", "offer-sent gateway ", "delivered peer:FR "}},
+		{"DE", deLog, b.Env.BundleID, []string{"agreement-decision unit:DE/forensics allowed", "upload-accepted unit:DE/forensics ", "upload-refused unit:DE/forensics duplicate", "agreement-decision gateway allowed", "offer-sent gateway ", "delivered peer:FR "}},
 		{"FR", frLog, "", []string{"gateway-started gateway "}},
-		{"FR", frLog, direct.Envelope.BundleID, []string{"offer-accepted peer:DE ", "receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
-		{"FR", frLog, queued.Envelope.BundleID, []string{"offer-accepted peer:DE ", "receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
-		{"FR", frLog, b.Env.BundleID, []string{"offer-accepted peer:DE ", "receipt-issued peer:DE "}},
+		{"FR", frLog, direct.Envelope.BundleID, []string{"agreement-decision peer:DE allowed", "offer-accepted peer:DE ", "receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
+		{"FR", frLog, queued.Envelope.BundleID, []string{"agreement-decision peer:DE allowed", "offer-accepted peer:DE ", "receipt-issued peer:DE ", "payload-downloaded unit:FR/prosecutor ", "retrieval-acknowledged unit:FR/prosecutor "}},
+		{"FR", frLog, b.Env.BundleID, []string{"agreement-decision peer:DE allowed", "offer-accepted peer:DE ", "receipt-issued peer:DE "}},
 	} {
 		got := events(tc.log, tc.bundle)
 		if tc.bundle == b.Env.BundleID {

@@ -22,6 +22,10 @@ type metrics struct {
 	witnessFailures     *prometheus.CounterVec
 	cosignatureAge      *prometheus.GaugeVec
 	receiptsNotIncluded *prometheus.GaugeVec
+
+	agreementDecisions *prometheus.CounterVec
+	agreementStatus    *prometheus.GaugeVec
+	agreementDaysLeft  *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -66,6 +70,18 @@ func newMetrics() *metrics {
 			Name: "evx_receipts_not_included",
 			Help: "Peers' receipts whose promised log entry the peer has not proven included within the maximum merge delay, still unproven.",
 		}, []string{"peer"}),
+		agreementDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_agreement_decisions_total",
+			Help: "Decisions under the agreements with peers, by peer, direction (outbound: uploads and deliveries; inbound: offers) and code (allowed, or the refusal's).",
+		}, []string{"peer", "direction", "code"}),
+		agreementStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "evx_agreement_status",
+			Help: "1 for the state the agreement with a peer is in, 0 for the others: active, suspended, terminated, not-yet-valid, lapsed, or none (no agreement).",
+		}, []string{"peer", "status"}),
+		agreementDaysLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "evx_agreement_days_until_valid_until",
+			Help: "Days until the agreement with a peer lapses (its valid_until), negative once it has; absent for an agreement without an end.",
+		}, []string{"peer"}),
 	}
 	// Both series exist from the start, at zero.
 	m.apiConnsRefused.WithLabelValues(limitTotal)
@@ -82,5 +98,6 @@ func (g *Gateway) Collectors() []prometheus.Collector { return g.metrics.collect
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.bundles, m.refusals, m.bytes, m.logFailures, m.apiConns, m.apiConnsRefused,
-		m.securityEvents, m.witnessFailures, m.cosignatureAge, m.receiptsNotIncluded}
+		m.securityEvents, m.witnessFailures, m.cosignatureAge, m.receiptsNotIncluded, m.agreementDecisions,
+		m.agreementStatus, m.agreementDaysLeft}
 }

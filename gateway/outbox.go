@@ -75,6 +75,12 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	case !errors.Is(err, storage.ErrNotExist):
 		return nil, err
 	}
+	// The agreement decides before anything of the bundle is stored or
+	// sent, and after the checks above, so that only bundles that could
+	// flow count against its rate limits.
+	if err := g.decideUpload(ctx, u, env, peers[0]); err != nil {
+		return nil, err
+	}
 	if direct {
 		st, err := g.deliverDirect(ctx, u, env, envJSON, sig, peers, body)
 		if !errors.Is(err, errNotOffered) {
@@ -312,6 +318,14 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	// at a peer that is down do not each add an entry.
 	if err := g.client.Connect(ctx, peer); err != nil {
 		return &peerError{peer: peer.ID, err: err}
+	}
+	// The agreement decides again: it may have lapsed or changed since
+	// the upload. A refusal is final, as a peer's would be.
+	switch rej, err := g.decideDelivery(ctx, peer.ID, env); {
+	case err != nil:
+		return err
+	case rej != nil:
+		return g.storeAgreementRefusal(ctx, id, rej)
 	}
 	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventOfferSent, Actor: audit.GatewayActor, Peer: peer.ID}, env); err != nil {
 		return err

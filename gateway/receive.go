@@ -69,6 +69,11 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 	if env.PayloadSize > g.opts.MaxBundleSize {
 		return nil, transfer.Reject(transfer.CodeTooLarge, "payload of %d bytes exceeds this gateway's limit of %d", env.PayloadSize, g.opts.MaxBundleSize)
 	}
+	// The agreement with the peer decides last, before any payload byte
+	// is taken: a refused offer stores nothing.
+	if rej := g.decideOffer(ctx, peer, env); rej != nil {
+		return nil, rej
+	}
 
 	// The acceptance is logged while the payload comes in, and is in the
 	// log before the receipt is: accepting stores nothing by itself.

@@ -1,0 +1,368 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"evx/agreement"
+	"evx/api"
+	"evx/audit"
+	"evx/crypto"
+	"evx/storage"
+	"evx/transfer"
+
+	"go.uber.org/zap"
+)
+
+// The gateway enforces its agreements with its peers (docs/agreements.md)
+// on both sides: at an upload (outbound, before anything is stored), at a
+// peer's offer (inbound, before anything is stored) and again when a
+// queued bundle is delivered (outbound). Each place asks decide, the one
+// path that finds the peer's agreement, decides under it with the
+// gateway's clock, applies the rate limits, records the decision in the
+// transfer log and counts it; the caller acts on the decision only after
+// it is recorded.
+
+// decision is a decision as the gateway made it: the agreement's, or a
+// rate limit's, with how long to wait before a rate-limited bundle may
+// be tried again.
+type decision struct {
+	agreement.Decision
+	retryAfter time.Duration
+}
+
+// decideRequest is what decide is asked about.
+type decideRequest struct {
+	peer string
+	dir  agreement.Direction
+	env  *crypto.Envelope
+	// recipients are the bundle's recipients here with their purposes,
+	// for an inbound decision; nil for an outbound one.
+	recipients []agreement.Recipient
+	// actor is who made the decision necessary: the uploading unit, the
+	// offering peer, or the gateway delivering its queue.
+	actor string
+	// rate says whether the bundle counts against the rate limits: a
+	// queued bundle was counted when it was uploaded.
+	rate bool
+}
+
+// decide decides r under the agreement with r.peer, records the decision
+// in the transfer log and counts it. An error means the decision could
+// not be recorded: the caller does not act on it, and answers as it does
+// when the log fails.
+func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error) {
+	now := g.now()
+	env := r.env
+	// The retention runs from the bundle's creation, but never from a
+	// time to come: a sender cannot stretch the cap by dating its bundle
+	// ahead.
+	start := env.Created
+	if now.Before(start) {
+		start = now
+	}
+	d := decision{Decision: agreement.Decide(g.opts.ID, g.agreements[r.peer], now, agreement.Request{
+		Peer: r.peer, Direction: r.dir, Purpose: env.Purpose, Handling: env.Handling, TLP: env.TLP,
+		Retention: env.RetainUntil.Sub(start), Size: env.PayloadSize, Recipients: r.recipients,
+	})}
+	if d.Allowed() && r.rate {
+		if wait, why := g.rates.take(g.agreements[r.peer], r.dir, now, env.PayloadSize); why != "" {
+			d.Code, d.retryAfter = agreement.CodeRateLimited, wait
+			d.Reason = fmt.Sprintf("%s %s; retry after %s", g.agreements[r.peer].Name(g.opts.ID), why, retryText(wait))
+		}
+	}
+	e := audit.Entry{Event: audit.EventAgreementDecision, Actor: r.actor, Peer: r.peer, Code: string(d.Code),
+		AgreementVersion: int64(d.Version), AgreementRef: d.Ref}
+	if !d.Allowed() {
+		e.Reason = audit.CleanReason(d.Reason)
+	}
+	if _, err := g.recordEnvelope(context.WithoutCancel(ctx), e, env); err != nil {
+		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(err))
+		return d, err
+	}
+	g.metrics.agreementDecisions.WithLabelValues(r.peer, metricDirection(r.dir), string(d.Code)).Inc()
+	g.setAgreementGauges()
+	if !d.Allowed() {
+		g.log.Warn("agreement refuses a bundle", zap.String("bundle", env.BundleID), zap.String("peer", r.peer),
+			zap.String("direction", string(r.dir)), zap.String("code", string(d.Code)), zap.String("reason", d.Reason))
+	}
+	return d, nil
+}
+
+// retryText rounds a wait up to the second, for people.
+func retryText(d time.Duration) string {
+	return (d + time.Second - 1).Truncate(time.Second).String()
+}
+
+func metricDirection(d agreement.Direction) string {
+	if d == agreement.Inbound {
+		return string(audit.Inbound)
+	}
+	return string(audit.Outbound)
+}
+
+// decideUpload decides a local unit's upload to peer, before anything of
+// it is stored. A refusal is an API error with the agreement's code; a
+// rate-limited one is a *rateLimited, whose wait the API answers with in
+// Retry-After.
+func (g *Gateway) decideUpload(ctx context.Context, u User, env *crypto.Envelope, peer string) error {
+	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Outbound, env: env, actor: audit.UnitActor(u.Unit), rate: true})
+	if err != nil {
+		return api.Errorf(api.CodeStorageUnavailable, "the gateway cannot record the request in its transfer log; nothing was done, retry later")
+	}
+	if d.Allowed() {
+		return nil
+	}
+	ae := api.Errorf(api.Code(d.Code), "%s", d.Reason)
+	if d.retryAfter > 0 {
+		return &rateLimited{err: ae, after: d.retryAfter}
+	}
+	return ae
+}
+
+// rateLimited is an upload refused by a rate limit, and how long to wait.
+type rateLimited struct {
+	err   *api.Error
+	after time.Duration
+}
+
+func (r *rateLimited) Error() string { return r.err.Error() }
+func (r *rateLimited) Unwrap() error { return r.err }
+
+// retryAfterSeconds is the value of a Retry-After header for a wait.
+func retryAfterSeconds(d time.Duration) string {
+	return fmt.Sprint(int64((d + time.Second - 1) / time.Second))
+}
+
+// decideOffer decides a peer's offer under the agreement with it, for the
+// local recipients it is addressed to (checkLocalRecipients has checked
+// that they are users here). A refusal is a rejection with the agreement's
+// code.
+func (g *Gateway) decideOffer(ctx context.Context, peer string, env *crypto.Envelope) *transfer.Rejection {
+	var rs []agreement.Recipient
+	for _, r := range env.Recipients {
+		if country, _, _ := strings.Cut(r.Unit, "/"); country == g.opts.ID {
+			rs = append(rs, agreement.Recipient{Unit: r.Unit, Purposes: g.users[r.Unit].Purposes})
+		}
+	}
+	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Inbound, env: env, recipients: rs,
+		actor: audit.PeerActor(peer), rate: true})
+	if err != nil {
+		return transfer.Reject(transfer.CodeUnavailable, "the receiving gateway cannot record the offer in its transfer log; retry later")
+	}
+	if d.Allowed() {
+		return nil
+	}
+	return transfer.Reject(string(d.Code), "%s", d.Reason)
+}
+
+// decideDelivery decides a queued bundle again when it is delivered: the
+// agreement may have lapsed or changed since the upload. The rate limits
+// counted it at the upload.
+func (g *Gateway) decideDelivery(ctx context.Context, peer string, env *crypto.Envelope) (*transfer.Rejection, error) {
+	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Outbound, env: env, actor: audit.GatewayActor})
+	if err != nil || d.Allowed() {
+		return nil, err
+	}
+	return transfer.Reject(string(d.Code), "%s", d.Reason), nil
+}
+
+// rateWindow is the length of a rate limit's window, and rateBuckets the
+// number of its slots: the window slides by a minute.
+const (
+	rateWindow  = time.Hour
+	rateBuckets = 60
+)
+
+// rateLimits count, per peer and direction, the bundles and bytes allowed
+// in the last hour, in minute slots, so that a limit costs the same memory
+// however many bundles flow. Only allowed bundles count.
+type rateLimits struct {
+	mu     sync.Mutex
+	counts map[rateKey]*rateCount
+}
+
+type rateKey struct {
+	peer string
+	dir  agreement.Direction
+}
+
+type rateCount struct {
+	slots [rateBuckets]struct {
+		minute  int64 // the slot's minute since the epoch
+		bundles int
+		bytes   int64
+	}
+}
+
+// take counts a bundle of size bytes against a's limits at now, if they
+// allow it, and returns "" then; otherwise it counts nothing and returns
+// how long until they allow it, and which limit refuses.
+func (l *rateLimits) take(a *agreement.Agreement, dir agreement.Direction, now time.Time, size int64) (time.Duration, string) {
+	if a == nil || a.RateBundles <= 0 && a.RateBytes <= 0 {
+		return 0, ""
+	}
+	if a.RateBytes > 0 && size > a.RateBytes {
+		return rateWindow, fmt.Sprintf("allows %d bytes an hour %s; this bundle alone has %d", a.RateBytes, dirText(dir), size)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.counts == nil {
+		l.counts = map[rateKey]*rateCount{}
+	}
+	k := rateKey{a.Peer, dir}
+	c := l.counts[k]
+	if c == nil {
+		c = &rateCount{}
+		l.counts[k] = c
+	}
+	minute := now.Unix() / 60
+	// In the window: the slots of the last rateBuckets minutes, this one
+	// included.
+	bundles, bytes := 0, int64(0)
+	for _, s := range c.slots {
+		if s.minute > minute-rateBuckets {
+			bundles += s.bundles
+			bytes += s.bytes
+		}
+	}
+	fits := func(bundles int, bytes int64) bool {
+		return (a.RateBundles <= 0 || bundles+1 <= a.RateBundles) && (a.RateBytes <= 0 || bytes+size <= a.RateBytes)
+	}
+	if !fits(bundles, bytes) {
+		what := fmt.Sprintf("allows %d bundles an hour %s", a.RateBundles, dirText(dir))
+		if a.RateBundles <= 0 || bundles+1 <= a.RateBundles {
+			what = fmt.Sprintf("allows %d bytes an hour %s", a.RateBytes, dirText(dir))
+		}
+		// Wait for the oldest slots to leave the window until it fits.
+		for m := minute - rateBuckets + 1; m <= minute; m++ {
+			s := c.slots[((m%rateBuckets)+rateBuckets)%rateBuckets]
+			if s.minute == m {
+				bundles -= s.bundles
+				bytes -= s.bytes
+			}
+			if fits(bundles, bytes) {
+				return time.Unix((m+rateBuckets)*60, 0).Sub(now), what + ": the limit is reached"
+			}
+		}
+		return rateWindow, what + ": the limit is reached"
+	}
+	s := &c.slots[((minute%rateBuckets)+rateBuckets)%rateBuckets]
+	if s.minute != minute {
+		s.minute, s.bundles, s.bytes = minute, 0, 0
+	}
+	s.bundles++
+	s.bytes += size
+	return 0, ""
+}
+
+func dirText(d agreement.Direction) string {
+	if d == agreement.Inbound {
+		return "inbound"
+	}
+	return "outbound"
+}
+
+// initAgreements indexes the agreements by peer: one per configured peer
+// at most.
+func (g *Gateway) initAgreements() error {
+	g.agreements = map[string]*agreement.Agreement{}
+	for _, a := range g.opts.Agreements {
+		if a == nil {
+			return errors.New("a nil agreement")
+		}
+		if _, ok := g.peers[a.Peer]; !ok {
+			return fmt.Errorf("agreement with %q, which is not a peer", a.Peer)
+		}
+		// Each decision is recorded with the agreement's version and
+		// reference: one the log refuses would refuse every bundle.
+		if a.Version < 1 || a.Version > 1<<31-1 {
+			return fmt.Errorf("agreement with %s: version %d is not from 1 to %d", a.Peer, a.Version, 1<<31-1)
+		}
+		if err := audit.CheckAgreementRef(a.Ref); err != nil {
+			return fmt.Errorf("agreement with %s: %w", a.Peer, err)
+		}
+		if g.agreements[a.Peer] != nil {
+			return fmt.Errorf("two agreements with %s", a.Peer)
+		}
+		g.agreements[a.Peer] = a
+	}
+	return nil
+}
+
+// agreementStates are the values of evx_agreement_status's status label.
+var agreementStates = []string{"active", "suspended", "terminated", "not-yet-valid", "lapsed", "none"}
+
+// agreementState is the state of a, at now, as evx_agreement_status
+// names it.
+func agreementState(a *agreement.Agreement, now time.Time) string {
+	switch {
+	case a == nil:
+		return "none"
+	case a.Status == agreement.Terminated:
+		return "terminated"
+	case a.Status != agreement.Active:
+		return "suspended"
+	case !a.ValidFrom.IsZero() && now.Before(a.ValidFrom):
+		return "not-yet-valid"
+	case !a.ValidUntil.IsZero() && !now.Before(a.ValidUntil):
+		return "lapsed"
+	}
+	return "active"
+}
+
+// agreementGaugesInterval is how often the agreement gauges follow the
+// clock: days until valid_until change slowly.
+const agreementGaugesInterval = time.Minute
+
+// runAgreementGauges keeps the agreement gauges current until ctx is done.
+func (g *Gateway) runAgreementGauges(ctx context.Context) error {
+	t := time.NewTicker(agreementGaugesInterval)
+	defer t.Stop()
+	for {
+		g.setAgreementGauges()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// setAgreementGauges sets each peer's agreement gauges by the gateway's
+// clock.
+func (g *Gateway) setAgreementGauges() {
+	now := g.now()
+	for peer := range g.peers {
+		a := g.agreements[peer]
+		state := agreementState(a, now)
+		for _, s := range agreementStates {
+			v := 0.0
+			if s == state {
+				v = 1
+			}
+			g.metrics.agreementStatus.WithLabelValues(peer, s).Set(v)
+		}
+		if a == nil || a.ValidUntil.IsZero() {
+			g.metrics.agreementDaysLeft.DeleteLabelValues(peer)
+			continue
+		}
+		g.metrics.agreementDaysLeft.WithLabelValues(peer).Set(a.ValidUntil.Sub(now).Hours() / 24)
+	}
+}
+
+// storeAgreementRefusal stores this gateway's own final refusal of a
+// queued bundle, which its agreement-decision entry has recorded, where
+// the submitter sees it as it sees a peer's.
+func (g *Gateway) storeAgreementRefusal(ctx context.Context, id string, rej *transfer.Rejection) error {
+	r := &api.Refusal{Code: rej.Code, Reason: rej.Reason, At: g.now().UTC()}
+	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), r); err != nil && !errors.Is(err, storage.ErrExist) {
+		return err
+	}
+	g.outboxNotify()
+	return nil
+}
