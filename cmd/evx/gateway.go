@@ -186,9 +186,12 @@ func newConfigCmd() *cobra.Command {
 		Use:   "check gateway.yaml [--json]",
 		Short: "Validate a gateway configuration without starting anything",
 		Long: `check validates a gateway configuration and the files it names, as the
-gateway does when it starts, and prints a summary. With --json it prints
-the effective configuration (defaults filled in, paths absolute), and a
-failure lists each problem with its file, line and field.`,
+gateway does when it starts, and prints a summary. What is valid but lets
+nothing flow, such as a peer without an agreement ("warning: no agreement
+with FR: nothing flows with it"), is a warning on stderr, and the exit code
+is still 0. With --json it prints the effective configuration (defaults
+filled in, paths absolute) and the warnings, and a failure lists each
+problem with its file, line and field.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(args[0])
@@ -201,9 +204,17 @@ failure lists each problem with its file, line and field.`,
 				if err := yaml.Unmarshal([]byte(cfg.String()), &effective); err != nil {
 					return err
 				}
-				return printJSON(cmd.OutOrStdout(), map[string]any{"file": args[0], "valid": true, "config": effective})
+				warnings := cfg.Warnings(time.Now())
+				if warnings == nil {
+					warnings = []string{}
+				}
+				return printJSON(cmd.OutOrStdout(), map[string]any{"file": args[0], "valid": true, "config": effective, "warnings": warnings})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n%s", args[0], cfg.Summary())
+			// Valid, but letting nothing flow somewhere: said, not refused.
+			for _, w := range cfg.Warnings(time.Now()) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
 			return nil
 		},
 	}

@@ -97,6 +97,7 @@ $XDG_CONFIG_HOME/evx/profile.yaml).
 		newAuditCmd(),
 		newReportCmd(),
 		newConfigCmd(),
+		newAgreementCmd(),
 		newPushCmd(),
 		newInboxCmd(),
 		newPullCmd(),
