@@ -67,7 +67,7 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 	}
 	d := decision{Decision: agreement.Decide(g.opts.ID, g.agreements[r.peer], now, agreement.Request{
 		Peer: r.peer, Direction: r.dir, Purpose: env.Purpose, Handling: env.Handling, TLP: env.TLP,
-		Retention: env.RetainUntil.Sub(start), Size: env.PayloadSize, Recipients: r.recipients,
+		Retention: ceilSecond(env.RetainUntil.Sub(start)), Size: env.PayloadSize, Recipients: r.recipients,
 	})}
 	if d.Allowed() && r.rate {
 		if wait, why := g.rates.take(g.agreements[r.peer], r.dir, now, env.PayloadSize); why != "" {
@@ -93,9 +93,15 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 	return d, nil
 }
 
+// ceilSecond rounds d up to the second: a retention counted from now is
+// stated, and compared with a cap, in whole seconds.
+func ceilSecond(d time.Duration) time.Duration {
+	return (d + time.Second - 1).Truncate(time.Second)
+}
+
 // retryText rounds a wait up to the second, for people.
 func retryText(d time.Duration) string {
-	return (d + time.Second - 1).Truncate(time.Second).String()
+	return ceilSecond(d).String()
 }
 
 func metricDirection(d agreement.Direction) string {
