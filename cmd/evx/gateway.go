@@ -129,8 +129,9 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 		o.Peers = append(o.Peers, transfer.Peer{ID: p.ID, Address: p.Address, CA: ca, SigningKey: p.SigningKey,
 			LogKey: p.LogKey, WitnessKey: p.WitnessKey})
 	}
+	o.Agreements = cfg.AgreementList()
 	for _, u := range cfg.Users {
-		gu := gateway.User{Unit: u.Identity, Role: u.Role}
+		gu := gateway.User{Unit: u.Identity, Role: u.Role, Purposes: u.Purposes}
 		if u.PublicKey != "" {
 			var err error
 			if gu.Key, err = crypto.ReadPublicKeyFile(u.PublicKey); err != nil {
