@@ -20,6 +20,13 @@ import (
 // of the entry format.
 const EntryFormat = "evx-log-entry/1"
 
+// EntryFormat2 is format 1 with the agreement-decision event and its
+// members agreement_version and agreement_ref, which only format 2 has.
+// Only agreement-decision entries are written in format 2, so that a
+// reader of format 1 reports them as of an unknown format and reads every
+// other entry.
+const EntryFormat2 = "evx-log-entry/2"
+
 // Limits on entries' members. With them, the longest entry is under
 // maxEntryJSON bytes, well within what the log stores ([MaxEntrySize]).
 const (
@@ -60,7 +67,9 @@ var (
 // plaintext, a key or a credential: an entry describes a bundle by its
 // envelope, which gateways see anyway.
 type Entry struct {
-	// Format is the entry format; "" means [EntryFormat] when marshalling.
+	// Format is the entry format; "" means [EntryFormat2] for an
+	// agreement-decision and [EntryFormat] for any other event when
+	// marshalling.
 	Format string
 	// Time is when the event happened, by the gateway's clock. It is
 	// recorded in UTC to the millisecond (truncated).
@@ -228,13 +237,22 @@ func (e *Entry) wire() (*wireEntry, error) {
 	format := e.Format
 	if format == "" {
 		format = EntryFormat
+		if e.Event == EventAgreementDecision {
+			format = EntryFormat2
+		}
 	}
-	if format != EntryFormat {
-		return nil, fmt.Errorf("%w %q (this evx reads %q)", ErrUnsupportedFormat, format, EntryFormat)
+	if format != EntryFormat && format != EntryFormat2 {
+		return nil, fmt.Errorf("%w %q (this evx reads %q and %q)", ErrUnsupportedFormat, format, EntryFormat, EntryFormat2)
 	}
 	spec, ok := lookupEvent(e.Event)
-	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownEvent, e.Event)
+	switch {
+	// Format 1 has no agreement-decision, and so none of its members.
+	case !ok || format == EntryFormat && e.Event == EventAgreementDecision:
+		return nil, fmt.Errorf("%w %q in format %q", ErrUnknownEvent, e.Event, format)
+	// Format 2 holds agreement decisions only: every other event stays
+	// readable to a reader of format 1.
+	case format == EntryFormat2 && e.Event != EventAgreementDecision:
+		return nil, fmt.Errorf("%w %q for event %q (it holds agreement-decision entries only)", ErrUnsupportedFormat, format, e.Event)
 	}
 	if err := checkMembers(spec, e.Kind, e.present()); err != nil {
 		return nil, err
@@ -570,8 +588,8 @@ func ParseEntry(data []byte) (*Entry, error) {
 	if err := json.Unmarshal(data, &version); err != nil {
 		return nil, fmt.Errorf("malformed entry: %v", err)
 	}
-	if version.Format != EntryFormat {
-		return nil, fmt.Errorf("%w %q (this evx reads %q)", ErrUnsupportedFormat, version.Format, EntryFormat)
+	if version.Format != EntryFormat && version.Format != EntryFormat2 {
+		return nil, fmt.Errorf("%w %q (this evx reads %q and %q)", ErrUnsupportedFormat, version.Format, EntryFormat, EntryFormat2)
 	}
 	var w wireEntry
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -228,6 +228,9 @@ func TestEntryRoundTrip(t *testing.T) {
 			}
 			want := n.entry
 			want.Format = EntryFormat
+			if want.Event == EventAgreementDecision {
+				want.Format = EntryFormat2
+			}
 			if !reflect.DeepEqual(*got, want) {
 				t.Errorf("parsed\n%+v\nwant\n%+v", *got, want)
 			}
@@ -340,7 +343,7 @@ func invalidEntries(t testing.TB, get func(string) Entry) []invalidEntry {
 	}
 	return []invalidEntry{
 		{"unknown event", change("upload refused", func(e *Entry) { e.Event = "upload-deleted" }), `unknown event "upload-deleted"`},
-		{"newer format", change("upload refused", func(e *Entry) { e.Format = "evx-log-entry/2" }), `unsupported entry format "evx-log-entry/2"`},
+		{"newer format", change("upload refused", func(e *Entry) { e.Format = "evx-log-entry/9" }), `unsupported entry format "evx-log-entry/9"`},
 		{"missing required members", change("upload accepted", func(e *Entry) { e.LegalBasis, e.Peer = "", "" }), "upload-accepted entry needs legal_basis, peer"},
 		{"member the event lacks", change("gateway started", func(e *Entry) { e.BundleID = testBundleID }), "gateway-started entry has no bundle_id"},
 		{"no time", change("gateway started", func(e *Entry) { e.Time = time.Time{} }), "time 0001-01-01T00:00:00Z is not between the years 2000 and 9999"},
@@ -420,7 +423,7 @@ func nonCanonicalEntries(good string) []badBytes {
 		{"no direction", r(`"direction":"outbound",`, ``), "not in canonical form"},
 		{"empty optional member", r(`"peer":"FR"`, `"peer":"FR","reason":""`), "not in canonical form"},
 		{"null member", r(`"peer":"FR"`, `"peer":"FR","reason":null`), "not in canonical form"},
-		{"newer format", r(`evx-log-entry/1`, `evx-log-entry/2`), "unsupported entry format"},
+		{"newer format", r(`evx-log-entry/1`, `evx-log-entry/9`), "unsupported entry format"},
 		{"no format", r(`"format":"evx-log-entry/1",`, ``), `unsupported entry format ""`},
 		{"unknown event", r(`upload-accepted`, `upload-deleted`), "unknown event"},
 		{"not an object", `[]`, "malformed entry"},
@@ -440,7 +443,7 @@ func jsonMemberString(data, name string) string {
 func TestParseEntryErrorsForNewerWriters(t *testing.T) {
 	e := testEntries(t)[1].entry
 	good := string(mustMarshal(t, &e))
-	_, err := ParseEntry([]byte(strings.Replace(good, `evx-log-entry/1`, `evx-log-entry/2`, 1)))
+	_, err := ParseEntry([]byte(strings.Replace(good, `evx-log-entry/1`, `evx-log-entry/9`, 1)))
 	if !errors.Is(err, ErrUnsupportedFormat) {
 		t.Errorf("newer format: %v, want ErrUnsupportedFormat", err)
 	}
@@ -571,5 +574,32 @@ func TestEventTable(t *testing.T) {
 	}
 	if ValidEvent("upload-deleted") || !ValidEvent(EventDelivered) {
 		t.Error("ValidEvent is wrong")
+	}
+}
+
+// Only agreement-decision entries are of format 2, which alone has the
+// event and its members: a reader of format 1 reports them as of a format
+// it does not know, and reads every other entry as before.
+func TestAgreementDecisionFormat(t *testing.T) {
+	for _, n := range testEntries(t) {
+		data := mustMarshal(t, &n.entry)
+		want := `"format":"` + EntryFormat + `"`
+		if n.entry.Event == EventAgreementDecision {
+			want = `"format":"` + EntryFormat2 + `"`
+		}
+		if !strings.Contains(string(data), want) {
+			t.Errorf("%s: %s, want %s", n.name, data, want)
+		}
+		if n.entry.Event != EventAgreementDecision {
+			continue
+		}
+		e := n.entry
+		e.Format = EntryFormat
+		if _, err := e.MarshalCanonical(); !errors.Is(err, ErrUnknownEvent) {
+			t.Errorf("%s in format 1: %v, want an unknown event", n.name, err)
+		}
+		if _, err := ParseEntry([]byte(strings.Replace(string(data), EntryFormat2, EntryFormat, 1))); !errors.Is(err, ErrUnknownEvent) {
+			t.Errorf("%s read as format 1: %v, want an unknown event", n.name, err)
+		}
 	}
 }

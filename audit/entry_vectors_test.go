@@ -42,7 +42,7 @@ type invalidEntryVector struct {
 
 // makeEntryVectors builds the vectors from the test entries.
 func makeEntryVectors(t *testing.T) entryVectors {
-	v := entryVectors{Description: "evx transfer log entries, format " + EntryFormat +
+	v := entryVectors{Description: "evx transfer log entries, formats " + EntryFormat + " and " + EntryFormat2 +
 		" (docs/audit.md): each valid entry is accepted exactly as it is and has the leaf hash given; " +
 		"each invalid one is refused"}
 	var upload, delivered string

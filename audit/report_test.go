@@ -700,7 +700,7 @@ func TestReportReadsEntries(t *testing.T) {
 		}
 	}
 	// Entries a newer evx wrote are reported, not counted.
-	for _, d := range []string{`{"format":"evx-log-entry/2","anything":1}`,
+	for _, d := range []string{`{"format":"evx-log-entry/9","anything":1}`,
 		strings.Replace(string(l.data[0]), `"event":"upload-accepted"`, `"event":"upload-vetted"`, 1)} {
 		if err := tl.AddBytes([]byte(d)); err != nil {
 			t.Errorf("AddBytes(%s): %v", d, err)
