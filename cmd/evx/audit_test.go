@@ -355,13 +355,29 @@ func forgeCosignature(t *testing.T, line string) string {
 // saved before.
 func TestAuditVerifyTampered(t *testing.T) {
 	w := newAuditWorld(t)
-	w.push(t)
-	out := mustEvx(t, "audit", "verify", "--profile", w.auditor)
-	m := regexp.MustCompile(`(?m)^  checkpoint +size (\d+),`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no size in:\n%s", out)
+	// The cases need earlier checkpoints in the export: pushes, each
+	// verified once a checkpoint newer than the last one verified holds
+	// it, leave three sizes at least in the log's history.
+	verifiedSize := func() int64 {
+		out := mustEvx(t, "audit", "verify", "--profile", w.auditor)
+		m := regexp.MustCompile(`(?m)^  checkpoint +size (\d+),`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no size in:\n%s", out)
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return n
 	}
-	size, _ := strconv.ParseInt(m[1], 10, 64)
+	var size int64
+	for range 3 {
+		w.push(t)
+		prev := size
+		for attempt := 0; size == prev; attempt++ {
+			if attempt == 100 {
+				t.Fatalf("the log stayed at size %d after a push", size)
+			}
+			size = verifiedSize()
+		}
+	}
 	if size < 4 || size >= torchwood.TileWidth {
 		t.Fatalf("log of %d entries, want 4 to 255", size)
 	}
