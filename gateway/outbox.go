@@ -271,7 +271,7 @@ func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan st
 			return
 		}
 		var rej *transfer.Rejection
-		if errors.As(err, &rej) && !rej.Temporary() {
+		if errors.As(err, &rej) && !rej.Temporary() && !heldBy(rej.Code) {
 			g.refused(id, rej)
 			g.recordRefusal(ctx, id, rej)
 			return
@@ -320,10 +320,13 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 		return &peerError{peer: peer.ID, err: err}
 	}
 	// The agreement decides again: it may have lapsed or changed since
-	// the upload. A refusal is final, as a peer's would be.
+	// the upload. A refusal is final, as a peer's would be, but for
+	// cooperation that is only paused: the bundle is held, and retried.
 	switch rej, err := g.decideDelivery(ctx, peer.ID, env); {
 	case err != nil:
 		return err
+	case rej != nil && heldBy(rej.Code):
+		return rej
 	case rej != nil:
 		return g.storeAgreementRefusal(ctx, id, rej)
 	}

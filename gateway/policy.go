@@ -177,6 +177,21 @@ func (g *Gateway) decideDelivery(ctx context.Context, peer string, env *crypto.E
 	return transfer.Reject(string(d.Code), "%s", d.Reason), nil
 }
 
+// heldBy reports whether a refusal with code, this gateway's or the
+// peer's, holds a queued bundle rather than refuses it: cooperation is
+// suspended, not yet or no longer in force, or without an agreement, all of
+// which an operator can end. The bundle stays queued, neither lost nor
+// failed, and goes out once the agreements on both sides allow it again.
+// A terminated agreement, and every clause about the bundle itself,
+// refuse it for good.
+func heldBy(code string) bool {
+	switch agreement.Code(code) {
+	case agreement.CodeSuspended, agreement.CodeLapsed, agreement.CodeNotYetValid, agreement.CodeNoAgreement:
+		return true
+	}
+	return false
+}
+
 // rateWindow is the length of a rate limit's window, and rateBuckets the
 // number of its slots: the window slides by a minute.
 const (
