@@ -309,10 +309,17 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		stopLog()
 		err = errors.Join(err, <-logDone)
 	}()
+	// A stop while the gateway starts is a stop, not a failure.
 	if err := g.recordStarted(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	if err := g.requeueOutbox(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	eg, ctx := errgroup.WithContext(ctx)
