@@ -17,6 +17,7 @@ const (
 	CodeBadWait             Code = "bad-wait"
 	CodeBadState            Code = "bad-state"
 	CodeBadLimit            Code = "bad-limit"
+	CodeBadPreflight        Code = "bad-preflight"
 	CodeSizeMismatch        Code = "size-mismatch"
 	CodeHashMismatch        Code = "hash-mismatch"
 	CodeUnknownRecipient    Code = "unknown-recipient"
@@ -71,6 +72,7 @@ var codes = []CodeInfo{
 	{CodeBadFrom, http.StatusBadRequest, "`from` is not a tree size (a whole number from 0)"},
 	{CodeBadLimit, http.StatusBadRequest, "`limit` is not a number from 1 to 1000"},
 	{CodeBadLogPath, http.StatusBadRequest, "not a path of the transfer log: `checkpoint`, `checkpoints/<size>` or a tile path (audit.md 4.2)"},
+	{CodeBadPreflight, http.StatusBadRequest, "the pre-flight's body is not one JSON object of the members of 3.14, is over 16 KiB, or holds a value an envelope may not have"},
 	{CodeBadSignature, http.StatusBadRequest, "`Evx-Signature` not base64, or the signature does not verify"},
 	{CodeBadState, http.StatusBadRequest, "`state` is not `queued`, `delivered` or `refused`"},
 	{CodeBadWait, http.StatusBadRequest, "`wait` is not a duration from `0s` to `1m`"},

@@ -224,3 +224,42 @@ type LogCheckpoints struct {
 // MaxLogCheckpoints bounds the sizes of one answer of GET
 // /v1/log/checkpoints.
 const MaxLogCheckpoints = 10000
+
+// PreflightRequest is the body of POST /v1/preflight: what a unit is about
+// to seal, as far as the agreement with the recipients' country speaks of
+// it, so that the gateway can say before the sealing whether it would
+// accept the upload.
+type PreflightRequest struct {
+	// Recipients are unit ids, such as FR/prosecutor, all of one country.
+	Recipients []string `json:"recipients"`
+	Purpose    string   `json:"purpose"`
+	Handling   string   `json:"handling"`
+	TLP        string   `json:"tlp"`
+	// RetainUntil or Retention, exactly one: the envelope's retain_until,
+	// or how long after its creation that will be, as a whole number of
+	// hours, days or weeks (36h, 90d, 12w) or of seconds (7776000s).
+	RetainUntil *time.Time `json:"retain_until,omitempty"`
+	Retention   string     `json:"retention,omitempty"`
+	// Size is the payload's size in bytes, or an upper bound of it.
+	Size int64 `json:"size"`
+	// LegalBasis is optional; no clause speaks of it yet.
+	LegalBasis string `json:"legal_basis,omitempty"`
+}
+
+// MaxPreflightBody bounds the body of POST /v1/preflight.
+const MaxPreflightBody = 16 << 10
+
+// Preflight is the answer of POST /v1/preflight when the gateway would
+// accept the upload: a refusal is an error with the agreement's code.
+type Preflight struct {
+	Allowed bool `json:"allowed"`
+	// Peer is the recipients' country, whose agreement decided.
+	Peer      string             `json:"peer"`
+	Agreement PreflightAgreement `json:"agreement"`
+}
+
+// PreflightAgreement names the agreement that allowed a pre-flight.
+type PreflightAgreement struct {
+	Version int    `json:"version"`
+	Ref     string `json:"ref"`
+}

@@ -32,6 +32,7 @@ func (g *Gateway) apiHandler() http.Handler {
 	// verify receipts.
 	mux.HandleFunc("GET /v1/peers", g.handle([]api.Role{api.RoleSubmitter, api.RoleRecipient}, g.peerList))
 	mux.HandleFunc("POST /v1/bundles", g.handle([]api.Role{api.RoleSubmitter}, g.upload))
+	mux.HandleFunc("POST /v1/preflight", g.handle([]api.Role{api.RoleSubmitter}, g.preflight))
 	mux.HandleFunc("GET /v1/outbox", g.handle([]api.Role{api.RoleSubmitter, api.RoleOperator}, g.outboxList))
 	mux.HandleFunc("GET /v1/outbox/{id}", g.handle([]api.Role{api.RoleSubmitter, api.RoleOperator}, g.outboxStatus))
 	mux.HandleFunc("GET /v1/inbox", g.handle([]api.Role{api.RoleRecipient}, g.inbox))

@@ -35,6 +35,13 @@ type decision struct {
 	retryAfter time.Duration
 }
 
+// rateLimited turns d, allowed by a, into a refusal by a's rate limit,
+// which why names, for wait.
+func (d *decision) rateLimited(self string, a *agreement.Agreement, wait time.Duration, why string) {
+	d.Code, d.retryAfter = agreement.CodeRateLimited, wait
+	d.Reason = fmt.Sprintf("%s %s; retry after %s", a.Name(self), why, retryText(wait))
+}
+
 // decideRequest is what decide is asked about.
 type decideRequest struct {
 	peer string
@@ -71,8 +78,7 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 	})}
 	if d.Allowed() && r.rate {
 		if wait, why := g.rates.take(g.agreements[r.peer], r.dir, now, env.PayloadSize); why != "" {
-			d.Code, d.retryAfter = agreement.CodeRateLimited, wait
-			d.Reason = fmt.Sprintf("%s %s; retry after %s", g.agreements[r.peer].Name(g.opts.ID), why, retryText(wait))
+			d.rateLimited(g.opts.ID, g.agreements[r.peer], wait, why)
 		}
 	}
 	e := audit.Entry{Event: audit.EventAgreementDecision, Actor: r.actor, Peer: r.peer, Code: string(d.Code),
@@ -224,6 +230,17 @@ type rateCount struct {
 // allow it, and returns "" then; otherwise it counts nothing and returns
 // how long until they allow it, and which limit refuses.
 func (l *rateLimits) take(a *agreement.Agreement, dir agreement.Direction, now time.Time, size int64) (time.Duration, string) {
+	return l.check(a, dir, now, size, true)
+}
+
+// peek answers as take would, and counts nothing: a pre-flight asks
+// whether an upload would pass the limits without using them up.
+func (l *rateLimits) peek(a *agreement.Agreement, dir agreement.Direction, now time.Time, size int64) (time.Duration, string) {
+	return l.check(a, dir, now, size, false)
+}
+
+// check is take if count is set, peek if not.
+func (l *rateLimits) check(a *agreement.Agreement, dir agreement.Direction, now time.Time, size int64, count bool) (time.Duration, string) {
 	if a == nil || a.RateBundles <= 0 && a.RateBytes <= 0 {
 		return 0, ""
 	}
@@ -271,6 +288,9 @@ func (l *rateLimits) take(a *agreement.Agreement, dir agreement.Direction, now t
 			}
 		}
 		return rateWindow, what + ": the limit is reached"
+	}
+	if !count {
+		return 0, ""
 	}
 	s := &c.slots[((minute%rateBuckets)+rateBuckets)%rateBuckets]
 	if s.minute != minute {
