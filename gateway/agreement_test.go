@@ -328,21 +328,8 @@ func TestAgreementLapsesWhileQueued(t *testing.T) {
 			o.onDeliveryFailed = func(_ string, err error) { held <- err }
 		}
 	})
-	tw.Start(t, "DE")
-	tw.Start(t, "FR")
 	ctx := t.Context()
-	de, deKey := tw.Client("DE", "forensics")
-	// A first push fetches FR's directory, which DE keeps for the second
-	// while FR is down.
-	first := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
-	if _, err := uploadMode(ctx, de, first, api.Direct); err != nil {
-		t.Fatal(err)
-	}
-	tw.Stop(t, "FR")
-	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
-	if _, err := upload(ctx, de, b); err != nil {
-		t.Fatal(err)
-	}
+	de, b := queueWhileFRDown(t, tw)
 	c.advance(48 * time.Hour)
 	tw.Start(t, "FR")
 	// Attempts fail while FR is down; the one after FR is back is held.
@@ -393,18 +380,11 @@ func TestAgreementLapsesWhileQueued(t *testing.T) {
 // sliding hour: over the limit, an upload is refused with rate-limited, a
 // Retry-After header and the wait in its reason, until the hour has
 // passed.
-// A bundle queued under an agreement that is terminated before it goes out
-// (the gateway restarted with the new configuration) is refused for good:
-// a terminated agreement is not resumed, only replaced.
-func TestAgreementTerminatedWhileQueued(t *testing.T) {
-	var terminated atomic.Bool
-	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
-		if id == "DE" && terminated.Load() {
-			o.Agreements = []*agreement.Agreement{agreementWith("FR", func(a *agreement.Agreement) {
-				a.Status, a.StatusReason = agreement.Terminated, "decision 2026/200"
-			})}
-		}
-	})
+// queueWhileFRDown starts DE and FR, pushes once (so that DE keeps FR's
+// directory), stops FR and uploads a bundle DE queues for it: DE's client
+// and the bundle.
+func queueWhileFRDown(t *testing.T, tw *testWorld) (*client.Client, *evxtest.Bundle) {
+	t.Helper()
 	tw.Start(t, "DE")
 	tw.Start(t, "FR")
 	ctx := t.Context()
@@ -418,6 +398,23 @@ func TestAgreementTerminatedWhileQueued(t *testing.T) {
 	if _, err := upload(ctx, de, b); err != nil {
 		t.Fatal(err)
 	}
+	return de, b
+}
+
+// A bundle queued under an agreement that is terminated before it goes out
+// (the gateway restarted with the new configuration) is refused for good:
+// a terminated agreement is not resumed, only replaced.
+func TestAgreementTerminatedWhileQueued(t *testing.T) {
+	var terminated atomic.Bool
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
+		if id == "DE" && terminated.Load() {
+			o.Agreements = []*agreement.Agreement{agreementWith("FR", func(a *agreement.Agreement) {
+				a.Status, a.StatusReason = agreement.Terminated, "decision 2026/200"
+			})}
+		}
+	})
+	ctx := t.Context()
+	de, b := queueWhileFRDown(t, tw)
 	tw.Stop(t, "DE")
 	terminated.Store(true)
 	tw.Start(t, "DE")
