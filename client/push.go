@@ -51,8 +51,12 @@ type PushResult struct {
 //
 // Before sealing it checks what can fail without the files: the form of the
 // recipients' unit ids, that they belong to one country, that the client
-// is a submitter of another country, and that each recipient resolves to a
-// recipient unit in the directory.
+// is a submitter of another country, that each recipient resolves to a
+// recipient unit in the directory, and, with the gateway's pre-flight call
+// ([Client.Preflight]), that the gateway's agreement with the recipients'
+// country and its limits would let the upload through. A refusal then is
+// the *api.Error the upload would have met; a gateway without the call is
+// not asked.
 func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) {
 	country, err := RecipientCountry(req.To)
 	if err != nil {
@@ -89,6 +93,15 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 			return nil, fmt.Errorf("%s is not a recipient unit (its role is %s)", unit, Printable(e.Role))
 		}
 		opts.Recipients = append(opts.Recipients, crypto.PublicKey{Unit: e.Unit, AgeRecipient: e.AgeRecipient})
+	}
+	// The gateway says now whether it would accept the upload, before
+	// the files are sealed and sent.
+	if err := preflightPush(ctx, c, req); err != nil {
+		var apiErr *api.Error
+		if errors.As(err, &apiErr) && !apiErr.Code.Temporary() {
+			return nil, fmt.Errorf("your gateway refuses the bundle; nothing was sealed: %w", err)
+		}
+		return nil, fmt.Errorf("asking your gateway before sealing: %w", err)
 	}
 	tmp, err := os.CreateTemp(req.TempDir, "evx-push-*.evx")
 	if err != nil {
