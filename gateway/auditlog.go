@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"evx/api"
@@ -117,22 +116,6 @@ func withEnvelope(e *audit.Entry, env *crypto.Envelope) error {
 	}
 	keepCarried(e)
 	return nil
-}
-
-// recordMeanwhile starts recording an event about env, as recordEnvelope
-// does, for an action that changes nothing by itself and so need not wait
-// for the log: the acceptance of an offer, which the payload then follows.
-// The returned function waits for the entry and returns recordEnvelope's
-// error; the caller calls it before anything that the event must precede
-// in the log, and on every path (it may be called more than once), so
-// that the goroutine it starts always has an owner that waits for it.
-func (g *Gateway) recordMeanwhile(ctx context.Context, e audit.Entry, env *crypto.Envelope) (wait func() error) {
-	done := make(chan error, 1)
-	go func() {
-		_, err := g.recordEnvelope(context.WithoutCancel(ctx), e, env)
-		done <- err
-	}()
-	return sync.OnceValue(func() error { return <-done })
 }
 
 // keepCarried clears the envelope members that e's event does not carry

@@ -330,9 +330,7 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	case rej != nil:
 		return g.storeAgreementRefusal(ctx, id, rej)
 	}
-	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventOfferSent, Actor: audit.GatewayActor, Peer: peer.ID}, env); err != nil {
-		return err
-	}
+	// The allowed decision was recorded with offer-sent.
 	d, err := g.client.Send(ctx, peer, rec.Envelope, rec.Signature, obj)
 	if err != nil {
 		return &peerError{peer: peer.ID, err: err}

@@ -56,6 +56,10 @@ type decideRequest struct {
 	// rate says whether the bundle counts against the rate limits: a
 	// queued bundle was counted when it was uploaded.
 	rate bool
+	// then are the events an allowed decision leads to at once (the
+	// offer it lets the gateway send or accept): recorded with it, in one
+	// write to the log; a refused decision is recorded alone.
+	then []audit.Entry
 }
 
 // decide decides r under the agreement with r.peer, records the decision
@@ -86,7 +90,16 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 	if !d.Allowed() {
 		e.Reason = audit.CleanReason(d.Reason)
 	}
-	if _, err := g.recordEnvelope(context.WithoutCancel(ctx), e, env); err != nil {
+	es := []audit.Entry{e}
+	if d.Allowed() {
+		es = append(es, r.then...)
+	}
+	for i := range es {
+		if err := withEnvelope(&es[i], env); err != nil {
+			return d, err
+		}
+	}
+	if _, err := g.recordAll(context.WithoutCancel(ctx), es...); err != nil {
 		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(err))
 		return d, err
 	}
@@ -152,8 +165,8 @@ func retryAfterSeconds(d time.Duration) string {
 
 // decideOffer decides a peer's offer under the agreement with it, for the
 // local recipients it is addressed to (checkLocalRecipients has checked
-// that they are users here). A refusal is a rejection with the agreement's
-// code.
+// that they are users here), and records its acceptance with an allowed
+// decision. A refusal is a rejection with the agreement's code.
 func (g *Gateway) decideOffer(ctx context.Context, peer string, env *crypto.Envelope) *transfer.Rejection {
 	var rs []agreement.Recipient
 	for _, r := range env.Recipients {
@@ -162,7 +175,8 @@ func (g *Gateway) decideOffer(ctx context.Context, peer string, env *crypto.Enve
 		}
 	}
 	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Inbound, env: env, recipients: rs,
-		actor: audit.PeerActor(peer), rate: true})
+		actor: audit.PeerActor(peer), rate: true,
+		then: []audit.Entry{{Event: audit.EventOfferAccepted, Actor: audit.PeerActor(peer), Peer: peer}}})
 	if err != nil {
 		return transfer.Reject(transfer.CodeUnavailable, "the receiving gateway cannot record the offer in its transfer log; retry later")
 	}
@@ -174,9 +188,11 @@ func (g *Gateway) decideOffer(ctx context.Context, peer string, env *crypto.Enve
 
 // decideDelivery decides a queued bundle again when it is delivered: the
 // agreement may have lapsed or changed since the upload. The rate limits
-// counted it at the upload.
+// counted it at the upload. An allowed decision is recorded with the
+// offer it lets the gateway send.
 func (g *Gateway) decideDelivery(ctx context.Context, peer string, env *crypto.Envelope) (*transfer.Rejection, error) {
-	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Outbound, env: env, actor: audit.GatewayActor})
+	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Outbound, env: env, actor: audit.GatewayActor,
+		then: []audit.Entry{{Event: audit.EventOfferSent, Actor: audit.GatewayActor, Peer: peer}}})
 	if err != nil || d.Allowed() {
 		return nil, err
 	}

@@ -70,15 +70,11 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 		return nil, transfer.Reject(transfer.CodeTooLarge, "payload of %d bytes exceeds this gateway's limit of %d", env.PayloadSize, g.opts.MaxBundleSize)
 	}
 	// The agreement with the peer decides last, before any payload byte
-	// is taken: a refused offer stores nothing.
+	// is taken: a refused offer stores nothing. An allowed decision is
+	// recorded with the acceptance, in one write.
 	if rej := g.decideOffer(ctx, peer, env); rej != nil {
 		return nil, rej
 	}
-
-	// The acceptance is logged while the payload comes in, and is in the
-	// log before the receipt is: accepting stores nothing by itself.
-	accepted := g.recordMeanwhile(ctx, audit.Entry{Event: audit.EventOfferAccepted, Actor: audit.PeerActor(peer), Peer: peer}, env)
-	defer accepted()
 	r, err := accept(0)
 	if err != nil {
 		return nil, err
@@ -93,10 +89,6 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 		}
 		g.log.Error("storing payload", zap.String("bundle", id), zap.Error(err))
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the payload; retry later")
-	}
-	if err := accepted(); err != nil {
-		g.log.Error("transfer log", zap.String("bundle", id), zap.Error(err))
-		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway cannot record the offer in its transfer log; retry later")
 	}
 	// The entry goes first: the receipt carries where it is, the promise
 	// that the delivery is in this gateway's log.
