@@ -35,9 +35,9 @@ type decision struct {
 	retryAfter time.Duration
 }
 
-// rateLimited turns d, allowed by a, into a refusal by a's rate limit,
+// refuseByRate turns d, allowed by a, into a refusal by a's rate limit,
 // which why names, for wait.
-func (d *decision) rateLimited(self string, a *agreement.Agreement, wait time.Duration, why string) {
+func (d *decision) refuseByRate(self string, a *agreement.Agreement, wait time.Duration, why string) {
 	d.Code, d.retryAfter = agreement.CodeRateLimited, wait
 	d.Reason = fmt.Sprintf("%s %s; retry after %s", a.Name(self), why, retryText(wait))
 }
@@ -82,7 +82,7 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 	})}
 	if d.Allowed() && r.rate {
 		if wait, why := g.rates.take(g.agreements[r.peer], r.dir, now, env.PayloadSize); why != "" {
-			d.rateLimited(g.opts.ID, g.agreements[r.peer], wait, why)
+			d.refuseByRate(g.opts.ID, g.agreements[r.peer], wait, why)
 		}
 	}
 	e := audit.Entry{Event: audit.EventAgreementDecision, Actor: r.actor, Peer: r.peer, Code: string(d.Code),

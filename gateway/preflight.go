@@ -74,7 +74,7 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request, u User) (any
 	})}
 	if d.Allowed() {
 		if wait, why := g.rates.peek(a, agreement.Outbound, now, req.Size); why != "" {
-			d.rateLimited(g.opts.ID, a, wait, why)
+			d.refuseByRate(g.opts.ID, a, wait, why)
 		}
 	}
 	g.log.Info("pre-flight", zap.String("unit", u.Unit), zap.String("peer", peer), zap.String("purpose", req.Purpose),
@@ -97,7 +97,9 @@ func readPreflight(w http.ResponseWriter, r *http.Request, timeout time.Duration
 	}
 	// The body is small: it has a deadline as a whole, so that a client
 	// sending a byte now and then cannot hold the request open.
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return nil, err // no body is read without a deadline
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxPreflightBody))
 	var tooLarge *http.MaxBytesError
 	switch {

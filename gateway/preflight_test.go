@@ -263,3 +263,40 @@ func TestPreflightBadInput(t *testing.T) {
 		t.Errorf("DE counted %d agreement decisions for bad pre-flights, want none", got)
 	}
 }
+
+// A pre-flight's body has a deadline as a whole (the stall timeout): one
+// that never ends is refused then, on HTTP/1.1 and HTTP/2, and does not
+// hold the request open.
+func TestPreflightBodyDeadline(t *testing.T) {
+	tw := newTestWorld(t, diskStore, func(_ string, o *Options) { o.UploadStallTimeout = 200 * time.Millisecond })
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	for _, h2 := range []bool{false, true} {
+		pr, pw := io.Pipe()
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			// A start of a body, then nothing until the test ends.
+			pw.Write([]byte(`{"recipients":[`))
+		}()
+		t.Cleanup(func() {
+			pw.Close()
+			<-wrote
+		})
+		req, err := http.NewRequestWithContext(t.Context(), "POST", tw.URL("DE")+"/v1/preflight", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = 1000
+		resp, err := tw.apiHTTPClient(t, "DE", "forensics", h2).Do(req)
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		var e api.ErrorBody
+		err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 400 || e.Error == nil || e.Error.Code != api.CodeBadPreflight || !strings.Contains(e.Error.Message, "did not arrive whole within 200ms") {
+			t.Errorf("h2=%v: %d %+v, %v; want 400 bad-preflight for a body that does not arrive", h2, resp.StatusCode, e.Error, err)
+		}
+	}
+}
