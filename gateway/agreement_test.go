@@ -414,12 +414,12 @@ func TestAgreementTerminatedWhileQueued(t *testing.T) {
 		}
 	})
 	ctx := t.Context()
-	de, b := queueWhileFRDown(t, tw)
+	_, b := queueWhileFRDown(t, tw)
 	tw.Stop(t, "DE")
 	terminated.Store(true)
 	tw.Start(t, "DE")
 	tw.Start(t, "FR")
-	de, _ = tw.Client("DE", "forensics")
+	de, _ := tw.Client("DE", "forensics")
 	_, err := client.WaitDelivered(ctx, de, b.Env.BundleID, 20*time.Second)
 	var refused *client.RefusedError
 	if !errors.As(err, &refused) || refused.RefusalCode() != string(agreement.CodeTerminated) ||

@@ -30,8 +30,10 @@ var errNotOffered = errors.New("not offered to the peer")
 // deliverDirect offers a checked upload to its peer and streams the body to
 // it. The caller holds the bundle's outbox lock and has found no record. On
 // success or a final refusal it stores the record with the receipt or the
-// refusal, but never the payload.
-func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, body io.Reader) (*api.OutboxStatus, error) {
+// refusal, but never the payload. It records the agreement's decision,
+// decided, with the offer; if it returns errNotOffered before that, the
+// caller records it.
+func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, body io.Reader, decided *pendingDecision) (*api.OutboxStatus, error) {
 	id := env.BundleID
 	peer, ok := g.peers[peers[0]]
 	if !ok {
@@ -44,7 +46,8 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotOffered, err)
 	}
-	if _, err := g.recordOrRefuse(ctx, audit.Entry{Event: audit.EventOfferSent, Actor: audit.GatewayActor, Peer: peer.ID}, env); err != nil {
+	// The agreement's decision and the offer it allows are one write.
+	if err := decided.record(ctx, g, audit.Entry{Event: audit.EventOfferSent, Actor: audit.GatewayActor, Peer: peer.ID}); err != nil {
 		return nil, err
 	}
 	o, err := g.client.Offer(ctx, peer, envJSON, sig)

@@ -78,15 +78,20 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	// The agreement decides before anything of the bundle is stored or
 	// sent, and after the checks above, so that only bundles that could
 	// flow count against its rate limits.
-	if err := g.decideUpload(ctx, u, env, peers[0]); err != nil {
+	decided, err := g.decideUpload(ctx, u, env, peers[0])
+	if err != nil {
 		return nil, err
 	}
 	if direct {
-		st, err := g.deliverDirect(ctx, u, env, envJSON, sig, peers, body)
+		st, err := g.deliverDirect(ctx, u, env, envJSON, sig, peers, body, decided)
 		if !errors.Is(err, errNotOffered) {
 			return st, err
 		}
 		g.log.Info("direct delivery not possible; storing for delivery", zap.String("bundle", id), zap.Error(err))
+	}
+	// Stored for delivery: the decision is recorded before anything is.
+	if err := decided.record(ctx, g); err != nil {
+		return nil, err
 	}
 	verified := crypto.NewPayloadVerifier(body, env)
 	if err := storePayload(ctx, g.opts.Storage, key(outboxPrefix, id, payloadFile), verified, env.PayloadSize); err != nil {

@@ -67,6 +67,14 @@ type decideRequest struct {
 // not be recorded: the caller does not act on it, and answers as it does
 // when the log fails.
 func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error) {
+	d := g.decideOnly(r)
+	return d, g.recordDecision(ctx, r, d)
+}
+
+// decideOnly decides r, taking from the rate limits if r.rate, but
+// records nothing: the caller records the decision (recordDecision) before
+// it acts on it, and on every path, refusals at once.
+func (g *Gateway) decideOnly(r decideRequest) decision {
 	now := g.now()
 	env := r.env
 	// The retention runs from the bundle's creation, but never from a
@@ -85,6 +93,13 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 			d.refuseByRate(g.opts.ID, g.agreements[r.peer], wait, why)
 		}
 	}
+	return d
+}
+
+// recordDecision records d, made for r, in the transfer log, with r.then
+// if d allows, and counts it.
+func (g *Gateway) recordDecision(ctx context.Context, r decideRequest, d decision) error {
+	env := r.env
 	e := audit.Entry{Event: audit.EventAgreementDecision, Actor: r.actor, Peer: r.peer, Code: string(d.Code),
 		AgreementVersion: int64(d.Version), AgreementRef: d.Ref}
 	if !d.Allowed() {
@@ -96,12 +111,12 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 	}
 	for i := range es {
 		if err := withEnvelope(&es[i], env); err != nil {
-			return d, err
+			return err
 		}
 	}
 	if _, err := g.recordAll(context.WithoutCancel(ctx), es...); err != nil {
 		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(err))
-		return d, err
+		return err
 	}
 	g.metrics.agreementDecisions.WithLabelValues(r.peer, metricDirection(r.dir), string(d.Code)).Inc()
 	g.setAgreementGauges()
@@ -109,7 +124,7 @@ func (g *Gateway) decide(ctx context.Context, r decideRequest) (decision, error)
 		g.log.Warn("agreement refuses a bundle", zap.String("bundle", env.BundleID), zap.String("peer", r.peer),
 			zap.String("direction", string(r.dir)), zap.String("code", string(d.Code)), zap.String("reason", d.Reason))
 	}
-	return d, nil
+	return nil
 }
 
 // ceilSecond rounds d up to the second: a retention counted from now is
@@ -131,22 +146,50 @@ func metricDirection(d agreement.Direction) string {
 }
 
 // decideUpload decides a local unit's upload to peer, before anything of
-// it is stored. A refusal is an API error with the agreement's code; a
-// rate-limited one is a *rateLimited, whose wait the API answers with in
-// Retry-After.
-func (g *Gateway) decideUpload(ctx context.Context, u User, env *crypto.Envelope, peer string) error {
-	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Outbound, env: env, actor: audit.UnitActor(u.Unit), rate: true})
-	if err != nil {
-		return api.Errorf(api.CodeStorageUnavailable, "the gateway cannot record the request in its transfer log; nothing was done, retry later")
-	}
+// it is stored. A refusal is recorded at once and is an API error with the
+// agreement's code; a rate-limited one is a *rateLimited, whose wait the
+// API answers with in Retry-After. An allowed decision is returned
+// unrecorded: the caller records it with its first action (the offer of a
+// direct delivery), or alone with recordUpload before it stores anything.
+func (g *Gateway) decideUpload(ctx context.Context, u User, env *crypto.Envelope, peer string) (*pendingDecision, error) {
+	r := decideRequest{peer: peer, dir: agreement.Outbound, env: env, actor: audit.UnitActor(u.Unit), rate: true}
+	d := g.decideOnly(r)
 	if d.Allowed() {
-		return nil
+		return &pendingDecision{r: r, d: d}, nil
+	}
+	if err := g.recordDecision(ctx, r, d); err != nil {
+		return nil, errLogFailed
 	}
 	ae := api.Errorf(api.Code(d.Code), "%s", d.Reason)
 	if d.retryAfter > 0 {
-		return &rateLimited{err: ae, after: d.retryAfter}
+		return nil, &rateLimited{err: ae, after: d.retryAfter}
 	}
-	return ae
+	return nil, ae
+}
+
+// errLogFailed answers a unit whose request the log could not record.
+var errLogFailed = api.Errorf(api.CodeStorageUnavailable, "the gateway cannot record the request in its transfer log; nothing was done, retry later")
+
+// pendingDecision is an upload's allowed decision, not yet recorded.
+type pendingDecision struct {
+	r        decideRequest
+	d        decision
+	recorded bool
+}
+
+// record records the decision, with then, before the upload is acted on:
+// once, whichever path does it first.
+func (p *pendingDecision) record(ctx context.Context, g *Gateway, then ...audit.Entry) error {
+	if p.recorded {
+		return nil
+	}
+	r := p.r
+	r.then = then
+	if err := g.recordDecision(ctx, r, p.d); err != nil {
+		return errLogFailed
+	}
+	p.recorded = true
+	return nil
 }
 
 // rateLimited is an upload refused by a rate limit, and how long to wait.
