@@ -33,9 +33,12 @@ func newPushCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "push --profile P --to COUNTRY/unit --purpose P --legal-basis REF FILES_OR_DIRS...",
 		Short: "Seal files on this machine and submit the bundle to your gateway",
-		Long: `push resolves each recipient through your gateway's directory, seals the
-files here (plaintext never leaves this machine), uploads the bundle, and
-waits until the peer gateway has receipted it. It prints the bundle id.
+		Long: `push resolves each recipient through your gateway's directory, asks your
+gateway whether its agreement with the recipients' country allows the
+bundle (purpose, handling code, TLP label, retention, size, rate; a refusal
+ends push before anything is sealed), seals the files here (plaintext never
+leaves this machine), uploads the bundle, and waits until the peer gateway
+has receipted it. It prints the bundle id.
 
 While push waits, your gateway forwards the upload to the peer gateway as
 it arrives, without keeping a copy, and the upload ends with the peer's
