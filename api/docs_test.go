@@ -1,6 +1,7 @@
 package api
 
 import (
+	"evx/internal/evxtest"
 	"flag"
 	"fmt"
 	"os"
@@ -30,21 +31,11 @@ func docTable(t *testing.T, doc string) (string, int, int) {
 	if sec < 0 {
 		t.Fatalf("%s has no section \"## 4. Error codes\"", apiDoc)
 	}
-	start := strings.Index(doc[sec:], "\n| status |")
-	if start < 0 {
+	table, start, end, ok := evxtest.DocTable(doc, sec, "| status |")
+	if !ok {
 		t.Fatalf("%s section 4 has no table starting with \"| status |\"", apiDoc)
 	}
-	start += sec + 1
-	end := start
-	for end < len(doc) && doc[end] == '|' {
-		nl := strings.IndexByte(doc[end:], '\n')
-		if nl < 0 {
-			end = len(doc)
-			break
-		}
-		end += nl + 1
-	}
-	return doc[start:end], start, end
+	return table, start, end
 }
 
 // The code table in docs/api.md is the one in Codes, row for row, so that

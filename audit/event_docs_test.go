@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"evx/internal/evxtest"
 	"fmt"
 	"os"
 	"strings"
@@ -58,21 +59,11 @@ func memberList(m member) string {
 // head, and where it starts and ends.
 func docTable(t *testing.T, doc, head string) (string, int, int) {
 	t.Helper()
-	start := strings.Index(doc, "\n"+head)
-	if start < 0 {
+	table, start, end, ok := evxtest.DocTable(doc, 0, head)
+	if !ok {
 		t.Fatalf("%s has no table starting with %q", auditDoc, head)
 	}
-	start++
-	end := start
-	for end < len(doc) && doc[end] == '|' {
-		nl := strings.IndexByte(doc[end:], '\n')
-		if nl < 0 {
-			end = len(doc)
-			break
-		}
-		end += nl + 1
-	}
-	return doc[start:end], start, end
+	return table, start, end
 }
 
 // The tables of events and security kinds in docs/audit.md are the ones in

@@ -1,7 +1,7 @@
 // Package evxtest holds the fixtures that tests and benchmarks of several
 // evx packages share: evidence files, sealed bundles taken apart as the
-// local API and the peer protocol carry them, and the size a benchmark
-// moves.
+// local API and the peer protocol carry them, the size a benchmark moves,
+// and the tables of the docs that tests keep equal to the code.
 //
 // It imports crypto only, so that the tests of every package above crypto
 // may use it; crypto's own tests cannot (that would be an import cycle).
@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,4 +101,27 @@ func Seal(tb testing.TB, sender *crypto.UnitKey, recipients []crypto.PublicKey, 
 		tb.Fatal(err)
 	}
 	return &Bundle{Env: env, EnvJSON: b.EnvelopeJSON, Sig: b.Signature, Payload: payload}
+}
+
+// DocTable finds in doc, at or after offset from, the markdown table whose
+// first line begins with head: its text, from that line to the last line
+// that begins with "|", and where that text starts and ends in doc. The
+// tests that keep a document's table equal to a table in the code use it,
+// and write doc[:start] + want + doc[end:] to update the document.
+func DocTable(doc string, from int, head string) (table string, start, end int, ok bool) {
+	i := strings.Index(doc[from:], "\n"+head)
+	if i < 0 {
+		return "", 0, 0, false
+	}
+	start = from + i + 1
+	end = start
+	for end < len(doc) && doc[end] == '|' {
+		nl := strings.IndexByte(doc[end:], '\n')
+		if nl < 0 {
+			end = len(doc)
+			break
+		}
+		end += nl + 1
+	}
+	return doc[start:end], start, end, true
 }
