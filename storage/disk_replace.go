@@ -34,14 +34,8 @@ func diskVersion(data []byte) string {
 // once in place (Replace renames a new file over it), so the bytes it reads
 // are one version's.
 func (d *Disk) ReadVersion(ctx context.Context, key string, limit int64) ([]byte, string, error) {
-	if err := ValidKey(key); err != nil {
+	if err := checkReadVersion(ctx, key, limit); err != nil {
 		return nil, "", err
-	}
-	if err := checkLimit(key, limit); err != nil {
-		return nil, "", err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, "", fmt.Errorf("read %q: %w", key, err)
 	}
 	f, err := os.Open(d.path(key))
 	if err != nil {

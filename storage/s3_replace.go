@@ -15,14 +15,8 @@ import (
 // object's ETag, from the same GET response as the data, so the two
 // belong together.
 func (s *S3) ReadVersion(ctx context.Context, key string, limit int64) ([]byte, string, error) {
-	if err := ValidKey(key); err != nil {
+	if err := checkReadVersion(ctx, key, limit); err != nil {
 		return nil, "", err
-	}
-	if err := checkLimit(key, limit); err != nil {
-		return nil, "", err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, "", fmt.Errorf("read %q: %w", key, err)
 	}
 	body, oi, _, err := s.core.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {

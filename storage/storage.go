@@ -328,10 +328,17 @@ func checkSize(key string, size int64) error {
 	return nil
 }
 
-// checkLimit checks the limit given to ReadVersion.
-func checkLimit(key string, limit int64) error {
+// checkReadVersion checks the arguments of ReadVersion, and that ctx is
+// not done, before a backend reads anything.
+func checkReadVersion(ctx context.Context, key string, limit int64) error {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
 	if limit < 0 || limit > MaxReplaceSize {
 		return fmt.Errorf("read %q: limit %d is outside 0 to %d", key, limit, MaxReplaceSize)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("read %q: %w", key, err)
 	}
 	return nil
 }
