@@ -173,11 +173,7 @@ func verifyProfileLog(ctx context.Context, profile string, o auditOptions) (*aud
 }
 
 func verifyProfileAt(ctx context.Context, path string, o auditOptions) (*auditedLog, error) {
-	p, keys, err := profileAuditKeys(path)
-	if err != nil {
-		return nil, err
-	}
-	c, _, err := readProfile(path, false, io.Discard)
+	p, keys, c, err := profileAuditClient(path)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +218,20 @@ func profileAuditKeys(path string) (*config.Profile, auditKeys, error) {
 		return nil, auditKeys{}, p.Errorf("log_key", "the profile pins no log key: evx audit verifies the transfer log against the log_key (and witness_keys) pinned in the profile; ask the gateway's operator for them (evx log-keys --config gateway.yaml prints them) and add them to the profile")
 	}
 	return p, auditKeys{Log: p.LogKey, Witnesses: p.WitnessKeys, From: "profile " + path}, nil
+}
+
+// profileAuditClient reads the profile at path, the keys it pins and a
+// client of its gateway.
+func profileAuditClient(path string) (*config.Profile, auditKeys, *client.Client, error) {
+	p, keys, err := profileAuditKeys(path)
+	if err != nil {
+		return nil, auditKeys{}, nil, err
+	}
+	c, _, err := readProfile(path, false, io.Discard)
+	if err != nil {
+		return nil, auditKeys{}, nil, err
+	}
+	return p, keys, c, nil
 }
 
 // pinnedState returns the verify options of the keys profile p pins, for
@@ -657,11 +667,7 @@ func exportProfileAt(ctx context.Context, path, dir string, o auditOptions) (*au
 	if err := crypto.CheckOutputDir(dir); err != nil {
 		return nil, err
 	}
-	p, keys, err := profileAuditKeys(path)
-	if err != nil {
-		return nil, err
-	}
-	c, _, err := readProfile(path, false, io.Discard)
+	p, keys, c, err := profileAuditClient(path)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,11 +244,7 @@ func runDemo(cmd *cobra.Command, dir string, log *zap.Logger) error {
 // gateway integrates an entry into a checkpoint, and its peer cosigns it,
 // a moment after the request that logged it was answered.
 func demoBundleEntries(ctx context.Context, profile, id string, last audit.Event) ([]auditEntry, error) {
-	p, keys, err := profileAuditKeys(profile)
-	if err != nil {
-		return nil, err
-	}
-	c, _, err := readProfile(profile, false, io.Discard)
+	p, keys, c, err := profileAuditClient(profile)
 	if err != nil {
 		return nil, err
 	}
