@@ -196,21 +196,35 @@ func (e *Entry) Direction() Direction {
 	return ""
 }
 
-// SetEnvelope sets the members that describe a bundle from its envelope:
-// bundle id, envelope digest, purpose, handling code, legal basis and the
-// payload's digest and size.
+// SetEnvelope sets the members that describe a bundle from its envelope,
+// those of them that e.Event carries (Events), or all for an event this
+// package does not know: bundle id, envelope digest, purpose, handling
+// code, legal basis and the payload's digest and size.
 func (e *Entry) SetEnvelope(env *crypto.Envelope) error {
 	h, err := env.SHA256()
 	if err != nil {
 		return err
 	}
-	e.BundleID = env.BundleID
-	e.EnvelopeSHA256 = h
-	e.Purpose = env.Purpose
-	e.Handling = env.Handling
-	e.LegalBasis = env.LegalBasis
-	e.PayloadSHA256 = env.PayloadSHA256
-	e.PayloadSize = env.PayloadSize
+	carried := mBundle
+	if s, ok := lookupEvent(e.Event); ok {
+		carried = s.required | s.optional
+	}
+	for _, m := range []struct {
+		member member
+		set    func()
+	}{
+		{mBundleID, func() { e.BundleID = env.BundleID }},
+		{mEnvelopeSHA256, func() { e.EnvelopeSHA256 = h }},
+		{mPurpose, func() { e.Purpose = env.Purpose }},
+		{mHandling, func() { e.Handling = env.Handling }},
+		{mLegalBasis, func() { e.LegalBasis = env.LegalBasis }},
+		{mPayloadSHA256, func() { e.PayloadSHA256 = env.PayloadSHA256 }},
+		{mPayloadSize, func() { e.PayloadSize = env.PayloadSize }},
+	} {
+		if carried&m.member != 0 {
+			m.set()
+		}
+	}
 	return nil
 }
 

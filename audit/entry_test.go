@@ -509,6 +509,16 @@ func TestEntrySetEnvelope(t *testing.T) {
 	if err := e.SetEnvelope(&crypto.Envelope{}); err == nil {
 		t.Error("SetEnvelope of an invalid envelope succeeded")
 	}
+	// Only the members the event carries: offer-sent names the bundle
+	// and its envelope, not the legal metadata.
+	o := Entry{Time: entryTime, Gateway: "DE", Actor: GatewayActor, Event: EventOfferSent, Peer: "FR"}
+	if err := o.SetEnvelope(env); err != nil {
+		t.Fatal(err)
+	}
+	if o.BundleID != testBundleID || o.EnvelopeSHA256 != sha256.Sum256(canonical) || o.Purpose != "" || o.LegalBasis != "" || o.PayloadSize != 0 {
+		t.Errorf("SetEnvelope of offer-sent set %+v", o)
+	}
+	mustMarshal(t, &o)
 }
 
 func TestCleanReason(t *testing.T) {

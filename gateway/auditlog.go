@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -111,37 +110,7 @@ func withEnvelope(e *audit.Entry, env *crypto.Envelope) error {
 	if env == nil {
 		return nil
 	}
-	if err := e.SetEnvelope(env); err != nil {
-		return err
-	}
-	keepCarried(e)
-	return nil
-}
-
-// keepCarried clears the envelope members that e's event does not carry
-// (audit.Events says which it does).
-func keepCarried(e *audit.Entry) {
-	var carried []string
-	for _, i := range audit.Events() {
-		if i.Event == e.Event {
-			carried = append(append(carried, i.Required...), i.Optional...)
-		}
-	}
-	for _, m := range []struct {
-		name  string
-		clear func()
-	}{
-		{"envelope_sha256", func() { e.EnvelopeSHA256 = [32]byte{} }},
-		{"purpose", func() { e.Purpose = "" }},
-		{"handling", func() { e.Handling = "" }},
-		{"legal_basis", func() { e.LegalBasis = "" }},
-		{"payload_sha256", func() { e.PayloadSHA256 = [32]byte{} }},
-		{"payload_size", func() { e.PayloadSize = 0 }},
-	} {
-		if !slices.Contains(carried, m.name) {
-			m.clear()
-		}
-	}
+	return e.SetEnvelope(env)
 }
 
 // recordOrRefuse records an event before the gateway acknowledges it to a
