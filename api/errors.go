@@ -55,6 +55,18 @@ const (
 	CodeTLPNotAccepted      Code = "tlp-not-accepted"
 	CodeRetentionTooLong    Code = "retention-too-long"
 	CodeRateLimited         Code = "rate-limited"
+	// The peer's own agreement, as its signed summary states it, or its
+	// signed directory, refuses: the sender learns it before sealing.
+	CodePurposeNotAccepted     Code = "purpose-not-accepted"
+	CodeRecipientNotAuthorised Code = "recipient-not-authorised"
+
+	// The operator's agreement endpoints (api.md 3.16–3.19).
+	CodeUnknownPeer       Code = "unknown-peer"
+	CodeBadReason         Code = "bad-reason"
+	CodeInvalidConfig     Code = "invalid-config"
+	CodeReloadUnavailable Code = "reload-unavailable"
+	CodeAlreadySuspended  Code = "already-suspended"
+	CodeNotSuspended      Code = "not-suspended"
 )
 
 // CodeInfo is one row of the code table: the HTTP status a code is sent
@@ -73,6 +85,7 @@ var codes = []CodeInfo{
 	{CodeBadLimit, http.StatusBadRequest, "`limit` is not a number from 1 to 1000"},
 	{CodeBadLogPath, http.StatusBadRequest, "not a path of the transfer log: `checkpoint`, `checkpoints/<size>` or a tile path (audit.md 4.2)"},
 	{CodeBadPreflight, http.StatusBadRequest, "the pre-flight's body is not one JSON object of the members of 3.14, is over 16 KiB, or holds a value an envelope may not have"},
+	{CodeBadReason, http.StatusBadRequest, "a suspension without a reason, or with one over 512 bytes or with control characters"},
 	{CodeBadSignature, http.StatusBadRequest, "`Evx-Signature` not base64, or the signature does not verify"},
 	{CodeBadState, http.StatusBadRequest, "`state` is not `queued`, `delivered` or `refused`"},
 	{CodeBadWait, http.StatusBadRequest, "`wait` is not a duration from `0s` to `1m`"},
@@ -91,18 +104,25 @@ var codes = []CodeInfo{
 	{CodeNoAgreement, http.StatusForbidden, "no agreement with the recipients' country: nothing flows with it (agreements.md)"},
 	{CodeNoIdentity, http.StatusForbidden, "the client certificate has no `evx://unit/` URI SAN, or a malformed one"},
 	{CodeNoRole, http.StatusForbidden, "the identity is not among the gateway's users"},
+	{CodePurposeNotAccepted, http.StatusForbidden, "the peer's agreement, as its last signed summary states it, does not accept the envelope's purpose inbound"},
 	{CodePurposeNotAllowed, http.StatusForbidden, "the agreement does not allow the envelope's purpose outbound"},
+	{CodeRecipientNotAuthorised, http.StatusForbidden, "a recipient is not authorised for the envelope's purpose, as its country's signed directory states"},
 	{CodeRetentionTooLong, http.StatusForbidden, "the envelope's retention exceeds the agreement's cap for its purpose: refused, not shortened"},
 	{CodeSenderMismatch, http.StatusForbidden, "the envelope's sender is not the caller"},
 	{CodeTLPNotAccepted, http.StatusForbidden, "the agreement does not accept the envelope's TLP label"},
 	{CodeUnknownSenderKey, http.StatusForbidden, "the envelope is signed with a key other than the caller's configured one"},
 	{CodeNotFound, http.StatusNotFound, "no such bundle for this caller"},
 	{CodeNotInLog, http.StatusNotFound, "no such checkpoint, tile or entry bundle in the transfer log"},
+	{CodeUnknownPeer, http.StatusNotFound, "no such peer in the gateway's configuration"},
 	{CodeUnknownUnit, http.StatusNotFound, "directory lookup: no such unit, or its country is not a peer"},
 	{CodeUploadStalled, http.StatusRequestTimeout, "the upload's body brought no byte for the gateway's stall timeout (30 s by default); nothing was stored: upload again"},
+	{CodeAlreadySuspended, http.StatusConflict, "cooperation with the peer is already suspended by an operator"},
 	{CodeDuplicate, http.StatusConflict, "the bundle id was already submitted"},
+	{CodeNotSuspended, http.StatusConflict, "cooperation with the peer is not suspended by an operator"},
+	{CodeReloadUnavailable, http.StatusConflict, "the gateway was not started from a configuration file it can read again"},
 	{CodeLengthRequired, http.StatusLengthRequired, "upload without `Content-Length` (chunked)"},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, "`payload.size` exceeds the gateway's maximum bundle size, or the agreement's"},
+	{CodeInvalidConfig, http.StatusUnprocessableEntity, "the configuration file is invalid: nothing of it applies, the running configuration stays; the message names the field and line"},
 	{CodeRateLimited, http.StatusTooManyRequests, "the agreement's hourly limit of bundles or bytes to that country is reached; `Retry-After` and the message say when to retry"},
 	{CodeInternal, http.StatusInternalServerError, "an unexpected error, logged at the gateway"},
 	{CodePeerRefused, http.StatusBadGateway, "the peer gateway's certificate is refused (CA, expiry or identity): a configuration problem at one of the two gateways, not a temporary one"},
