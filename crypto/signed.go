@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -517,6 +519,87 @@ type DirectoryEntry struct {
 	Role         string `json:"role"`
 	AgeRecipient string `json:"age_recipient,omitempty"`
 	SigningKey   string `json:"signing_key,omitempty"`
+	// Purposes are those a recipient is authorised for, so that a sender
+	// learns before sealing that a bundle would be refused. Only
+	// recipients have them. An entry without them says nothing: its
+	// gateway predates them, or the recipient is authorised for none;
+	// either way the receiving gateway decides. Being optional, the
+	// member is left out when empty (canonical form), so a directory
+	// without purposes is signed as before them.
+	Purposes []string `json:"purposes,omitempty"`
+}
+
+// Bounds of a directory entry's purposes: the vocabulary ([Purposes]) has
+// six, and may grow, so a peer's entry may name purposes unknown here,
+// which authorise nothing; but a hostile peer cannot make a directory
+// entry arbitrarily large with them.
+const (
+	MaxDirectoryPurposes = 32
+	MaxPurposeLength     = 64
+)
+
+// purposePattern is the form of a purpose in a directory entry: that of
+// the vocabulary's, lower-case words joined by hyphens.
+var purposePattern = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+
+// Refuses reports whether the entry lists the purposes its unit is
+// authorised for and purpose is not among them. An entry that lists none
+// refuses nothing: the sender does not know them (see Purposes).
+func (e DirectoryEntry) Refuses(purpose string) bool {
+	return len(e.Purposes) > 0 && !slices.Contains(e.Purposes, purpose)
+}
+
+// checkPurposes checks the entry's purposes: on a recipient only, at most
+// MaxDirectoryPurposes of them, each of the purposes' form and at most
+// MaxPurposeLength bytes, none twice.
+func (e *DirectoryEntry) checkPurposes() error {
+	if len(e.Purposes) == 0 {
+		return nil
+	}
+	if e.Role != "recipient" {
+		return fmt.Errorf("purposes on a unit with role %q: only recipients have them", truncate(e.Role))
+	}
+	if len(e.Purposes) > MaxDirectoryPurposes {
+		return fmt.Errorf("%d purposes, over the limit of %d", len(e.Purposes), MaxDirectoryPurposes)
+	}
+	for i, p := range e.Purposes {
+		if len(p) > MaxPurposeLength {
+			return fmt.Errorf("purpose of %d bytes, over the limit of %d", len(p), MaxPurposeLength)
+		}
+		if !purposePattern.MatchString(p) {
+			return fmt.Errorf("malformed purpose %q", p)
+		}
+		if slices.Contains(e.Purposes[:i], p) {
+			return fmt.Errorf("purpose %q listed twice", p)
+		}
+	}
+	return nil
+}
+
+// truncate shortens s, which a peer chose, for an error message.
+func truncate(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+// checkEntries checks the members of d's entries that readers act on
+// without the gateway's configuration to check them against. Errors name
+// the entry.
+func (d *Directory) checkEntries() error {
+	for i := range d.Units {
+		e := &d.Units[i]
+		if err := e.checkPurposes(); err != nil {
+			name := "unit " + e.Unit
+			if !ValidUnitID(e.Unit) {
+				name = fmt.Sprintf("entry %d", i)
+			}
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Lookup returns the entry for unit, or false.
@@ -529,8 +612,12 @@ func (d Directory) Lookup(unit string) (DirectoryEntry, bool) {
 	return DirectoryEntry{}, false
 }
 
-// SignDirectory signs d.
+// SignDirectory signs d, whose entries' purposes must be within the
+// bounds that [VerifyDirectory] checks.
 func (k *SigningKey) SignDirectory(d Directory) (*Signed, error) {
+	if err := d.checkEntries(); err != nil {
+		return nil, fmt.Errorf("unit directory: %w", err)
+	}
 	return k.signDoc(directoryContext, d)
 }
 
@@ -547,6 +634,9 @@ func VerifyDirectory(s *Signed, signer, gateway string) (*Directory, error) {
 	}
 	if d.Gateway != gateway {
 		return nil, fmt.Errorf("%s was issued by %q", what, d.Gateway)
+	}
+	if err := d.checkEntries(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return &d, nil
 }
