@@ -118,6 +118,7 @@ func (g *Gateway) localDirectory() crypto.Directory {
 			e.SigningKey = u.Key.SigningKey
 		case api.RoleRecipient:
 			e.AgeRecipient = u.Key.AgeRecipient
+			e.Purposes = u.Purposes
 		default:
 			continue
 		}
@@ -276,7 +277,7 @@ func (g *Gateway) fetchSignedDirectory(ctx context.Context, p transfer.Peer) (*c
 }
 
 // sameUnits reports whether a and b list the same units with the same
-// roles and keys, in any order.
+// roles, keys and purposes, in any order.
 func sameUnits(a, b *crypto.Directory) bool {
 	if a.Gateway != b.Gateway || len(a.Units) != len(b.Units) {
 		return false
@@ -286,7 +287,10 @@ func sameUnits(a, b *crypto.Directory) bool {
 		slices.SortFunc(u, func(x, y crypto.DirectoryEntry) int { return strings.Compare(x.Unit, y.Unit) })
 		return u
 	}
-	return slices.Equal(sorted(a.Units), sorted(b.Units))
+	return slices.EqualFunc(sorted(a.Units), sorted(b.Units), func(x, y crypto.DirectoryEntry) bool {
+		return x.Unit == y.Unit && x.Role == y.Role && x.AgeRecipient == y.AgeRecipient &&
+			x.SigningKey == y.SigningKey && slices.Equal(x.Purposes, y.Purposes)
+	})
 }
 
 // storeDirectory keeps a peer's signed directory in storage and returns its
