@@ -20,11 +20,13 @@ import (
 // of the entry format.
 const EntryFormat = "evx-log-entry/1"
 
-// EntryFormat2 is format 1 with the agreement-decision event and its
-// members agreement_version and agreement_ref, which only format 2 has.
-// Only agreement-decision entries are written in format 2, so that a
-// reader of format 1 reports them as of an unknown format and reads every
-// other entry.
+// EntryFormat2 is format 1 with the events of the cooperation agreements
+// (agreement-decision, config-reloaded, agreement-changed,
+// agreement-suspended, agreement-resumed) and their members
+// agreement_version, agreement_ref, old_agreement_version,
+// old_config_sha256 and changes, which only format 2 has. Only entries of
+// these events are written in format 2, so that a reader of format 1
+// reports them as of an unknown format and reads every other entry.
 const EntryFormat2 = "evx-log-entry/2"
 
 // Limits on entries' members. With them, the longest entry is under
@@ -41,6 +43,10 @@ const (
 	// maxAgreementVersion bounds agreement_version.
 	MaxAgreementRefLength = 64
 	maxAgreementVersion   = 1<<31 - 1
+	// MaxChanges bounds the lines of changes, each of which is bounded
+	// as a reason is (MaxReasonLength). A longer diff is summed up by
+	// whoever writes the entry.
+	MaxChanges = 24
 	// maxCount bounds count.
 	maxCount = 1 << 40
 	// maxWindow bounds the window of a requests-refused entry.
@@ -67,9 +73,9 @@ var (
 // plaintext, a key or a credential: an entry describes a bundle by its
 // envelope, which gateways see anyway.
 type Entry struct {
-	// Format is the entry format; "" means [EntryFormat2] for an
-	// agreement-decision and [EntryFormat] for any other event when
-	// marshalling.
+	// Format is the entry format; "" means, when marshalling, the format
+	// that holds the event: [EntryFormat2] for the events of the
+	// cooperation agreements, [EntryFormat] for any other.
 	Format string
 	// Time is when the event happened, by the gateway's clock. It is
 	// recorded in UTC to the millisecond (truncated).
@@ -111,8 +117,10 @@ type Entry struct {
 	WindowEnd   time.Time
 
 	// ConfigSHA256 is the SHA-256 of the gateway's effective
-	// configuration.
-	ConfigSHA256 [32]byte
+	// configuration; OldConfigSHA256 that of the configuration a reload
+	// replaced.
+	ConfigSHA256    [32]byte
+	OldConfigSHA256 [32]byte
 
 	// Kind is what a security event is about; Checkpoint the signed
 	// checkpoint note a peer presented, as it presented it.
@@ -120,42 +128,53 @@ type Entry struct {
 	Checkpoint []byte
 
 	// AgreementVersion and AgreementRef identify the agreement that
-	// decided an agreement-decision: its version (from 1) and reference.
-	AgreementVersion int64
-	AgreementRef     string
+	// decided an agreement-decision, or the one in force after a change,
+	// suspension or resumption: its version (from 1) and reference.
+	// OldAgreementVersion is the version a change replaced.
+	AgreementVersion    int64
+	AgreementRef        string
+	OldAgreementVersion int64
+
+	// Changes says what a reload or an agreement's change changed, one
+	// line each: 1 to MaxChanges lines, each a text of the gateway's own
+	// words checked as a reason is.
+	Changes []string
 }
 
 // wireEntry is the JSON form of an Entry. Its fields are in the bytewise
 // order of their names, so that encoding/json writes members sorted, as
 // the canonical form requires (a test checks the order).
 type wireEntry struct {
-	Actor            string      `json:"actor"`
-	AgreementRef     string      `json:"agreement_ref,omitempty"`
-	AgreementVersion int64       `json:"agreement_version,omitempty"`
-	BundleID         string      `json:"bundle_id,omitempty"`
-	Checkpoint       []byte      `json:"checkpoint,omitempty"`
-	Code             string      `json:"code,omitempty"`
-	ConfigSHA256     string      `json:"config_sha256,omitempty"`
-	Count            int64       `json:"count,omitempty"`
-	Direction        Direction   `json:"direction,omitempty"`
-	EnvelopeSHA256   string      `json:"envelope_sha256,omitempty"`
-	Event            Event       `json:"event"`
-	Format           string      `json:"format"`
-	Gateway          string      `json:"gateway"`
-	Handling         string      `json:"handling,omitempty"`
-	Kind             string      `json:"kind,omitempty"`
-	LegalBasis       string      `json:"legal_basis,omitempty"`
-	Outcome          Outcome     `json:"outcome"`
-	PayloadSHA256    string      `json:"payload_sha256,omitempty"`
-	PayloadSize      int64       `json:"payload_size,omitempty"`
-	Peer             string      `json:"peer,omitempty"`
-	Purpose          string      `json:"purpose,omitempty"`
-	Reason           string      `json:"reason,omitempty"`
-	Receipt          *wireSigned `json:"receipt,omitempty"`
-	Source           string      `json:"source,omitempty"`
-	Time             string      `json:"time"`
-	WindowEnd        string      `json:"window_end,omitempty"`
-	WindowStart      string      `json:"window_start,omitempty"`
+	Actor               string      `json:"actor"`
+	AgreementRef        string      `json:"agreement_ref,omitempty"`
+	AgreementVersion    int64       `json:"agreement_version,omitempty"`
+	BundleID            string      `json:"bundle_id,omitempty"`
+	Changes             []string    `json:"changes,omitempty"`
+	Checkpoint          []byte      `json:"checkpoint,omitempty"`
+	Code                string      `json:"code,omitempty"`
+	ConfigSHA256        string      `json:"config_sha256,omitempty"`
+	Count               int64       `json:"count,omitempty"`
+	Direction           Direction   `json:"direction,omitempty"`
+	EnvelopeSHA256      string      `json:"envelope_sha256,omitempty"`
+	Event               Event       `json:"event"`
+	Format              string      `json:"format"`
+	Gateway             string      `json:"gateway"`
+	Handling            string      `json:"handling,omitempty"`
+	Kind                string      `json:"kind,omitempty"`
+	LegalBasis          string      `json:"legal_basis,omitempty"`
+	OldAgreementVersion int64       `json:"old_agreement_version,omitempty"`
+	OldConfigSHA256     string      `json:"old_config_sha256,omitempty"`
+	Outcome             Outcome     `json:"outcome"`
+	PayloadSHA256       string      `json:"payload_sha256,omitempty"`
+	PayloadSize         int64       `json:"payload_size,omitempty"`
+	Peer                string      `json:"peer,omitempty"`
+	Purpose             string      `json:"purpose,omitempty"`
+	Reason              string      `json:"reason,omitempty"`
+	Receipt             *wireSigned `json:"receipt,omitempty"`
+	Source              string      `json:"source,omitempty"`
+	Time                string      `json:"time"`
+	WindowEnd           string      `json:"window_end,omitempty"`
+	WindowStart         string      `json:"window_start,omitempty"`
 }
 
 // wireSigned is crypto.Signed with its members in order.
@@ -248,25 +267,26 @@ func (e *Entry) MarshalCanonical() ([]byte, error) {
 
 // wire checks e and returns its JSON form.
 func (e *Entry) wire() (*wireEntry, error) {
+	spec, ok := lookupEvent(e.Event)
 	format := e.Format
 	if format == "" {
 		format = EntryFormat
-		if e.Event == EventAgreementDecision {
-			format = EntryFormat2
+		if ok {
+			format = spec.format()
 		}
 	}
 	if format != EntryFormat && format != EntryFormat2 {
 		return nil, fmt.Errorf("%w %q (this evx reads %q and %q)", ErrUnsupportedFormat, format, EntryFormat, EntryFormat2)
 	}
-	spec, ok := lookupEvent(e.Event)
 	switch {
-	// Format 1 has no agreement-decision, and so none of its members.
-	case !ok || format == EntryFormat && e.Event == EventAgreementDecision:
+	// Format 1 has none of the agreements' events, and so none of their
+	// members.
+	case !ok || format == EntryFormat && spec.format() != EntryFormat:
 		return nil, fmt.Errorf("%w %q in format %q", ErrUnknownEvent, e.Event, format)
-	// Format 2 holds agreement decisions only: every other event stays
-	// readable to a reader of format 1.
-	case format == EntryFormat2 && e.Event != EventAgreementDecision:
-		return nil, fmt.Errorf("%w %q for event %q (it holds agreement-decision entries only)", ErrUnsupportedFormat, format, e.Event)
+	// Format 2 holds the agreements' events only: every other event
+	// stays readable to a reader of format 1.
+	case format == EntryFormat2 && spec.format() != EntryFormat2:
+		return nil, fmt.Errorf("%w %q for event %q (it holds the events of the cooperation agreements only)", ErrUnsupportedFormat, format, e.Event)
 	}
 	if err := checkMembers(spec, e.Kind, e.present()); err != nil {
 		return nil, err
@@ -288,6 +308,7 @@ func (e *Entry) wire() (*wireEntry, error) {
 		AgreementRef:     e.AgreementRef,
 		AgreementVersion: e.AgreementVersion,
 		BundleID:         e.BundleID,
+		Changes:          e.Changes,
 		Checkpoint:       e.Checkpoint,
 		Code:             e.Code,
 		Count:            e.Count,
@@ -299,16 +320,19 @@ func (e *Entry) wire() (*wireEntry, error) {
 		Kind:             string(e.Kind),
 		LegalBasis:       e.LegalBasis,
 		Outcome:          spec.outcome,
-		Peer:             e.Peer,
-		Purpose:          e.Purpose,
-		Reason:           e.Reason,
-		Source:           e.Source,
-		Time:             formatTime(e.Time),
+
+		OldAgreementVersion: e.OldAgreementVersion,
+		Peer:                e.Peer,
+		Purpose:             e.Purpose,
+		Reason:              e.Reason,
+		Source:              e.Source,
+		Time:                formatTime(e.Time),
 	}
 	if e.Event == EventAgreementDecision {
 		w.Outcome, w.Direction = decisionOutcome(e.Code), decisionDirection(e.Actor)
 	}
 	w.ConfigSHA256 = digestText(e.ConfigSHA256)
+	w.OldConfigSHA256 = digestText(e.OldConfigSHA256)
 	w.EnvelopeSHA256 = digestText(e.EnvelopeSHA256)
 	w.PayloadSHA256 = digestText(e.PayloadSHA256)
 	w.PayloadSize = e.PayloadSize
@@ -354,6 +378,9 @@ func (e *Entry) present() member {
 	set(mCheckpoint, len(e.Checkpoint) > 0)
 	set(mAgreementVersion, e.AgreementVersion != 0)
 	set(mAgreementRef, e.AgreementRef != "")
+	set(mOldConfigSHA256, e.OldConfigSHA256 != zero)
+	set(mOldAgreementVersion, e.OldAgreementVersion != 0)
+	set(mChanges, len(e.Changes) > 0)
 	return m
 }
 
@@ -450,6 +477,29 @@ func (e *Entry) checkMembers() error {
 	if e.AgreementRef != "" {
 		if err := CheckAgreementRef(e.AgreementRef); err != nil {
 			return err
+		}
+	}
+	if e.OldAgreementVersion < 0 || e.OldAgreementVersion > maxAgreementVersion {
+		return fmt.Errorf("old agreement version %d out of range (1 to %d)", e.OldAgreementVersion, int64(maxAgreementVersion))
+	}
+	return checkChanges(e.Changes)
+}
+
+// checkChanges checks the lines of changes: at most MaxChanges, each a
+// non-empty text that passes the checks of a reason.
+func checkChanges(lines []string) error {
+	if len(lines) > MaxChanges {
+		return fmt.Errorf("%d lines of changes, over the limit of %d", len(lines), MaxChanges)
+	}
+	for i, l := range lines {
+		if l == "" {
+			return fmt.Errorf("line %d of changes is empty", i+1)
+		}
+		if err := checkText(fmt.Sprintf("line %d of changes", i+1), l, MaxReasonLength); err != nil {
+			return err
+		}
+		if what := sensitive(l); what != "" {
+			return fmt.Errorf("line %d of changes %q looks like it contains %s", i+1, l, what)
 		}
 	}
 	return nil
@@ -632,8 +682,10 @@ func ParseEntry(data []byte) (*Entry, error) {
 		Kind:        SecurityKind(w.Kind),
 		Checkpoint:  w.Checkpoint,
 
-		AgreementVersion: w.AgreementVersion,
-		AgreementRef:     w.AgreementRef,
+		AgreementVersion:    w.AgreementVersion,
+		AgreementRef:        w.AgreementRef,
+		OldAgreementVersion: w.OldAgreementVersion,
+		Changes:             w.Changes,
 	}
 	if w.Receipt != nil {
 		e.Receipt = &crypto.Signed{Body: w.Receipt.Body, Signature: w.Receipt.Signature}
@@ -660,6 +712,7 @@ func ParseEntry(data []byte) (*Entry, error) {
 		{&e.EnvelopeSHA256, w.EnvelopeSHA256, "envelope_sha256"},
 		{&e.PayloadSHA256, w.PayloadSHA256, "payload_sha256"},
 		{&e.ConfigSHA256, w.ConfigSHA256, "config_sha256"},
+		{&e.OldConfigSHA256, w.OldConfigSHA256, "old_config_sha256"},
 	} {
 		if err := parseDigest(d.dst, d.name, d.text); err != nil {
 			return nil, err

@@ -171,6 +171,61 @@ func testEntries(t testing.TB) []namedEntry {
 			e.Reason = "gateway DE has no agreement with FR: nothing flows with it"
 			return e
 		}()},
+		{"config reloaded", func() Entry {
+			e := base(EventConfigReloaded, UnitActor("DE/operator"))
+			e.ConfigSHA256, e.OldConfigSHA256 = digest("config 2"), digest("config")
+			e.Changes = []string{
+				"agreement FR: version 3 → 4 (ref 2026/114 → 2026/120)",
+				"agreement FR: outbound + incident-response",
+				"user FR/analyst removed",
+				`peer IT added`,
+			}
+			return e
+		}()},
+		{"config reloaded by SIGHUP without changes listed", func() Entry {
+			e := base(EventConfigReloaded, GatewayActor)
+			e.ConfigSHA256, e.OldConfigSHA256 = digest("config 3"), digest("config 2")
+			return e
+		}()},
+		{"agreement changed", func() Entry {
+			e := base(EventAgreementChanged, UnitActor("DE/operator"))
+			e.Peer, e.AgreementVersion, e.AgreementRef, e.OldAgreementVersion = "FR", 4, "2026/120", 3
+			e.Changes = []string{"version 3 → 4 (ref 2026/114 → 2026/120)", "outbound + incident-response", `max retention of "prosecution" 365 → 730 days`}
+			return e
+		}()},
+		{"agreement added", func() Entry {
+			e := base(EventAgreementChanged, GatewayActor)
+			e.Peer, e.AgreementVersion, e.AgreementRef = "IT", 1, "2026/121"
+			e.Changes = []string{"agreement added"}
+			return e
+		}()},
+		{"agreement removed", func() Entry {
+			e := base(EventAgreementChanged, GatewayActor)
+			e.Peer, e.OldAgreementVersion = "NL", 7
+			e.Changes = []string{"agreement removed: nothing flows with NL"}
+			return e
+		}()},
+		{"agreement suspended", func() Entry {
+			e := base(EventAgreementSuspended, UnitActor("DE/operator"))
+			e.Peer, e.AgreementVersion, e.AgreementRef = "FR", 4, "2026/120"
+			e.Reason = `incident 2026-12-03: "FR" gateway key under review`
+			return e
+		}()},
+		{"agreement suspended by the peer", func() Entry {
+			e := base(EventAgreementSuspended, PeerActor("FR"))
+			e.Peer, e.Reason = "FR", "FR suspended cooperation: maintenance of its storage"
+			return e
+		}()},
+		{"agreement resumed", func() Entry {
+			e := base(EventAgreementResumed, UnitActor("DE/operator"))
+			e.Peer, e.AgreementVersion, e.AgreementRef = "FR", 4, "2026/120"
+			return e
+		}()},
+		{"agreement resumed by the peer", func() Entry {
+			e := base(EventAgreementResumed, PeerActor("FR"))
+			e.Peer = "FR"
+			return e
+		}()},
 	}
 	// Every event and kind has an entry here.
 	for _, info := range Events() {
@@ -227,10 +282,7 @@ func TestEntryRoundTrip(t *testing.T) {
 				t.Fatalf("%v\n%s", err, data)
 			}
 			want := n.entry
-			want.Format = EntryFormat
-			if want.Event == EventAgreementDecision {
-				want.Format = EntryFormat2
-			}
+			want.Format = formatOf(want.Event)
 			if !reflect.DeepEqual(*got, want) {
 				t.Errorf("parsed\n%+v\nwant\n%+v", *got, want)
 			}
@@ -242,6 +294,15 @@ func TestEntryRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// formatOf returns the entry format that holds ev.
+func formatOf(ev Event) string {
+	s, ok := lookupEvent(ev)
+	if !ok {
+		return ""
+	}
+	return s.format()
 }
 
 func jsonMember(t testing.TB, data []byte, name string) string {
@@ -587,23 +648,33 @@ func TestEventTable(t *testing.T) {
 	}
 }
 
-// Only agreement-decision entries are of format 2, which alone has the
-// event and its members: a reader of format 1 reports them as of a format
-// it does not know, and reads every other entry as before.
-func TestAgreementDecisionFormat(t *testing.T) {
+// Only the entries of the cooperation agreements' events are of format
+// 2, which alone has these events and their members: a reader of format 1
+// reports them as of a format it does not know, and reads every other
+// entry as before.
+func TestEntryFormat2Events(t *testing.T) {
+	format2 := []Event{EventAgreementDecision, EventConfigReloaded, EventAgreementChanged, EventAgreementSuspended, EventAgreementResumed}
 	for _, n := range testEntries(t) {
 		data := mustMarshal(t, &n.entry)
 		want := `"format":"` + EntryFormat + `"`
-		if n.entry.Event == EventAgreementDecision {
+		if slices.Contains(format2, n.entry.Event) {
 			want = `"format":"` + EntryFormat2 + `"`
 		}
 		if !strings.Contains(string(data), want) {
 			t.Errorf("%s: %s, want %s", n.name, data, want)
 		}
-		if n.entry.Event != EventAgreementDecision {
+		e := n.entry
+		if !slices.Contains(format2, n.entry.Event) {
+			// Format 2 does not hold the events of format 1.
+			e.Format = EntryFormat2
+			if _, err := e.MarshalCanonical(); !errors.Is(err, ErrUnsupportedFormat) {
+				t.Errorf("%s in format 2: %v, want an unsupported format", n.name, err)
+			}
+			if _, err := ParseEntry([]byte(strings.Replace(string(data), EntryFormat, EntryFormat2, 1))); !errors.Is(err, ErrUnsupportedFormat) {
+				t.Errorf("%s read as format 2: %v, want an unsupported format", n.name, err)
+			}
 			continue
 		}
-		e := n.entry
 		e.Format = EntryFormat
 		if _, err := e.MarshalCanonical(); !errors.Is(err, ErrUnknownEvent) {
 			t.Errorf("%s in format 1: %v, want an unknown event", n.name, err)

@@ -11,7 +11,9 @@ import (
 // event it does not know (with an error matching [ErrUnknownEvent]).
 type Event string
 
-// The events of entry format 1.
+// The events. Those of the cooperation agreements, from
+// EventAgreementDecision on, are of entry format 2 only ([EntryFormat2]);
+// the others of format 1.
 const (
 	EventUploadAccepted        Event = "upload-accepted"
 	EventUploadRefused         Event = "upload-refused"
@@ -27,6 +29,10 @@ const (
 	EventRequestsRefused       Event = "requests-refused"
 	EventSecurity              Event = "security"
 	EventAgreementDecision     Event = "agreement-decision"
+	EventConfigReloaded        Event = "config-reloaded"
+	EventAgreementChanged      Event = "agreement-changed"
+	EventAgreementSuspended    Event = "agreement-suspended"
+	EventAgreementResumed      Event = "agreement-resumed"
 )
 
 // Outcome is how an event ended. Each event has one outcome, fixed by
@@ -123,6 +129,9 @@ const (
 	mCheckpoint
 	mAgreementVersion
 	mAgreementRef
+	mOldConfigSHA256
+	mOldAgreementVersion
+	mChanges
 	endMembers
 )
 
@@ -132,6 +141,7 @@ var memberNames = [...]string{
 	"payload_sha256", "payload_size", "peer", "code", "reason", "receipt",
 	"count", "source", "window_start", "window_end", "config_sha256",
 	"kind", "checkpoint", "agreement_version", "agreement_ref",
+	"old_config_sha256", "old_agreement_version", "changes",
 }
 
 // mBundle is what an envelope says about a bundle: the members that every
@@ -149,6 +159,17 @@ type eventSpec struct {
 	required  member
 	optional  member
 	doc       string
+}
+
+// format returns the entry format that holds s's event: format 2 for the
+// events of the cooperation agreements, whose members format 1 lacks,
+// format 1 for the others, so that readers of format 1 still read them.
+func (s *eventSpec) format() string {
+	switch s.event {
+	case EventAgreementDecision, EventConfigReloaded, EventAgreementChanged, EventAgreementSuspended, EventAgreementResumed:
+		return EntryFormat2
+	}
+	return EntryFormat
 }
 
 // events is the closed table of events. Adding an event is one line here
@@ -173,6 +194,15 @@ var events = []eventSpec{
 	// follow from its code and actor (decisionOutcome, decisionDirection).
 	{EventAgreementDecision, "", "", byUnit | byPeer | byGateway, mPeer | mCode, mBundle | mReason | mAgreementVersion | mAgreementRef,
 		"the gateway decided under its agreement with `peer` (version `agreement_version`, reference `agreement_ref`; absent when there is none) whether the bundle may flow; `code` is `allowed` or the refusal's code (agreements.md)"},
+	// An operator's API call (actor unit) or SIGHUP (actor gateway).
+	{EventConfigReloaded, OutcomeDone, "", byUnit | byGateway, mConfigSHA256 | mOldConfigSHA256, mChanges,
+		"the gateway applied a reloaded configuration, whose SHA-256 is `config_sha256`, in place of the one whose SHA-256 is `old_config_sha256`; `changes` lists what changed, one line each"},
+	{EventAgreementChanged, OutcomeDone, "", byUnit | byGateway, mPeer | mChanges, mAgreementVersion | mAgreementRef | mOldAgreementVersion,
+		"a reload changed the agreement with `peer` from version `old_agreement_version` to version `agreement_version` (reference `agreement_ref`); without `old_agreement_version` it was added, without `agreement_version` removed; `changes` lists what changed, one line each"},
+	{EventAgreementSuspended, OutcomeDone, "", byUnit | byGateway | byPeer, mPeer | mReason, mAgreementVersion | mAgreementRef,
+		"cooperation with `peer` under the agreement (version `agreement_version`, reference `agreement_ref`) was suspended, for `reason`; actor `peer:<peer>` when the peer's signed notice said that it suspended it"},
+	{EventAgreementResumed, OutcomeDone, "", byUnit | byGateway | byPeer, mPeer, mAgreementVersion | mAgreementRef,
+		"cooperation with `peer` under the agreement (version `agreement_version`, reference `agreement_ref`) was resumed; actor `peer:<peer>` when the peer's signed notice said that it resumed it"},
 }
 
 // decisionOutcome and decisionDirection are an agreement-decision's
@@ -305,6 +335,11 @@ func checkMembers(spec *eventSpec, kind SecurityKind, present member) error {
 	}
 	if extra := present &^ (spec.required | spec.optional); extra != 0 {
 		return fmt.Errorf("%s entry has no %s", describe(spec.event, kind), strings.Join(extra.names(), ", "))
+	}
+	// An agreement added has no old version, one removed no new one; a
+	// change without either would not say which agreement it was.
+	if spec.event == EventAgreementChanged && present&(mAgreementVersion|mOldAgreementVersion) == 0 {
+		return fmt.Errorf("%s entry needs agreement_version, old_agreement_version or both", spec.event)
 	}
 	return nil
 }
