@@ -51,6 +51,14 @@ func FuzzParseEntry(f *testing.F) {
 		if sensitive(e.Reason) != "" {
 			t.Fatalf("accepted reason %q", e.Reason)
 		}
+		if len(e.Changes) > MaxChanges {
+			t.Fatalf("accepted %d lines of changes", len(e.Changes))
+		}
+		for _, l := range e.Changes {
+			if l == "" || len(l) > MaxReasonLength || sensitive(l) != "" {
+				t.Fatalf("accepted a line of changes %q", l)
+			}
+		}
 		// An entry that parses is no newer entry.
 		if _, err := ParseEntry(data); errors.Is(err, ErrUnknownEvent) || errors.Is(err, ErrUnsupportedFormat) {
 			t.Fatal(err)

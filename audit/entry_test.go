@@ -399,6 +399,7 @@ type invalidEntry struct {
 func invalidEntries(t testing.TB, get func(string) Entry) []invalidEntry {
 	change := func(name string, f func(e *Entry)) Entry {
 		e := get(name)
+		e.Changes = slices.Clone(e.Changes) // not the test entry's lines
 		f(&e)
 		return e
 	}
@@ -439,6 +440,36 @@ func invalidEntries(t testing.TB, get func(string) Entry) []invalidEntry {
 		{"unknown security kind", change("security inconsistent checkpoint", func(e *Entry) { e.Kind = "bored" }), `unknown security kind "bored"`},
 		{"security kind lacking its members", change("security receipt not included", func(e *Entry) { e.Receipt = nil }), "security receipt-not-included entry needs receipt"},
 		{"huge checkpoint", change("security inconsistent checkpoint", func(e *Entry) { e.Checkpoint = make([]byte, 5000) }), "checkpoint of 5000 bytes, over the limit of 4096"},
+		{"reload without the old digest", change("config reloaded", func(e *Entry) { e.OldConfigSHA256 = [32]byte{} }), "config-reloaded entry needs old_config_sha256"},
+		{"reload by a peer", change("config reloaded", func(e *Entry) { e.Actor = PeerActor("FR") }), `actor "peer:FR" of config-reloaded entry is not unit:<unit id> or gateway`},
+		{"reload with a peer", change("config reloaded", func(e *Entry) { e.Peer = "FR" }), "config-reloaded entry has no peer"},
+		{"too many changes", change("config reloaded", func(e *Entry) { e.Changes = slices.Repeat([]string{"user FR/analyst removed"}, MaxChanges+1) }), "25 lines of changes, over the limit of 24"},
+		{"empty line of changes", change("config reloaded", func(e *Entry) { e.Changes = []string{"peer IT added", ""} }), "line 2 of changes is empty"},
+		{"line of changes too long", change("config reloaded", func(e *Entry) { e.Changes[0] = strings.Repeat("é", 101) }), "line 1 of changes is 202 bytes long, over the limit of 200"},
+		{"line feed in changes", change("config reloaded", func(e *Entry) { e.Changes[0] = "peer IT added\npeer NL added" }), "line 1 of changes \"peer IT added\\npeer NL added\" contains a non-printable character U+000A"},
+		{"line of changes with spaces around", change("config reloaded", func(e *Entry) { e.Changes[0] = "peer IT added " }), "has leading or trailing spaces"},
+		{"path in changes", change("config reloaded", func(e *Entry) { e.Changes[2] = "tls.cert_file → /etc/evx/gateway.pem" }), `line 3 of changes "tls.cert_file → /etc/evx/gateway.pem" looks like it contains a file path`},
+		{"key in changes", change("agreement changed", func(e *Entry) { e.Changes[0] = "signing key AGE-SECRET-KEY-PQ-1ABC" }), "looks like it contains a secret key"},
+		{"agreement changed without changes", change("agreement changed", func(e *Entry) { e.Changes = nil }), "agreement-changed entry needs changes"},
+		{"agreement changed without a peer", change("agreement changed", func(e *Entry) { e.Peer = "" }), "agreement-changed entry needs peer"},
+		{"agreement changed without versions", change("agreement changed", func(e *Entry) { e.AgreementVersion, e.OldAgreementVersion = 0, 0 }), "agreement-changed entry needs agreement_version, old_agreement_version or both"},
+		{"agreement changed by a peer", change("agreement changed", func(e *Entry) { e.Actor = PeerActor("FR") }), `actor "peer:FR" of agreement-changed entry is not unit:<unit id> or gateway`},
+		{"old agreement version negative", change("agreement changed", func(e *Entry) { e.OldAgreementVersion = -1 }), "old agreement version -1 out of range (1 to 2147483647)"},
+		{"old agreement version too large", change("agreement changed", func(e *Entry) { e.OldAgreementVersion = 1 << 31 }), "old agreement version 2147483648 out of range (1 to 2147483647)"},
+		{"agreement version too large", change("agreement changed", func(e *Entry) { e.AgreementVersion = 1 << 31 }), "agreement version 2147483648 out of range"},
+		{"suspension without a reason", change("agreement suspended", func(e *Entry) { e.Reason = "" }), "agreement-suspended entry needs reason"},
+		{"suspension with changes", change("agreement suspended", func(e *Entry) { e.Changes = []string{"suspended"} }), "agreement-suspended entry has no changes"},
+		{"suspension by another peer", change("agreement suspended by the peer", func(e *Entry) { e.Actor = PeerActor("NL") }), `actor "peer:NL" is not the entry's peer "FR"`},
+		{"path in a suspension's reason", change("agreement suspended", func(e *Entry) { e.Reason = "see ~/incident.txt" }), "reason \"see ~/incident.txt\" looks like it contains a file path"},
+		{"resumption with a reason", change("agreement resumed", func(e *Entry) { e.Reason = "over" }), "agreement-resumed entry has no reason"},
+		{"resumption with an old version", change("agreement resumed", func(e *Entry) { e.OldAgreementVersion = 3 }), "agreement-resumed entry has no old_agreement_version"},
+		{"resumption without a peer", change("agreement resumed", func(e *Entry) { e.Peer = "" }), "agreement-resumed entry needs peer"},
+		{"gateway started with an old digest", change("gateway started", func(e *Entry) { e.OldConfigSHA256 = digest("old") }), "gateway-started entry has no old_config_sha256"},
+		{"upload with changes", change("upload refused", func(e *Entry) { e.Changes = []string{"x"} }), "upload-refused entry has no changes"},
+		{"format-1 reload", change("config reloaded", func(e *Entry) { e.Format = EntryFormat }), `unknown event "config-reloaded" in format "evx-log-entry/1"`},
+		{"format-1 agreement change", change("agreement changed", func(e *Entry) { e.Format = EntryFormat }), `unknown event "agreement-changed" in format "evx-log-entry/1"`},
+		{"format-1 suspension", change("agreement suspended", func(e *Entry) { e.Format = EntryFormat }), `unknown event "agreement-suspended" in format "evx-log-entry/1"`},
+		{"format-1 resumption", change("agreement resumed", func(e *Entry) { e.Format = EntryFormat }), `unknown event "agreement-resumed" in format "evx-log-entry/1"`},
 	}
 }
 
@@ -616,11 +647,28 @@ func TestEntrySizeBound(t *testing.T) {
 		`","received_at":"2026-12-03T12:25:20.454798095Z","receiver":"QRSTUVWXYZABCDEF","sender":"ABCDEFGHIJKLMNOP"}`
 	body += strings.Repeat(" ", crypto.MaxReceiptBodySize-len(body))
 	e.Receipt = &crypto.Signed{Body: []byte(body), Signature: make([]byte, 64)}
-	data := mustMarshal(t, &e)
-	if len(data) > maxEntryJSON || maxEntryJSON > MaxEntrySize {
-		t.Errorf("the largest entry has %d bytes; the limit is %d, the log's %d", len(data), maxEntryJSON, MaxEntrySize)
+	// The longest entries of the agreements' events: every line of
+	// changes, the reason and the reference as long as allowed, of
+	// characters that escape to two bytes each.
+	operator := UnitActor("ABCDEFGHIJKLMNOP/" + strings.Repeat("o", 63))
+	changes := slices.Repeat([]string{strings.Repeat(`"`, MaxReasonLength)}, MaxChanges)
+	largest := []Entry{e,
+		{Time: entryTime, Gateway: "ABCDEFGHIJKLMNOP", Actor: operator, Event: EventConfigReloaded,
+			ConfigSHA256: digest("new"), OldConfigSHA256: digest("old"), Changes: changes},
+		{Time: entryTime, Gateway: "ABCDEFGHIJKLMNOP", Actor: operator, Event: EventAgreementChanged, Peer: "QRSTUVWXYZABCDEF",
+			AgreementVersion: maxAgreementVersion, OldAgreementVersion: maxAgreementVersion, AgreementRef: "x" + strings.Repeat(`"`, MaxAgreementRefLength-1),
+			Changes: changes},
+		{Time: entryTime, Gateway: "ABCDEFGHIJKLMNOP", Actor: operator, Event: EventAgreementSuspended, Peer: "QRSTUVWXYZABCDEF",
+			AgreementVersion: maxAgreementVersion, AgreementRef: "x" + strings.Repeat(`"`, MaxAgreementRefLength-1),
+			Reason: strings.Repeat(`"`, MaxReasonLength)},
 	}
-	t.Logf("largest entry: %d bytes", len(data))
+	for _, e := range largest {
+		data := mustMarshal(t, &e)
+		if len(data) > maxEntryJSON || maxEntryJSON > MaxEntrySize {
+			t.Errorf("the largest %s entry has %d bytes; the limit is %d, the log's %d", e.Event, len(data), maxEntryJSON, MaxEntrySize)
+		}
+		t.Logf("largest %s entry: %d bytes", e.Event, len(data))
+	}
 }
 
 func TestEventTable(t *testing.T) {

@@ -45,7 +45,7 @@ func makeEntryVectors(t *testing.T) entryVectors {
 	v := entryVectors{Description: "evx transfer log entries, formats " + EntryFormat + " and " + EntryFormat2 +
 		" (docs/audit.md): each valid entry is accepted exactly as it is and has the leaf hash given; " +
 		"each invalid one is refused"}
-	var upload, delivered string
+	var upload, delivered, reload, changed string
 	for _, n := range testEntries(t) {
 		data := mustMarshal(t, &n.entry)
 		h := tlog.RecordHash(data)
@@ -55,6 +55,14 @@ func makeEntryVectors(t *testing.T) entryVectors {
 			upload = string(data)
 		case EventDelivered:
 			delivered = string(data)
+		case EventConfigReloaded:
+			if reload == "" {
+				reload = string(data)
+			}
+		case EventAgreementChanged:
+			if changed == "" {
+				changed = string(data)
+			}
 		}
 	}
 	for _, b := range nonCanonicalEntries(upload) {
@@ -71,10 +79,29 @@ func makeEntryVectors(t *testing.T) entryVectors {
 		{"receipt of another peer", r(r(delivered, `"peer":"FR"`, `"peer":"NL"`), `"peer:FR"`, `"peer:NL"`), `is not for bundle`},
 		{"receipt body changed", r(delivered, `"body":"eyJ`, `"body":"eyK`), `receipt: malformed body`},
 		{"purpose outside the vocabulary", r(upload, `mutual-legal-assistance`, `curiosity`), `unknown purpose "curiosity"`},
+		{"agreement event in format 1", r(reload, EntryFormat2, EntryFormat), `unknown event "config-reloaded" in format "evx-log-entry/1"`},
+		{"format-1 event in format 2", r(upload, EntryFormat, EntryFormat2), `unsupported entry format "evx-log-entry/2" for event "upload-accepted"`},
+		{"no lines of changes", r(reload, `"changes":[`+jsonArrayBody(reload, "changes")+`]`, `"changes":[]`), "not in canonical form"},
+		{"changes null", r(changed, `"changes":[`+jsonArrayBody(changed, "changes")+`]`, `"changes":null`), "agreement-changed entry needs changes"},
+		{"too many lines of changes", r(reload, `"changes":[`, `"changes":[`+strings.Repeat(`"peer IT added",`, MaxChanges)), "28 lines of changes, over the limit of 24"},
+		{"empty line of changes", r(reload, `"changes":[`, `"changes":["",`), "line 1 of changes is empty"},
+		{"line of changes with a path", r(reload, `"peer IT added"`, `"tls.cert_file → /etc/evx/gateway.pem"`), "looks like it contains a file path"},
+		{"line of changes as a number", r(reload, `"peer IT added"`, `42`), "malformed entry"},
+		{"old agreement version out of range", r(changed, `"old_agreement_version":3`, `"old_agreement_version":2147483648`), "old agreement version 2147483648 out of range"},
+		{"old agreement version zero", r(changed, `"old_agreement_version":3`, `"old_agreement_version":0`), "not in canonical form"},
+		{"old config digest all zeros", r(reload, `"old_config_sha256":"`+jsonMemberString(reload, "old_config_sha256"), `"old_config_sha256":"`+strings.Repeat("0", 64)), "malformed old_config_sha256"},
 	} {
 		v.Invalid = append(v.Invalid, invalidEntryVector{Name: b.name, Entry: b.data, Error: b.want})
 	}
 	return v
+}
+
+// jsonArrayBody returns what is between the brackets of the array member
+// name of the JSON object data.
+func jsonArrayBody(data, name string) string {
+	var m map[string]json.RawMessage
+	json.Unmarshal([]byte(data), &m)
+	return strings.TrimSuffix(strings.TrimPrefix(string(m[name]), "["), "]")
 }
 
 func TestEntryVectors(t *testing.T) {
