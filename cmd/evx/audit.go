@@ -633,7 +633,22 @@ func entryDetails(x *audit.Entry) string {
 		add("window", x.WindowStart.UTC().Format("15:04:05")+"–"+x.WindowEnd.UTC().Format("15:04:05"))
 	}
 	add("config", hex(x.ConfigSHA256))
+	add("old_config", hex(x.OldConfigSHA256))
+	if x.OldAgreementVersion > 0 {
+		add("old_agreement", "v"+strconv.FormatInt(x.OldAgreementVersion, 10))
+	}
+	if x.AgreementVersion > 0 {
+		add("agreement", "v"+strconv.FormatInt(x.AgreementVersion, 10))
+	}
+	add("ref", quoteIf(x.AgreementRef))
 	add("reason", quoteIf(x.Reason))
+	if len(x.Changes) > 0 {
+		lines := make([]string, len(x.Changes))
+		for i, l := range x.Changes {
+			lines[i] = strconv.Quote(l)
+		}
+		add("changes", strings.Join(lines, ","))
+	}
 	return strings.Join(d, " ")
 }
 
