@@ -47,8 +47,9 @@ type decideRequest struct {
 	peer string
 	dir  agreement.Direction
 	env  *crypto.Envelope
-	// recipients are the bundle's recipients here with their purposes,
-	// for an inbound decision; nil for an outbound one.
+	// recipients are the bundle's recipients with their purposes: the
+	// users here for an inbound decision; for an upload, those the peer's
+	// directory lists purposes for (recipients.go).
 	recipients []agreement.Recipient
 	// actor is who made the decision necessary: the uploading unit, the
 	// offering peer, or the gateway delivering its queue.
@@ -153,6 +154,7 @@ func metricDirection(d agreement.Direction) string {
 // direct delivery), or alone with recordUpload before it stores anything.
 func (g *Gateway) decideUpload(ctx context.Context, u User, env *crypto.Envelope, peer string) (*pendingDecision, error) {
 	r := decideRequest{peer: peer, dir: agreement.Outbound, env: env, actor: audit.UnitActor(u.Unit), rate: true}
+	r.recipients = g.directoryRecipients(ctx, envelopeUnits(env))
 	d := g.decideOnly(r)
 	if d.Allowed() {
 		return &pendingDecision{r: r, d: d}, nil

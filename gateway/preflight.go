@@ -70,7 +70,7 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request, u User) (any
 	peer, a := peers[0], g.agreements[peers[0]]
 	d := decision{Decision: agreement.Decide(g.opts.ID, a, now, agreement.Request{
 		Peer: peer, Direction: agreement.Outbound, Purpose: req.Purpose, Handling: req.Handling, TLP: req.TLP,
-		Retention: retention, Size: req.Size,
+		Retention: retention, Size: req.Size, Recipients: g.directoryRecipients(r.Context(), req.Recipients),
 	})}
 	if d.Allowed() {
 		if wait, why := g.rates.peek(a, agreement.Outbound, now, req.Size); why != "" {
