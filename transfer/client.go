@@ -153,6 +153,20 @@ func (c *Client) Connect(ctx context.Context, p Peer) error {
 	return err
 }
 
+// ClosePeer closes the connection to peer id, if one is open, ending the
+// exchanges on it: when the peer is removed from the configuration or its
+// CA changes, or to stop its transfers at once. The next exchange with it
+// dials afresh; a dial already under way is not affected.
+func (c *Client) ClosePeer(id string) {
+	c.mu.Lock()
+	conn := c.conns[id]
+	delete(c.conns, id)
+	c.mu.Unlock()
+	if conn != nil {
+		conn.CloseWithError(0, "closing")
+	}
+}
+
 // Close closes every peer connection.
 func (c *Client) Close() error {
 	c.mu.Lock()

@@ -23,6 +23,9 @@ const (
 	frameWitness          byte = 8
 	frameProofRequest     byte = 9
 	frameProof            byte = 10
+	// The agreement exchange (agreements.go).
+	frameAgreementNotice byte = 11
+	frameAgreement       byte = 12
 )
 
 // MaxFrameSize bounds the body of every frame but a directory: the largest
@@ -48,6 +51,8 @@ func maxBody(typ byte) int {
 		return MaxDirectoryFrameSize
 	case frameWitnessRequest, frameWitness, frameProofRequest, frameProof:
 		return MaxLogFrameSize
+	case frameAgreementNotice, frameAgreement:
+		return MaxAgreementFrameSize
 	}
 	return MaxFrameSize
 }

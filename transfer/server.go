@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"evx/crypto"
@@ -27,7 +30,8 @@ type Offer struct {
 
 // Receiver decides on and stores the bundles peers offer. It is implemented
 // by the gateway, which may also implement LogPeer to witness its peers'
-// logs and prove inclusion in its own.
+// logs and prove inclusion in its own, and AgreementPeer to exchange
+// summaries of its agreements with them.
 type Receiver interface {
 	// Receive is called for each offer from peer, whose identity the TLS
 	// handshake established and whose envelope signature verified. To take
@@ -52,7 +56,8 @@ type ServerConfig struct {
 	// CA with the URI SAN GatewayURI(ID) and both client and server
 	// authentication usages.
 	Certificate tls.Certificate
-	// PeerCAs maps each peer gateway id to the pool of its country's CA.
+	// PeerCAs maps each peer gateway id to the pool of its country's CA;
+	// SetPeerCAs replaces it.
 	PeerCAs  map[string]*x509.CertPool
 	Receiver Receiver
 	Logger   *zap.Logger
@@ -61,11 +66,11 @@ type ServerConfig struct {
 	// OnRefuse, if set, is called for every refusal with its stage and
 	// category, and for a handshake the address it came from (nil for
 	// the other stages, whose peer its certificate named): "handshake" and a
-	// HandshakeError reason; or "offer", "witness" or "proof" and the
-	// rejection code of an offer (or of a first frame that begins no other
-	// exchange, or a directory request), a witness request or a proof
-	// request. The gateway counts them in its metrics and sums them up in
-	// its transfer log.
+	// HandshakeError reason; or "offer", "witness", "proof" or "agreement"
+	// and the rejection code of an offer (or of a first frame that begins
+	// no other exchange, or a directory request), a witness request, a
+	// proof request or an agreement notice. The gateway counts them in
+	// its metrics and sums them up in its transfer log.
 	OnRefuse func(stage, code string, remote net.Addr)
 }
 
@@ -78,6 +83,10 @@ type Server struct {
 	log *zap.Logger
 	// refusals logs refused handshakes; Close flushes it.
 	refusals *refusalLog
+	// peerCAs holds the peers accepted now, and each one's CA: those of
+	// ServerConfig.PeerCAs, until SetPeerCAs replaces them. The map is
+	// never changed, only replaced.
+	peerCAs *atomic.Pointer[map[string]*x509.CertPool]
 
 	// closing is canceled by Close, ending the context of every handler
 	// whatever the context given to Serve.
@@ -116,9 +125,22 @@ func listen(addr string, cfg ServerConfig, o listenOptions) (*Server, error) {
 		cfg.OnRefuse = func(string, string, net.Addr) {}
 	}
 	refusals := newRefusalLog(log, o)
-	tlsConf := serverTLS(cfg.Certificate, cfg.PeerCAs, cfg.Now, func(remote net.Addr, err error) {
+	peerCAs := new(atomic.Pointer[map[string]*x509.CertPool])
+	cas := maps.Clone(cfg.PeerCAs)
+	peerCAs.Store(&cas)
+	onRefuse := func(remote net.Addr, err error) {
 		cfg.OnRefuse(stageHandshake, refusals.record(remote, err), remote)
-	})
+	}
+	// Each handshake is verified against the peers configured when it
+	// begins, which SetPeerCAs may have changed since the server started.
+	current := func() *tls.Config { return serverTLS(cfg.Certificate, *peerCAs.Load(), cfg.Now, onRefuse) }
+	tlsConf := current()
+	tlsConf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		return current().GetConfigForClient(hello)
+	}
+	tlsConf.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		return current().VerifyPeerCertificate(raw, chains)
+	}
 	// The server owns its UDP socket and transport, so that Close
 	// releases the port at once for a restart on the same address.
 	ua, err := net.ResolveUDPAddr("udp", addr)
@@ -135,7 +157,7 @@ func listen(addr string, cfg ServerConfig, o listenOptions) (*Server, error) {
 		udp.Close()
 		return nil, fmt.Errorf("listening for peers on %s: %w", addr, err)
 	}
-	s := &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, refusals: refusals, conns: map[*quic.Conn]bool{}}
+	s := &Server{cfg: cfg, udp: udp, tr: tr, ln: ln, log: log, refusals: refusals, peerCAs: peerCAs, conns: map[*quic.Conn]bool{}}
 	s.closing, s.stopAll = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -237,6 +259,14 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(1, "bad identity")
 		return
 	}
+	// SetPeerCAs may have removed the peer during the handshake, after
+	// its certificate was verified and before the connection was
+	// tracked, where SetPeerCAs would have closed it.
+	if err := s.accepts(conn); err != nil {
+		s.log.Info("closing the connection of a peer no longer accepted", zap.String("peer", peer), zap.Error(err))
+		conn.CloseWithError(0, "peer no longer accepted")
+		return
+	}
 	log := s.log.With(zap.String("peer", peer), zap.Stringer("addr", conn.RemoteAddr()))
 	log.Info("peer connected")
 	for {
@@ -260,6 +290,56 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	}
 }
 
+// SetPeerCAs replaces the peers the server accepts and each one's CA, as
+// ServerConfig.PeerCAs gave them, so that a reload of the configuration
+// adds and removes peers without a restart. Handshakes from now on are
+// verified against cas; every open connection whose certificate does not
+// verify under cas, a removed peer's or one issued by a CA its peer no
+// longer has, is closed, which ends the contexts of its exchanges. The
+// map is copied; the pools must not change once given.
+func (s *Server) SetPeerCAs(cas map[string]*x509.CertPool) {
+	m := maps.Clone(cas)
+	s.peerCAs.Store(&m)
+	for _, conn := range s.connections() {
+		if err := s.accepts(conn); err != nil {
+			s.log.Info("closing the connection of a peer no longer accepted", zap.Error(err))
+			conn.CloseWithError(0, "peer no longer accepted")
+		}
+	}
+}
+
+// ClosePeer closes every open connection from peer id, which ends the
+// contexts of its exchanges. The peer may connect again as long as it is
+// one the server accepts.
+func (s *Server) ClosePeer(id string) {
+	for _, conn := range s.connections() {
+		if certs := conn.ConnectionState().TLS.PeerCertificates; len(certs) > 0 {
+			if peer, err := gatewayID(certs[0]); err == nil && peer == id {
+				conn.CloseWithError(0, "closed by the gateway")
+			}
+		}
+	}
+}
+
+// connections returns the connections open now.
+func (s *Server) connections() []*quic.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.conns))
+}
+
+// accepts checks the certificate of conn against the peers accepted now, as
+// its handshake was checked against those accepted then.
+func (s *Server) accepts(conn *quic.Conn) error {
+	certs := conn.ConnectionState().TLS.PeerCertificates
+	raw := make([][]byte, len(certs))
+	for i, c := range certs {
+		raw[i] = c.Raw
+	}
+	_, err := verifyPeer(raw, *s.peerCAs.Load(), "", x509.ExtKeyUsageClientAuth, s.cfg.Now())
+	return err
+}
+
 func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream, log *zap.Logger) {
 	// The peer gets a stream back (it may open maxStreams at a time) only
 	// once both halves are finished, whatever the exchange ended with:
@@ -274,7 +354,7 @@ func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream,
 	str.SetReadDeadline(time.Now().Add(stallTimeout))
 	typ, body, err := readFrame(str, MaxFrameSize)
 	if err != nil {
-		s.reject(str, log, stageOf(typ), Reject(CodeMalformed, "reading the first frame: %v", err))
+		s.reject(str, log, firstFrameStage(typ), Reject(CodeMalformed, "reading the first frame: %v", err))
 		return
 	}
 	switch typ {
@@ -298,6 +378,8 @@ func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream,
 		s.serveWitness(ctx, peer, str, body, log)
 	case frameProofRequest:
 		s.serveProof(ctx, peer, str, body, log)
+	case frameAgreementNotice:
+		s.serveAgreement(ctx, peer, str, body, log)
 	default:
 		s.reject(str, log, stageOffer, Reject(CodeMalformed, "unexpected frame type %d", typ))
 	}
