@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,17 +23,23 @@ const defaultRetain = "90d"
 
 func newAgreementCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "agreement check|show --config gateway.yaml",
-		Short: "Try and read the cooperation agreements of a gateway configuration",
-		Long: `agreement works on the agreements of a gateway configuration
-(docs/agreements.md), without a running gateway: check decides one request
-as the gateway would, and show prints the agreements.`,
+		Use:   "agreement check|show|reload|suspend|resume|diff",
+		Short: "Try, read and change the cooperation agreements of a gateway",
+		Long: `agreement works on a gateway's agreements with its peers
+(docs/agreements.md). Without a running gateway, from its configuration
+file (--config): check decides one request as the gateway would, and show
+prints the agreements. Through the running gateway's API, with an
+operator's profile (--profile): show prints the agreements in force beside
+each peer's view of them, diff lists where the two sides disagree, reload
+applies the edited configuration file, and suspend and resume stop and
+restart cooperation with a peer at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return usagef("agreement needs a subcommand: agreement check or agreement show")
+			return usagef("agreement needs a subcommand: check, show, reload, suspend, resume or diff")
 		},
 	}
-	cmd.AddCommand(newAgreementCheckCmd(), newAgreementShowCmd())
+	cmd.AddCommand(newAgreementCheckCmd(), newAgreementShowCmd(), newAgreementReloadCmd(),
+		newAgreementSuspendCmd(), newAgreementResumeCmd(), newAgreementDiffCmd())
 	return cmd
 }
 
@@ -160,35 +168,106 @@ func (e agreementRefusal) Error() string       { return "refused: " + string(e.d
 func (e agreementRefusal) RefusalCode() string { return string(e.d.Code) }
 
 func newAgreementShowCmd() *cobra.Command {
-	var cfgPath string
+	var cfgPath, profile string
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show --config gateway.yaml [PEER]",
-		Short: "Print the agreements of a gateway configuration",
-		Long: `show prints each agreement of the configuration, or the one with PEER, and
-each peer that has none, with whether it is in force now.`,
+		Use:   "show [PEER] (--config gateway.yaml | --profile P [--json])",
+		Short: "Print the agreements of a gateway configuration, or those in force with the peers' views",
+		Long: `show prints each agreement with a peer, or the one with PEER.
+
+With --config it reads a gateway configuration file, without a gateway:
+each agreement clause by clause, with whether it is in force now, and each
+peer that has none.
+
+With --profile (an operator's) it asks the running gateway for the
+agreements in force, each beside the peer's view of it: the agreement the
+peer states in the signed summary it last sent, and when it was received.
+The purposes are shown by direction, so that what one side sends stands
+beside what the other accepts: the row DE→FR is DE's outbound beside FR's
+inbound. A suspension by an operator is shown with its reason, who set it
+and when. --json prints the gateway's answer as JSON.
+
+Give exactly one of --config and --profile; without either, the profile
+EVX_PROFILE or the default profile names is used, as by other commands.
+
+Exit codes: 0 printed; 2 bad usage; 3 refused by the gateway (unknown-peer:
+PEER is not one of its peers; forbidden: the profile is not an operator's);
+4 the gateway cannot be reached; 1 any other failure, such as a
+configuration file that does not load.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cfgPath == "" {
-				return usagef("--config is required")
+			switch {
+			case cfgPath != "" && profile != "":
+				return usagef("give --config (the file) or --profile (the running gateway), not both")
+			case cfgPath != "" && asJSON:
+				return usagef("--json needs --profile: it prints the gateway's answer")
+			case cfgPath != "":
+				return showConfigAgreements(cmd, cfgPath, args)
 			}
-			cfg, err := config.Load(cfgPath)
+			if profile == "" {
+				if _, _, err := profilePath("", os.Getenv); err != nil {
+					return usagef("give --config FILE to read a configuration file, or --profile FILE to ask the running gateway")
+				}
+			}
+			var peer string
+			if len(args) == 1 {
+				if peer = args[0]; !crypto.ValidGatewayID(peer) {
+					return usagef("%q is not a gateway id, such as FR", peer)
+				}
+			}
+			c, _, err := loadProfile(profile)
 			if err != nil {
 				return err
 			}
-			peers := cfg.Peers
-			if len(args) == 1 {
-				p, ok := cfg.Peer(args[0])
-				if !ok {
-					return usagef("%s: not a peer of gateway %s (its peers: %s)", args[0], cfg.ID, peerIDs(cfg))
+			out := cmd.OutOrStdout()
+			if peer != "" {
+				p, err := c.Agreement(cmd.Context(), peer)
+				if err != nil {
+					return err
 				}
-				peers = []config.Peer{p}
+				if asJSON {
+					return printJSON(out, p)
+				}
+				return printPairs(out, []api.AgreementPair{*p}, time.Now())
 			}
-			printAgreements(cmd.OutOrStdout(), cfg, peers, time.Now())
-			return nil
+			l, err := c.Agreements(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(out, l)
+			}
+			if len(l.Agreements) == 0 {
+				fmt.Fprintf(out, "gateway %s has no peers\n", printable(l.Gateway))
+				return nil
+			}
+			return printPairs(out, l.Agreements, time.Now())
 		},
 	}
-	cmd.Flags().StringVar(&cfgPath, "config", "", "gateway configuration `FILE`")
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "", "gateway configuration `FILE`: read it, without a gateway")
+	f.StringVar(&profile, "profile", "", "an operator's profile `FILE`: ask the running gateway")
+	f.BoolVar(&asJSON, "json", false, "print the gateway's answer as JSON (with --profile)")
 	return cmd
+}
+
+// showConfigAgreements is evx agreement show --config: the agreements of a
+// configuration file.
+func showConfigAgreements(cmd *cobra.Command, cfgPath string, args []string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	peers := cfg.Peers
+	if len(args) == 1 {
+		p, ok := cfg.Peer(args[0])
+		if !ok {
+			return usagef("%s: not a peer of gateway %s (its peers: %s)", printable(args[0]), cfg.ID, peerIDs(cfg))
+		}
+		peers = []config.Peer{p}
+	}
+	printAgreements(cmd.OutOrStdout(), cfg, peers, time.Now())
+	return nil
 }
 
 // printAgreements prints the agreement with each of peers, as of now.
@@ -284,4 +363,431 @@ func peerIDs(cfg *config.Gateway) string {
 		ids = append(ids, p.ID)
 	}
 	return list(ids)
+}
+
+// The exit codes of the commands that change the running gateway's
+// agreements, for their help.
+const agreementChangeExits = `Exit codes: 0 done (or nothing changed); 2 bad usage; 3 refused by the
+gateway, with its code: %s, or forbidden (the profile is
+not an operator's); 4 the gateway cannot be reached or cannot serve for
+now; 1 any other failure.`
+
+func newAgreementReloadCmd() *cobra.Command {
+	var profile string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "reload [--profile P] [--json]",
+		Short: "Make the running gateway read its configuration file again",
+		Long: `reload asks the running gateway of your profile (an operator's) to read its
+configuration file again, as SIGHUP to evx gateway does. The agreements,
+users and peers in it apply together, at once: a request in progress
+finishes under the configuration it started with, the next one sees the
+new. reload prints each change on a line, such as
+  agreement FR: version 3 → 4 (ref 2026/114 → 2026/120)
+or "nothing changed". Settings that changed but apply only at the next
+start (listening addresses, storage, TLS files, logging) are named in a
+warning on stderr. With --json the gateway's answer is printed as JSON.
+
+If anything in the file is invalid, nothing of it applies and the running
+configuration stays: the refusal, invalid-config, names the field and line.
+Check an edited file first with evx config check.
+
+` + fmt.Sprintf(agreementChangeExits, "invalid-config (the file is invalid), reload-unavailable (the\ngateway was not started from a file it can read again)"),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := loadProfile(profile)
+			if err != nil {
+				return err
+			}
+			r, err := c.ReloadConfig(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printChanges(cmd, r, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&profile, "profile", "", "an operator's profile `FILE`")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the gateway's answer as JSON")
+	return cmd
+}
+
+func newAgreementSuspendCmd() *cobra.Command {
+	var profile, reason string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "suspend PEER --reason TEXT [--profile P] [--json]",
+		Short: "Suspend cooperation with a peer at once, in both directions",
+		Long: `suspend stops cooperation with the peer gateway PEER at once, in both
+directions, until evx agreement resume: every decision with it answers
+agreement-suspended with your reason; transfers in flight with it are
+stopped, and nothing partial is stored; queued bundles are held, not
+failed, and go out after resume. The peer is told with a signed notice, so
+that its units see the suspension before they seal. The suspension is
+kept in the gateway's storage: it outlasts restarts and reloads.
+
+--reason is required: at most 512 bytes of printable text. It is written
+to the transfer log with your identity, shown to the peer and to units
+whose bundles are held. suspend prints what changed, as reload does.
+
+` + fmt.Sprintf(agreementChangeExits, "unknown-peer (PEER is not one of its peers),\nalready-suspended, bad-reason"),
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			peer := args[0]
+			if err := checkPeerArg(peer); err != nil {
+				return err
+			}
+			if err := checkReason(reason); err != nil {
+				return err
+			}
+			c, _, err := loadProfile(profile)
+			if err != nil {
+				return err
+			}
+			r, err := c.SuspendAgreement(cmd.Context(), peer, reason)
+			if err != nil {
+				return err
+			}
+			return printChanges(cmd, r, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&profile, "profile", "", "an operator's profile `FILE`")
+	cmd.Flags().StringVar(&reason, "reason", "", "why cooperation is suspended (required; logged and shown to the peer)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the gateway's answer as JSON")
+	return cmd
+}
+
+func newAgreementResumeCmd() *cobra.Command {
+	var profile string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "resume PEER [--profile P] [--json]",
+		Short: "Lift an operator's suspension of cooperation with a peer",
+		Long: `resume lifts the suspension that evx agreement suspend set on cooperation
+with PEER: decisions follow the agreement again, held bundles go out at
+once, and the peer is told. An agreement whose configured status is
+suspended or terminated is not lifted by resume: edit the file and reload.
+resume prints what changed, as reload does.
+
+` + fmt.Sprintf(agreementChangeExits, "unknown-peer (PEER is not one of its peers),\nnot-suspended (no operator suspended it)"),
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			peer := args[0]
+			if err := checkPeerArg(peer); err != nil {
+				return err
+			}
+			c, _, err := loadProfile(profile)
+			if err != nil {
+				return err
+			}
+			r, err := c.ResumeAgreement(cmd.Context(), peer)
+			if err != nil {
+				return err
+			}
+			return printChanges(cmd, r, asJSON)
+		},
+	}
+	cmd.Flags().StringVar(&profile, "profile", "", "an operator's profile `FILE`")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the gateway's answer as JSON")
+	return cmd
+}
+
+func newAgreementDiffCmd() *cobra.Command {
+	var profile string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "diff PEER [--profile P] [--json]",
+		Short: "List where this gateway's agreement with a peer and the peer's disagree",
+		Long: `diff compares the running gateway's agreement with PEER against the peer's,
+as the signed summary it last sent states it, and prints one line per
+mismatch: a purpose one side sends that the other does not accept, caps,
+handling codes, TLP labels, sizes, rates or validity that differ, one side
+suspended or without an agreement, versions or references that differ.
+A mismatch is found here before a transfer fails on it. With --json the
+gateway's answer is printed as JSON, whatever the exit code.
+
+Exit codes: 0 the two sides agree; 3 they disagree (the JSON error's code is
+agreements-differ), or the gateway refused (unknown-peer, forbidden); 4 the
+peer's view is unknown: its summary has not been received yet (it is sent
+at start, after every change and every 10 minutes), or the gateway cannot
+be reached; 2 bad usage; 1 any other failure.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			peer := args[0]
+			if err := checkPeerArg(peer); err != nil {
+				return err
+			}
+			c, _, err := loadProfile(profile)
+			if err != nil {
+				return err
+			}
+			d, err := c.AgreementDiff(cmd.Context(), peer)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				if err := printJSON(out, d); err != nil {
+					return err
+				}
+			}
+			switch {
+			case d.Unknown:
+				return peerViewUnknown{peer}
+			case len(d.Mismatches) > 0:
+				if !asJSON {
+					for _, m := range d.Mismatches {
+						fmt.Fprintln(out, printable(m))
+					}
+				}
+				return agreementsDiffer{peer, len(d.Mismatches)}
+			}
+			if !asJSON {
+				fmt.Fprintf(out, "both sides agree: no mismatch with %s's view\n", peer)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&profile, "profile", "", "an operator's profile `FILE`")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the gateway's answer as JSON")
+	return cmd
+}
+
+// agreementsDiffer is evx agreement diff's answer when the two sides
+// disagree: it exits 3, as a refusal does, since a bundle one side allows
+// the other would refuse. Its message is short: the mismatches are on
+// stdout.
+type agreementsDiffer struct {
+	peer string
+	n    int
+}
+
+func (e agreementsDiffer) Error() string {
+	if e.n == 1 {
+		return fmt.Sprintf("1 mismatch with %s's view of the agreement", e.peer)
+	}
+	return fmt.Sprintf("%d mismatches with %s's view of the agreement", e.n, e.peer)
+}
+func (e agreementsDiffer) RefusalCode() string { return "agreements-differ" }
+
+// peerViewUnknown is evx agreement diff's answer when the peer's summary
+// has not been received: nothing could be compared, and the same command
+// may succeed later, so it exits 4 as an unavailable gateway does.
+type peerViewUnknown struct{ peer string }
+
+func (e peerViewUnknown) Error() string {
+	return fmt.Sprintf("%s's view of the agreement is unknown: its signed summary has not been received yet (it is sent at start, after every change and every 10 minutes); try again later", e.peer)
+}
+
+// Unwrap makes it a temporary API error, which exits 4.
+func (e peerViewUnknown) Unwrap() error {
+	return &api.Error{Code: api.CodeUnavailable, Message: e.Error()}
+}
+
+// checkPeerArg checks the PEER argument: a gateway id, which becomes part
+// of the request's path.
+func checkPeerArg(peer string) error {
+	if !crypto.ValidGatewayID(peer) {
+		return usagef("%q is not a gateway id, such as FR", peer)
+	}
+	return nil
+}
+
+// checkReason checks a suspension's reason as the gateway will, so that a
+// mistake is a usage error rather than a refusal.
+func checkReason(reason string) error {
+	switch {
+	case strings.TrimSpace(reason) == "":
+		return usagef("--reason is required: it is logged, and shown to the peer and to units whose bundles are held")
+	case len(reason) > api.MaxSuspendReason:
+		return usagef("--reason has %d bytes: want at most %d", len(reason), api.MaxSuspendReason)
+	case printable(reason) != reason:
+		return usagef("--reason %q: want printable text, without control characters or line breaks", reason)
+	}
+	return nil
+}
+
+// printChanges prints what a reload, suspension or resume changed: each
+// change on a line of stdout, or "nothing changed", and each setting that
+// applies only at the next start as a warning on stderr.
+func printChanges(cmd *cobra.Command, r *api.Reload, asJSON bool) error {
+	out := cmd.OutOrStdout()
+	if asJSON {
+		if err := printJSON(out, r); err != nil {
+			return err
+		}
+	} else {
+		if len(r.Changes) == 0 {
+			fmt.Fprintln(out, "nothing changed")
+		}
+		for _, c := range r.Changes {
+			fmt.Fprintln(out, printable(c))
+		}
+	}
+	for _, s := range r.RestartNeeded {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s changed: it applies only when the gateway is restarted\n", printable(s))
+	}
+	return nil
+}
+
+// printPairs prints agreements in force as the gateway states them, each
+// as a table of this gateway's clauses beside the peer's.
+func printPairs(w io.Writer, pairs []api.AgreementPair, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, p := range pairs {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		printPair(tw, &p, now)
+	}
+	return tw.Flush()
+}
+
+func printPair(tw io.Writer, p *api.AgreementPair, now time.Time) {
+	ours, theirs := &p.Ours, p.Theirs
+	self, peer := printable(ours.Gateway), printable(p.Peer)
+	if ours.None {
+		fmt.Fprintf(tw, "%s: no agreement: nothing flows with it\n", peer)
+	} else {
+		fmt.Fprintf(tw, "%s: %s\n", peer, viewName(ours))
+	}
+	switch {
+	case ours.None && theirs == nil:
+		fmt.Fprintf(tw, "  %s's view\tnot received yet\n", peer)
+		return
+	case ours.None && theirs.None:
+		fmt.Fprintf(tw, "  %s's view\tno agreement either, received %s\n", peer, receivedAt(p))
+		return
+	}
+	views := []*api.AgreementView{ours}
+	head := "\t" + self + " (ours)"
+	if theirs != nil {
+		views = append(views, theirs)
+		head += "\t" + peer + " (theirs)"
+	}
+	fmt.Fprintf(tw, "  %s\n", head)
+	row := func(name string, value func(v *api.AgreementView) string) {
+		fmt.Fprintf(tw, "  %s", name)
+		for _, v := range views {
+			s := "-"
+			if !v.None {
+				s = value(v)
+			}
+			fmt.Fprintf(tw, "\t%s", s)
+		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintf(tw, "  state")
+	for _, v := range views {
+		// Also for a side without an agreement: "none".
+		fmt.Fprintf(tw, "\t%s", printable(v.State))
+	}
+	fmt.Fprintln(tw)
+	row("version", func(v *api.AgreementView) string { return fmt.Sprint(v.Version) })
+	row("ref", func(v *api.AgreementView) string { return printable(v.Ref) })
+	row("status", func(v *api.AgreementView) string {
+		if v.StatusReason == "" {
+			return printable(v.Status)
+		}
+		return printable(v.Status + ": " + v.StatusReason)
+	})
+	// By direction: what one side sends beside what the other accepts.
+	out := func(v *api.AgreementView) string { return printable(list(v.Outbound)) }
+	in := func(v *api.AgreementView) string { return printable(list(v.Inbound)) }
+	row(self+"→"+peer+" purposes", func(v *api.AgreementView) string {
+		if v == ours {
+			return out(v)
+		}
+		return in(v)
+	})
+	row(peer+"→"+self+" purposes", func(v *api.AgreementView) string {
+		if v == ours {
+			return in(v)
+		}
+		return out(v)
+	})
+	row("handling", func(v *api.AgreementView) string { return printable(list(v.Handling)) })
+	row("TLP", func(v *api.AgreementView) string { return printable(list(v.TLP)) })
+	row("max retention", func(v *api.AgreementView) string { return printable(retentionCaps(v.MaxRetention)) })
+	row("max bundle size", func(v *api.AgreementView) string {
+		if v.MaxBundleSize <= 0 {
+			return "the gateway's limit"
+		}
+		return config.Size(v.MaxBundleSize).String()
+	})
+	row("rate", func(v *api.AgreementView) string {
+		return rateText(config.Rate{BundlesPerHour: v.RateBundles, BytesPerHour: config.Size(v.RateBytes)})
+	})
+	row("valid", func(v *api.AgreementView) string { return validity(v.ValidFrom, v.ValidUntil) })
+	if theirs == nil {
+		fmt.Fprintf(tw, "  %s's view\tnot received yet\n", peer)
+	} else {
+		fmt.Fprintf(tw, "  %s's view\t\treceived %s\n", peer, receivedAt(p))
+	}
+	if s := p.Suspension; s != nil {
+		fmt.Fprintf(tw, "  suspended\tby %s at %s: %s\n", printable(s.By), formatTime(s.At), printable(s.Reason))
+	}
+}
+
+// receivedAt says when the peer's view was received.
+func receivedAt(p *api.AgreementPair) string {
+	if p.TheirsReceived == nil {
+		return "at an unknown time"
+	}
+	return formatTime(*p.TheirsReceived)
+}
+
+// viewName names an agreement as decisions do: agreement DE→FR v3 (ref
+// 2026/114).
+func viewName(v *api.AgreementView) string {
+	return printable(fmt.Sprintf("agreement %s→%s v%d (ref %s)", v.Gateway, v.Peer, v.Version, v.Ref))
+}
+
+// retentionCaps writes the caps per purpose, in the vocabulary's order,
+// in days when whole days, else in hours or seconds.
+func retentionCaps(caps map[string]int64) string {
+	var out []string
+	add := func(p string) {
+		s := caps[p]
+		switch {
+		case s%86400 == 0:
+			out = append(out, fmt.Sprintf("%s %dd", p, s/86400))
+		case s%3600 == 0:
+			out = append(out, fmt.Sprintf("%s %dh", p, s/3600))
+		default:
+			out = append(out, fmt.Sprintf("%s %ds", p, s))
+		}
+	}
+	for _, p := range crypto.Purposes {
+		if _, ok := caps[p]; ok {
+			add(p)
+		}
+	}
+	// A purpose outside this version's vocabulary, from a newer peer.
+	var other []string
+	for p := range caps {
+		if !slices.Contains(crypto.Purposes, p) {
+			other = append(other, p)
+		}
+	}
+	slices.Sort(other)
+	for _, p := range other {
+		add(p)
+	}
+	return list(out)
+}
+
+// validity writes an agreement's validity as config check does: "from
+// 2026-01-01 until 2028-01-01", "without end".
+func validity(from, until *time.Time) string {
+	var parts []string
+	if from != nil {
+		parts = append(parts, "from "+config.Time{Time: from.UTC()}.String())
+	}
+	if until != nil {
+		parts = append(parts, "until "+config.Time{Time: until.UTC()}.String())
+	}
+	if len(parts) == 0 {
+		return "without end"
+	}
+	return strings.Join(parts, " ")
 }
