@@ -52,7 +52,8 @@ type PushResult struct {
 // Before sealing it checks what can fail without the files: the form of the
 // recipients' unit ids, that they belong to one country, that the client
 // is a submitter of another country, that each recipient resolves to a
-// recipient unit in the directory, and, with the gateway's pre-flight call
+// recipient unit in the directory, authorised for the bundle's purpose if
+// its entry lists purposes, and, with the gateway's pre-flight call
 // ([Client.Preflight]), that the gateway's agreement with the recipients'
 // country and its limits would let the upload through. A refusal then is
 // the *api.Error the upload would have met; a gateway without the call is
@@ -91,6 +92,9 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 		}
 		if api.Role(e.Role) != api.RoleRecipient || e.AgeRecipient == "" {
 			return nil, fmt.Errorf("%s is not a recipient unit (its role is %s)", unit, Printable(e.Role))
+		}
+		if err := authorised(e, country, req.Seal.Purpose); err != nil {
+			return nil, err
 		}
 		opts.Recipients = append(opts.Recipients, crypto.PublicKey{Unit: e.Unit, AgeRecipient: e.AgeRecipient})
 	}
@@ -161,6 +165,26 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 		return res, nil
 	}
 	return res, err
+}
+
+// authorised refuses a push to recipient e, of country's gateway, if its
+// directory entry lists the purposes it is authorised for and purpose is
+// not among them: the receiving gateway would refuse the bundle, and the
+// sending one too. The refusal is the API's recipient-not-authorised, in
+// the gateways' words, so that the message starts with the code and evx
+// exits as for the gateways' refusals. An entry without purposes (its
+// gateway predates them) says nothing, and a purpose outside the
+// vocabulary is left to the pre-flight and to sealing, which say why.
+func authorised(e *crypto.DirectoryEntry, country, purpose string) error {
+	if crypto.CheckPurpose(purpose) != nil || !e.Refuses(purpose) {
+		return nil
+	}
+	ps := make([]string, len(e.Purposes))
+	for i, p := range e.Purposes {
+		ps[i] = Printable(p)
+	}
+	return fmt.Errorf("%w (the unit directory of %s); nothing was sealed", api.Errorf(api.CodeRecipientNotAuthorised,
+		"recipient %s is not authorised for purpose %q; it is for: %s", e.Unit, purpose, strings.Join(ps, ", ")), country)
 }
 
 // RecipientCountry checks recipient unit ids for push: each of the form
