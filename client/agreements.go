@@ -206,7 +206,7 @@ func agreementRefusal(resp *http.Response) error {
 // gateway id: it becomes part of the request's path.
 func checkPeerID(peer string) error {
 	if !crypto.ValidGatewayID(peer) {
-		return fmt.Errorf("%q is not a gateway id, such as FR", Printable(truncate(peer, 100)))
+		return fmt.Errorf("%q is not a gateway id, such as FR", truncate(peer, 100))
 	}
 	return nil
 }
