@@ -68,6 +68,9 @@ func TestReceiveRefusedNotStored(t *testing.T) {
 	prosecutorPurposes := []string{"mutual-legal-assistance", "prosecution"}
 	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
 		if id != "FR" {
+			// A sender that knows nothing of FR's agreement offers
+			// whatever its own allows: FR's checks alone decide.
+			o.withoutPeerViews = true
 			return
 		}
 		o.Agreements = []*agreement.Agreement{fr}

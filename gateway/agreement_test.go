@@ -239,6 +239,10 @@ func TestAgreementRefusesOffer(t *testing.T) {
 			tw := newTestWorld(t, diskStore, func(id string, o *Options) {
 				if id == "DE" {
 					o.onDeliveryFailed = func(_ string, err error) { held <- err }
+					// DE decides as if it knew nothing of FR's agreement,
+					// as a sender on older code does: FR's own checks are
+					// what these cases test.
+					o.withoutPeerViews = true
 				}
 				if id != "FR" {
 					return
@@ -263,9 +267,11 @@ func TestAgreementRefusesOffer(t *testing.T) {
 				if _, err := uploadMode(ctx, de, b, mode); err != nil {
 					t.Fatalf("%s upload: %v", mode, err)
 				}
-				if mode == api.Queue && heldBy(tc.code) {
+				if heldBy(tc.code) {
 					// Cooperation FR has paused holds the bundle at DE,
-					// queued, until FR's agreement is in force again.
+					// queued, until FR's agreement is in force again: a
+					// direct upload that FR holds at its offer is stored
+					// and held too.
 					for {
 						var rej *transfer.Rejection
 						if err := <-held; errors.As(err, &rej) && rej.Code == tc.code {

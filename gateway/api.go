@@ -24,6 +24,7 @@ import (
 func (g *Gateway) apiHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/whoami", g.handle(nil, g.whoami))
+	g.agreementRoutes(mux)
 	// Recipients look up senders too, to check a bundle's signing key
 	// against the sending country's directory themselves.
 	mux.HandleFunc("GET /v1/directory/{country}/{unit}", g.handle([]api.Role{api.RoleSubmitter, api.RoleRecipient}, g.directoryLookup))
@@ -121,7 +122,7 @@ func (g *Gateway) authenticate(r *http.Request) (User, error) {
 	if err != nil {
 		return User{}, api.Errorf(api.CodeNoIdentity, "%v", err)
 	}
-	u, ok := g.users[unit]
+	u, ok := g.settings().users[unit]
 	if !ok {
 		return User{Unit: unit}, api.Errorf(api.CodeNoRole, "%s has no role at gateway %s", unit, g.opts.ID)
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
+	"evx/agreement"
 	"evx/api"
 	"evx/audit"
 	"evx/crypto"
@@ -35,11 +37,19 @@ var errNotOffered = errors.New("not offered to the peer")
 // caller records it.
 func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string, body io.Reader, decided *pendingDecision) (*api.OutboxStatus, error) {
 	id := env.BundleID
-	peer, ok := g.peers[peers[0]]
+	peer, ok := g.settings().peers[peers[0]]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s is not a peer", errNotOffered, peers[0])
 	}
 	start := time.Now()
+	// A suspension of cooperation with the peer stops the transfer
+	// (suspend.go). The upload's decision came before the tracking: one
+	// that came between is seen here.
+	ctx, done := g.inflight.track(ctx, peer.ID)
+	defer done()
+	if a := g.agreementWith(g.settings(), peer.ID); a != nil && a.Status == agreement.Suspended {
+		return nil, api.Errorf(api.CodeAgreementSuspended, "%s is suspended: %s", a.Name(g.opts.ID), a.StatusReason)
+	}
 	cctx, cancel := context.WithTimeout(ctx, g.opts.DirectConnectTimeout)
 	err := g.client.Connect(cctx, peer)
 	cancel()
@@ -53,6 +63,12 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	o, err := g.client.Offer(ctx, peer, envJSON, sig)
 	var rej *transfer.Rejection
 	switch {
+	case stoppedBy(ctx) != nil:
+		return nil, suspendedDuring(peer.ID, stoppedBy(ctx))
+	case errors.As(err, &rej) && heldBy(rej.Code):
+		// The peer's agreement holds the bundle for now: it is stored
+		// and held, as a queued one is, until cooperation allows it.
+		return nil, fmt.Errorf("%w: %w", errNotOffered, err)
 	case errors.As(err, &rej) && !rej.Temporary():
 		return g.refusedDirect(ctx, u, env, envJSON, sig, peers, rej)
 	case err != nil:
@@ -69,6 +85,12 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 		}
 		d, err = o.Send(src)
 		switch {
+		case stoppedBy(ctx) != nil:
+			return nil, suspendedDuring(peer.ID, stoppedBy(ctx))
+		case errors.As(err, &rej) && heldBy(rej.Code):
+			// The peer suspended cooperation while the payload flowed:
+			// nothing was stored there, and the body is spent here.
+			return nil, suspendedDuring(peer.ID, rej)
 		case errors.As(err, &rej) && rej.Code == transfer.CodeHashMismatch:
 			// The upload itself was wrong, as this gateway's own check
 			// would have found when storing: nothing is recorded.
@@ -151,4 +173,15 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 		s.err = err
 	}
 	return n, err
+}
+
+// suspendedDuring answers a direct upload whose transfer to peer a
+// suspension of cooperation, rej, stopped part-way: nothing was stored on
+// either side.
+func suspendedDuring(peer string, rej *transfer.Rejection) error {
+	code := api.Code(rej.Code)
+	if code.Status() == http.StatusInternalServerError {
+		code = api.CodeAgreementSuspended
+	}
+	return api.Errorf(code, "the transfer to %s was stopped: %s; nothing was stored, push the bundle again once cooperation resumes", peer, rej.Reason)
 }

@@ -111,7 +111,7 @@ func (g *Gateway) Directory(ctx context.Context, peer string) (*crypto.Signed, e
 func (g *Gateway) localDirectory() crypto.Directory {
 	d := crypto.Directory{Format: crypto.DirectoryFormat, Gateway: g.opts.ID,
 		Issued: time.Now().UTC().Format(time.RFC3339)}
-	for _, u := range g.opts.Users {
+	for _, u := range g.settings().userList {
 		e := crypto.DirectoryEntry{Unit: u.Unit, Role: string(u.Role)}
 		switch u.Role {
 		case api.RoleSubmitter:
@@ -166,7 +166,7 @@ func (g *Gateway) cachedDirectory(peer string, refresh bool) (d *peerDirectory, 
 // limits described at the top of this file. When the peer cannot be
 // reached it returns the copy at hand, or the one kept in storage, if any.
 func (g *Gateway) peerDirectory(ctx context.Context, peer string, refresh bool) (*peerDirectory, error) {
-	p, ok := g.peers[peer]
+	p, ok := g.settings().peers[peer]
 	if !ok {
 		return nil, fmt.Errorf("%q is not a peer of gateway %s", peer, g.opts.ID)
 	}
@@ -384,7 +384,7 @@ func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.Directory
 		}
 		return crypto.DirectoryEntry{}, fmt.Errorf("%w: no unit %q at gateway %s", errUnknownUnit, unit, g.opts.ID)
 	}
-	if _, ok := g.peers[country]; !ok {
+	if _, ok := g.settings().peers[country]; !ok {
 		return crypto.DirectoryEntry{}, fmt.Errorf("%w: %q is not a peer of gateway %s", errUnknownUnit, country, g.opts.ID)
 	}
 	for _, refresh := range []bool{false, true} {
@@ -408,7 +408,7 @@ func (g *Gateway) lookupUnit(ctx context.Context, unit string) (crypto.Directory
 // configuration, never from storage or from the peers themselves.
 func (g *Gateway) peerList(_ http.ResponseWriter, _ *http.Request, _ User) (any, error) {
 	out := []api.Peer{}
-	for _, p := range g.opts.Peers {
+	for _, p := range g.settings().peers {
 		out = append(out, api.Peer{ID: p.ID, SigningKey: p.SigningKey})
 	}
 	slices.SortFunc(out, func(a, b api.Peer) int { return strings.Compare(a.ID, b.ID) })
@@ -426,7 +426,7 @@ func (g *Gateway) senderDirectory(ctx context.Context, id string, rec *inboxReco
 		return nil
 	}
 	log := g.log.With(zap.String("bundle", id), zap.String("peer", rec.From), zap.String("key", rec.SenderDirectory))
-	p, ok := g.peers[rec.From]
+	p, ok := g.settings().peers[rec.From]
 	if !ok {
 		log.Warn("inbox record from a gateway that is no longer a peer")
 		return nil

@@ -9,8 +9,8 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"evx/agreement"
@@ -59,6 +59,11 @@ type Options struct {
 	// ConfigSHA256 is the digest of the gateway's effective configuration,
 	// recorded in the transfer log when the gateway starts.
 	ConfigSHA256 [32]byte
+	// Reload, if set, reads the configuration file again and returns the
+	// settings a reload applies (SIGHUP, POST /v1/agreements/reload); an
+	// error refuses the reload whole and says why. Without it the
+	// gateway cannot reload.
+	Reload func(ctx context.Context) (*Settings, error)
 	// MaxBundleSize bounds payloads accepted from units and peers: at most
 	// storage.MaxObjectSize, the default.
 	MaxBundleSize int64
@@ -122,6 +127,15 @@ type Options struct {
 	// proveHook, if set, gets each inclusion proof this gateway made for
 	// a peer, and answers in its place: tests make a peer that withholds.
 	proveHook func(req *transfer.ProofRequest, resp *transfer.ProofResponse, err error) (*transfer.ProofResponse, error)
+	// withoutPeerViews has the gateway decide as one on older code
+	// would, without its peers' summaries of their agreements and the
+	// purposes in their directories: tests of the receiver's own checks
+	// use it for the sender.
+	withoutPeerViews bool
+	// onPeerView, if set, is called when a peer's newer summary of its
+	// agreement with this gateway is kept, with that agreement (nil if
+	// none): tests wait on it.
+	onPeerView func(peer string, a *agreement.Agreement)
 	// onRefusalsLogged, if set, is called when refusal windows have been
 	// summed up in the transfer log, with the number of entries.
 	onRefusalsLogged func(entries int)
@@ -131,8 +145,6 @@ type Options struct {
 type Gateway struct {
 	opts   Options
 	log    *zap.Logger
-	peers  map[string]transfer.Peer
-	users  map[string]User
 	client *transfer.Client
 	server *transfer.Server
 	api    *http.Server
@@ -141,10 +153,22 @@ type Gateway struct {
 	dirs         peerDirectories // see directory.go
 	authFailures authFailures    // see refused.go
 
-	// agreements are Options.Agreements by peer; rates count what they
-	// limit (policy.go).
-	agreements map[string]*agreement.Agreement
-	rates      rateLimits
+	// set holds the settings in force: the peers, users and agreements,
+	// which a reload replaces as one (settings.go). reloadMu lets one
+	// reload or suspension at a time change what is in force.
+	set      atomic.Pointer[settings]
+	reloadMu sync.Mutex
+	// suspensions are the operators' suspensions of cooperation with
+	// peers (suspend.go); rates count what the agreements limit
+	// (policy.go).
+	suspensions suspensions
+	// peerViews are the peers' summaries of their agreements with this
+	// gateway (peerview.go).
+	peerViews peerViews
+	rates     rateLimits
+	// inflight are the transfers in flight with each peer, which a
+	// suspension stops.
+	inflight inflight
 
 	queue chan string // bundle ids to deliver
 
@@ -153,6 +177,10 @@ type Gateway struct {
 	// that wait for a change (GET /v1/outbox/{id}?wait=).
 	outboxMu      sync.Mutex
 	outboxChanged chan struct{}
+	// retryNow, also guarded by outboxMu, is closed and replaced when
+	// something changed what the agreements allow (agreementsChanged):
+	// it wakes the deliveries waiting to retry.
+	retryNow chan struct{}
 	// stopping is closed when the API server shuts down, so that waiting
 	// status requests answer at once instead of holding up the shutdown.
 	stopping chan struct{}
@@ -207,11 +235,11 @@ func New(opts Options) (*Gateway, error) {
 	g := &Gateway{
 		opts:  opts,
 		log:   opts.Logger.With(zap.String("gateway", opts.ID)),
-		peers: map[string]transfer.Peer{},
-		users: map[string]User{},
 		queue: make(chan string, 1024),
 
 		outboxChanged: make(chan struct{}),
+		retryNow:      make(chan struct{}),
+		peerViews:     peerViews{wake: make(chan struct{}, 1)},
 		stopping:      make(chan struct{}),
 		metrics:       newMetrics(),
 	}
@@ -221,23 +249,14 @@ func New(opts Options) (*Gateway, error) {
 	if err := g.initLogPeers(); err != nil {
 		return nil, err
 	}
-	peerCAs := map[string]*x509.CertPool{}
-	for _, p := range opts.Peers {
-		g.peers[p.ID] = p
-		peerCAs[p.ID] = p.CA
-	}
-	if err := g.initAgreements(); err != nil {
+	set, err := newSettings(opts.ID, Settings{Peers: opts.Peers, Users: opts.Users, Agreements: opts.Agreements,
+		ConfigSHA256: opts.ConfigSHA256})
+	if err != nil {
 		return nil, err
 	}
-	for _, u := range opts.Users {
-		if country, _, _ := strings.Cut(u.Unit, "/"); country != opts.ID {
-			return nil, fmt.Errorf("user %q does not belong to gateway %s", u.Unit, opts.ID)
-		}
-		g.users[u.Unit] = u
-	}
-	var err error
+	g.set.Store(set)
 	g.server, err = transfer.Listen(opts.PeerAddr, transfer.ServerConfig{
-		ID: opts.ID, Certificate: opts.Certificate, PeerCAs: peerCAs,
+		ID: opts.ID, Certificate: opts.Certificate, PeerCAs: set.peerCAs(),
 		Receiver: g, Logger: g.log,
 		OnRefuse: func(stage, code string, remote net.Addr) {
 			g.metrics.refusals.WithLabelValues("peer-"+stage, code).Inc()
@@ -309,6 +328,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		stopLog()
 		err = errors.Join(err, <-logDone)
 	}()
+	g.loadPeerViews(ctx)
+	if err := g.loadSuspensions(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	// A stop while the gateway starts is a stop, not a failure.
 	if err := g.recordStarted(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -336,6 +362,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	eg.Go(func() error { return g.runInclusionChecks(ctx) })
 	eg.Go(func() error { return g.runRefusalSummary(ctx) })
 	eg.Go(func() error { return g.runAgreementGauges(ctx) })
+	eg.Go(func() error { return g.runAgreementExchange(ctx) })
 	eg.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

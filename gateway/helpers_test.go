@@ -90,9 +90,12 @@ func objects(t *testing.T, st storage.Backend) []storage.Info {
 	// The transfer log grows with every event, refusals included, what
 	// this gateway witnessed of its peers' logs changes whenever they
 	// grow, and the inclusion checks of receipts end in the background:
-	// the tests of the log, of witnessing and of inclusion check those.
+	// the tests of the log, of witnessing and of inclusion check those;
+	// the peers' agreement summaries are exchanged in the background too
+	// (peerview.go).
 	return slices.DeleteFunc(infos, func(in storage.Info) bool {
 		return strings.HasPrefix(in.Key, "log/") || strings.HasPrefix(in.Key, witnessPrefix) ||
+			strings.HasPrefix(in.Key, peerViewsPrefix) ||
 			strings.HasSuffix(in.Key, "/"+includedFile) || strings.HasSuffix(in.Key, "/"+notIncludedFile)
 	})
 }

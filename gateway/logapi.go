@@ -184,14 +184,10 @@ func (g *Gateway) logStatus(_ http.ResponseWriter, r *http.Request, _ User) (any
 	st := &api.LogStatus{Origin: c.Origin, Size: c.N, RootHash: base64.StdEncoding.EncodeToString(c.Hash[:]),
 		Published: info.Modified.UTC(), AgeSeconds: g.now().Sub(info.Modified).Round(time.Millisecond).Seconds(),
 		Witnesses: []api.LogWitness{}}
-	ids := make([]string, 0, len(g.peers))
-	for id := range g.peers {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	set := g.settings()
+	for _, id := range set.peerIDs() {
 		wit := api.LogWitness{Peer: id, Name: crypto.WitnessName(id)}
-		wit.Cosigned = cosignedAt(signed, logV, g.peers[id].WitnessKey)
+		wit.Cosigned = cosignedAt(signed, logV, set.peers[id].WitnessKey)
 		st.Witnesses = append(st.Witnesses, wit)
 	}
 	return st, nil

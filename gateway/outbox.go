@@ -270,6 +270,9 @@ func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan st
 		case <-ctx.Done():
 			return
 		}
+		// A change of the agreements while the attempt runs wakes the
+		// wait after it: a held bundle goes out as soon as it may.
+		changed := g.retryWatch()
 		err := g.deliver(ctx, id)
 		<-slots
 		if err == nil || ctx.Err() != nil {
@@ -285,6 +288,9 @@ func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan st
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
+			wait = g.opts.RetryInterval
+			continue
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, g.opts.RetryMax)
@@ -310,7 +316,7 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	if len(rec.Peers) != 1 {
 		return &transfer.Rejection{Code: transfer.CodeNotAccepted, Reason: fmt.Sprintf("bundle %s is addressed to %d countries; evx delivers each bundle to one", id, len(rec.Peers))}
 	}
-	peer, ok := g.peers[rec.Peers[0]]
+	peer, ok := g.settings().peers[rec.Peers[0]]
 	if !ok {
 		return &transfer.Rejection{Code: transfer.CodeNotAccepted, Reason: fmt.Sprintf("%s is no longer a peer", rec.Peers[0])}
 	}
@@ -324,6 +330,10 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	if err := g.client.Connect(ctx, peer); err != nil {
 		return &peerError{peer: peer.ID, err: err}
 	}
+	// A suspension of cooperation with the peer stops the delivery
+	// (suspend.go); it is tracked before the agreement decides.
+	ctx, done := g.inflight.track(ctx, peer.ID)
+	defer done()
 	// The agreement decides again: it may have lapsed or changed since
 	// the upload. A refusal is final, as a peer's would be, but for
 	// cooperation that is only paused: the bundle is held, and retried.
@@ -337,6 +347,10 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 	}
 	// The allowed decision was recorded with offer-sent.
 	d, err := g.client.Send(ctx, peer, rec.Envelope, rec.Signature, obj)
+	if rej := stoppedBy(ctx); rej != nil {
+		// Stopped by a suspension: held, as the agreement holds it.
+		return rej
+	}
 	if err != nil {
 		return &peerError{peer: peer.ID, err: err}
 	}

@@ -85,16 +85,33 @@ func (g *Gateway) decideOnly(r decideRequest) decision {
 	if now.Before(start) {
 		start = now
 	}
-	d := decision{Decision: agreement.Decide(g.opts.ID, g.agreements[r.peer], now, agreement.Request{
+	d, a := g.decideUnder(now, agreement.Request{
 		Peer: r.peer, Direction: r.dir, Purpose: env.Purpose, Handling: env.Handling, TLP: env.TLP,
 		Retention: ceilSecond(env.RetainUntil.Sub(start)), Size: env.PayloadSize, Recipients: r.recipients,
-	})}
+	})
 	if d.Allowed() && r.rate {
-		if wait, why := g.rates.take(g.agreements[r.peer], r.dir, now, env.PayloadSize); why != "" {
-			d.refuseByRate(g.opts.ID, g.agreements[r.peer], wait, why)
+		if wait, why := g.rates.take(a, r.dir, now, env.PayloadSize); why != "" {
+			d.refuseByRate(g.opts.ID, a, wait, why)
 		}
 	}
 	return d
+}
+
+// decideUnder decides r under the agreement in force with r.Peer and,
+// for a bundle to send, under the peer's own agreement as its summary
+// states it (peerview.go), without the rate limits. It returns the
+// agreement in force, whose rate limits apply next.
+func (g *Gateway) decideUnder(now time.Time, r agreement.Request) (decision, *agreement.Agreement) {
+	a := g.agreementWith(g.settings(), r.Peer)
+	d := decision{Decision: agreement.Decide(g.opts.ID, a, now, r)}
+	if d.Allowed() && r.Direction == agreement.Outbound {
+		// The decision stays this side's, with its version and
+		// reference; the reason names the peer's clause.
+		if pd := g.peerDecision(r.Peer, r); pd != nil {
+			d.Code, d.Reason = pd.Code, pd.Reason
+		}
+	}
+	return d, a
 }
 
 // recordDecision records d, made for r, in the transfer log, with r.then
@@ -214,9 +231,10 @@ func retryAfterSeconds(d time.Duration) string {
 // decision. A refusal is a rejection with the agreement's code.
 func (g *Gateway) decideOffer(ctx context.Context, peer string, env *crypto.Envelope) *transfer.Rejection {
 	var rs []agreement.Recipient
+	users := g.settings().users
 	for _, r := range env.Recipients {
 		if country, _, _ := strings.Cut(r.Unit, "/"); country == g.opts.ID {
-			rs = append(rs, agreement.Recipient{Unit: r.Unit, Purposes: g.users[r.Unit].Purposes})
+			rs = append(rs, agreement.Recipient{Unit: r.Unit, Purposes: users[r.Unit].Purposes})
 		}
 	}
 	d, err := g.decide(ctx, decideRequest{peer: peer, dir: agreement.Inbound, env: env, recipients: rs,
@@ -369,33 +387,6 @@ func dirText(d agreement.Direction) string {
 	return "outbound"
 }
 
-// initAgreements indexes the agreements by peer: one per configured peer
-// at most.
-func (g *Gateway) initAgreements() error {
-	g.agreements = map[string]*agreement.Agreement{}
-	for _, a := range g.opts.Agreements {
-		if a == nil {
-			return errors.New("a nil agreement")
-		}
-		if _, ok := g.peers[a.Peer]; !ok {
-			return fmt.Errorf("agreement with %q, which is not a peer", a.Peer)
-		}
-		// Each decision is recorded with the agreement's version and
-		// reference: one the log refuses would refuse every bundle.
-		if a.Version < 1 || a.Version > 1<<31-1 {
-			return fmt.Errorf("agreement with %s: version %d is not from 1 to %d", a.Peer, a.Version, 1<<31-1)
-		}
-		if err := audit.CheckAgreementRef(a.Ref); err != nil {
-			return fmt.Errorf("agreement with %s: %w", a.Peer, err)
-		}
-		if g.agreements[a.Peer] != nil {
-			return fmt.Errorf("two agreements with %s", a.Peer)
-		}
-		g.agreements[a.Peer] = a
-	}
-	return nil
-}
-
 // agreementStates are the values of evx_agreement_status's status label.
 var agreementStates = []string{"active", "suspended", "terminated", "not-yet-valid", "lapsed", "none"}
 
@@ -439,8 +430,9 @@ func (g *Gateway) runAgreementGauges(ctx context.Context) error {
 // clock.
 func (g *Gateway) setAgreementGauges() {
 	now := g.now()
-	for peer := range g.peers {
-		a := g.agreements[peer]
+	set := g.settings()
+	for peer := range set.peers {
+		a := g.agreementWith(set, peer)
 		state := agreementState(a, now)
 		for _, s := range agreementStates {
 			v := 0.0

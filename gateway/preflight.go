@@ -67,11 +67,11 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request, u User) (any
 		return nil, api.Errorf(api.CodeMultipleCountries, "the bundle is addressed to units in %s: evx delivers each bundle to one country, so seal one bundle per country", strings.Join(peers, ", "))
 	}
 	// Upload check 11a, as decide makes it, without counting.
-	peer, a := peers[0], g.agreements[peers[0]]
-	d := decision{Decision: agreement.Decide(g.opts.ID, a, now, agreement.Request{
+	peer := peers[0]
+	d, a := g.decideUnder(now, agreement.Request{
 		Peer: peer, Direction: agreement.Outbound, Purpose: req.Purpose, Handling: req.Handling, TLP: req.TLP,
 		Retention: retention, Size: req.Size, Recipients: g.directoryRecipients(r.Context(), req.Recipients),
-	})}
+	})
 	if d.Allowed() {
 		if wait, why := g.rates.peek(a, agreement.Outbound, now, req.Size); why != "" {
 			d.refuseByRate(g.opts.ID, a, wait, why)
@@ -92,40 +92,50 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request, u User) (any
 // api.MaxPreflightBody bytes, arriving within timeout, one JSON object of
 // known, unrepeated members, each value one an envelope may hold.
 func readPreflight(w http.ResponseWriter, r *http.Request, timeout time.Duration) (*api.PreflightRequest, error) {
-	if r.ContentLength > api.MaxPreflightBody {
-		return nil, api.Errorf(api.CodeBadPreflight, "the body is %d bytes, over the limit of %d", r.ContentLength, api.MaxPreflightBody)
-	}
-	// The body is small: it has a deadline as a whole, so that a client
-	// sending a byte now and then cannot hold the request open.
-	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return nil, err // no body is read without a deadline
-	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxPreflightBody))
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, api.Errorf(api.CodeBadPreflight, "the body is over the limit of %d bytes", api.MaxPreflightBody)
-	case err != nil:
-		return nil, api.Errorf(api.CodeBadPreflight, "the body did not arrive whole within %v", timeout)
-	}
 	var req api.PreflightRequest
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return nil, api.Errorf(api.CodeBadPreflight, "the body is not a pre-flight request: %v", err)
-	}
-	if dec.More() {
-		return nil, api.Errorf(api.CodeBadPreflight, "the body holds more than one JSON value")
-	}
-	// A member given twice would be read as its last value, which
-	// another reader may take differently.
-	if err := crypto.CheckUniqueMembers(data); err != nil {
-		return nil, api.Errorf(api.CodeBadPreflight, "%v", err)
+	if err := readSmallJSON(w, r, timeout, api.MaxPreflightBody, api.CodeBadPreflight, "a pre-flight request", &req); err != nil {
+		return nil, err
 	}
 	if err := checkPreflight(&req); err != nil {
 		return nil, api.Errorf(api.CodeBadPreflight, "%v", err)
 	}
 	return &req, nil
+}
+
+// readSmallJSON reads a request's body, of at most limit bytes, within
+// timeout, as one JSON object into v: no unknown member, no member twice.
+// A body that is not is an error with code, naming what it should be.
+func readSmallJSON(w http.ResponseWriter, r *http.Request, timeout time.Duration, limit int64, code api.Code, what string, v any) error {
+	if r.ContentLength > limit {
+		return api.Errorf(code, "the body is %d bytes, over the limit of %d", r.ContentLength, limit)
+	}
+	// The body is small: it has a deadline as a whole, so that a client
+	// sending a byte now and then cannot hold the request open.
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return err // no body is read without a deadline
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return api.Errorf(code, "the body is over the limit of %d bytes", limit)
+	case err != nil:
+		return api.Errorf(code, "the body did not arrive whole within %v", timeout)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return api.Errorf(code, "the body is not %s: %v", what, err)
+	}
+	if dec.More() {
+		return api.Errorf(code, "the body holds more than one JSON value")
+	}
+	// A member given twice would be read as its last value, which
+	// another reader may take differently.
+	if err := crypto.CheckUniqueMembers(data); err != nil {
+		return api.Errorf(code, "%v", err)
+	}
+	return nil
 }
 
 // checkPreflight checks a pre-flight's values as the envelope's rules

@@ -69,6 +69,10 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 	if env.PayloadSize > g.opts.MaxBundleSize {
 		return nil, transfer.Reject(transfer.CodeTooLarge, "payload of %d bytes exceeds this gateway's limit of %d", env.PayloadSize, g.opts.MaxBundleSize)
 	}
+	// A suspension of cooperation with the peer stops the transfer
+	// (suspend.go); it is tracked before the agreement decides.
+	ctx, done := g.inflight.track(ctx, peer)
+	defer done()
 	// The agreement with the peer decides last, before any payload byte
 	// is taken: a refused offer stores nothing. An allowed decision is
 	// recorded with the acceptance, in one write.
@@ -79,9 +83,11 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 	if err != nil {
 		return nil, err
 	}
-	if err := storePayload(ctx, g.opts.Storage, key(inboxPrefix, id, payloadFile), r, env.PayloadSize); err != nil {
+	if err := storePayload(ctx, g.opts.Storage, key(inboxPrefix, id, payloadFile), stoppable{ctx, r}, env.PayloadSize); err != nil {
 		var rej *transfer.Rejection
-		if errors.As(err, &rej) {
+		if rej = stoppedBy(ctx); rej != nil || errors.As(err, &rej) {
+			// Storage removes what a failed Create wrote: nothing
+			// partial stays.
 			return nil, rej
 		}
 		if errors.Is(err, transfer.ErrCanceled) {
@@ -167,7 +173,7 @@ func (g *Gateway) checkLocalRecipients(env *crypto.Envelope) *transfer.Rejection
 		if country != g.opts.ID {
 			continue
 		}
-		u, ok := g.users[r.Unit]
+		u, ok := g.settings().users[r.Unit]
 		if !ok || u.Role != api.RoleRecipient {
 			return transfer.Reject(transfer.CodeUnknownRecipient, "no recipient unit %q at gateway %s", r.Unit, g.opts.ID)
 		}

@@ -26,6 +26,9 @@ import (
 // 10, or the pre-flight's), so the directory is at hand; a recipient that
 // cannot be resolved now is left to the peer, which decides anyway.
 func (g *Gateway) directoryRecipients(ctx context.Context, units []string) []agreement.Recipient {
+	if g.opts.withoutPeerViews {
+		return nil
+	}
 	var rs []agreement.Recipient
 	for _, unit := range units {
 		e, err := g.lookupUnit(ctx, unit)

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"evx/config"
@@ -50,6 +52,7 @@ func newGatewayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			opts.Reload = reloader(cfgPath, cfg)
 			g, err := gateway.New(opts)
 			if err != nil {
 				return err
@@ -64,6 +67,7 @@ func newGatewayCmd() *cobra.Command {
 				eg.Go(func() error { return serve(ctx) })
 			}
 			eg.Go(func() error { return g.Run(ctx) })
+			eg.Go(func() error { return reloadOnHangup(ctx, g, log) })
 			// Every listener is open: connections are queued until
 			// served.
 			if err := notifyReady(os.Getenv); err != nil {
@@ -104,7 +108,7 @@ func utcMillis(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 // gatewayOptions turns a loaded configuration into gateway options, reading
 // every key, certificate and credential it names.
 func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (gateway.Options, error) {
-	o := gateway.Options{ID: cfg.ID, ConfigSHA256: sha256.Sum256([]byte(cfg.String())), PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
+	o := gateway.Options{ID: cfg.ID, PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
 		MaxBundleSize: int64(cfg.Limits.MaxBundleSize), Logger: log,
 		APIMaxConns: cfg.Limits.APIConnections, APIMaxConnsPerSource: cfg.Limits.APIConnectionsPerSource,
 		UploadStallTimeout: time.Duration(cfg.Limits.StallTimeout), MaxMergeDelay: time.Duration(cfg.Log.MaxMergeDelay)}
@@ -121,26 +125,78 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 	if o.Storage, err = openStorage(ctx, cfg); err != nil {
 		return o, err
 	}
+	s, err := gatewaySettings(cfg)
+	if err != nil {
+		return o, err
+	}
+	o.Peers, o.Users, o.Agreements, o.ConfigSHA256 = s.Peers, s.Users, s.Agreements, s.ConfigSHA256
+	return o, nil
+}
+
+// gatewaySettings returns what of a loaded configuration a reload applies:
+// the peers, users and agreements, reading the files they name.
+func gatewaySettings(cfg *config.Gateway) (*gateway.Settings, error) {
+	s := &gateway.Settings{ConfigSHA256: sha256.Sum256([]byte(cfg.String())), Agreements: cfg.AgreementList()}
 	for _, p := range cfg.Peers {
 		ca, err := crypto.ReadCertPool(p.CA)
 		if err != nil {
-			return o, fmt.Errorf("peer %s: %w", p.ID, err)
+			return nil, fmt.Errorf("peer %s: %w", p.ID, err)
 		}
-		o.Peers = append(o.Peers, transfer.Peer{ID: p.ID, Address: p.Address, CA: ca, SigningKey: p.SigningKey,
+		s.Peers = append(s.Peers, transfer.Peer{ID: p.ID, Address: p.Address, CA: ca, SigningKey: p.SigningKey,
 			LogKey: p.LogKey, WitnessKey: p.WitnessKey})
 	}
-	o.Agreements = cfg.AgreementList()
 	for _, u := range cfg.Users {
 		gu := gateway.User{Unit: u.Identity, Role: u.Role, Purposes: u.Purposes}
 		if u.PublicKey != "" {
 			var err error
 			if gu.Key, err = crypto.ReadPublicKeyFile(u.PublicKey); err != nil {
-				return o, fmt.Errorf("user %s: public key %s: %w", u.Identity, u.PublicKey, err)
+				return nil, fmt.Errorf("user %s: public key %s: %w", u.Identity, u.PublicKey, err)
 			}
 		}
-		o.Users = append(o.Users, gu)
+		s.Users = append(s.Users, gu)
 	}
-	return o, nil
+	return s, nil
+}
+
+// reloader reads the configuration file at path again, for a reload of a
+// gateway started with running: the whole file is checked as at start,
+// and the sections only a start applies are named.
+func reloader(path string, running *config.Gateway) func(context.Context) (*gateway.Settings, error) {
+	return func(context.Context) (*gateway.Settings, error) {
+		cfg, err := config.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		s, err := gatewaySettings(cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.RestartNeeded = running.RestartNeeded(cfg)
+		return s, nil
+	}
+}
+
+// reloadOnHangup reloads the gateway's configuration on each SIGHUP until
+// ctx is done. A refused reload is logged, and the running configuration
+// stays.
+func reloadOnHangup(ctx context.Context, g *gateway.Gateway, log *zap.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		r, err := g.Reload(ctx, "")
+		if err != nil {
+			continue // logged by the gateway
+		}
+		if len(r.RestartNeeded) > 0 {
+			log.Warn("configuration changes that apply only at the next start", zap.Strings("restart_needed", r.RestartNeeded))
+		}
+	}
 }
 
 func openStorage(ctx context.Context, cfg *config.Gateway) (storage.Backend, error) {

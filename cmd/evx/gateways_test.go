@@ -73,6 +73,8 @@ func cmdGw(ts *testscript.TestScript, neg bool, args []string) {
 			cancel()
 			ts.Fatalf("%s: %v", args[1], err)
 		}
+		// As evx gateway does: evx agreement reload reads the file again.
+		opts.Reload = reloader(path, cfg)
 		g, err := gateway.New(opts)
 		if err != nil {
 			cancel()
