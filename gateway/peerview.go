@@ -126,6 +126,9 @@ func (g *Gateway) ExchangeAgreements(ctx context.Context, peer string, theirs *c
 			return nil, rej
 		}
 		g.log.Warn("agreement summary refused", zap.String("peer", peer), zap.Error(err))
+		if errors.Is(err, crypto.ErrBadSignature) {
+			return nil, transfer.Reject(transfer.CodeBadSignature, "%v", err)
+		}
 		return nil, transfer.Reject(transfer.CodeMalformed, "%v", err)
 	}
 	return g.summaryFor(peer)

@@ -77,6 +77,14 @@ func procMust(t *testing.T, bin string, args ...string) string {
 // the path of that log.
 func procGateway(t *testing.T, bin, cfg string) (logPath string, stop func()) {
 	t.Helper()
+	_, logPath, stop = procStartGateway(t, bin, cfg)
+	return logPath, stop
+}
+
+// procStartGateway is procGateway that also returns the gateway's process
+// id, for signals.
+func procStartGateway(t *testing.T, bin, cfg string) (pid int, logPath string, stop func()) {
+	t.Helper()
 	data, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +166,7 @@ func procGateway(t *testing.T, bin, cfg string) (logPath string, stop func()) {
 		t.Fatalf("gateway %s said it was ready, but its API at %s: %v", cfg, api, err)
 	}
 	c.Close()
-	return logPath, stop
+	return cmd.Process.Pid, logPath, stop
 }
 
 func testGatewayProcesses(t *testing.T, bin string, s3 *storage.S3Config) {
