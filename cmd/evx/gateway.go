@@ -67,7 +67,12 @@ func newGatewayCmd() *cobra.Command {
 				eg.Go(func() error { return serve(ctx) })
 			}
 			eg.Go(func() error { return g.Run(ctx) })
-			eg.Go(func() error { return reloadOnHangup(ctx, g, log) })
+			// SIGHUP reloads from before the gateway says it is ready:
+			// left to its default, it would end the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			eg.Go(func() error { return reloadOnHangup(ctx, g, log, hup) })
 			// Every listener is open: connections are queued until
 			// served.
 			if err := notifyReady(os.Getenv); err != nil {
@@ -176,13 +181,10 @@ func reloader(path string, running *config.Gateway) func(context.Context) (*gate
 	}
 }
 
-// reloadOnHangup reloads the gateway's configuration on each SIGHUP until
-// ctx is done. A refused reload is logged, and the running configuration
+// reloadOnHangup reloads the gateway's configuration on each SIGHUP
+// received on hup until ctx is done. A refused reload is logged, and the running configuration
 // stays.
-func reloadOnHangup(ctx context.Context, g *gateway.Gateway, log *zap.Logger) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func reloadOnHangup(ctx context.Context, g *gateway.Gateway, log *zap.Logger, hup <-chan os.Signal) error {
 	for {
 		select {
 		case <-ctx.Done():
