@@ -26,6 +26,8 @@ type metrics struct {
 	agreementDecisions *prometheus.CounterVec
 	agreementStatus    *prometheus.GaugeVec
 	agreementDaysLeft  *prometheus.GaugeVec
+	peerAgreement      *prometheus.GaugeVec
+	reloads            *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -82,6 +84,17 @@ func newMetrics() *metrics {
 			Name: "evx_agreement_days_until_valid_until",
 			Help: "Days until the agreement with a peer lapses (its valid_until), negative once it has; absent for an agreement without an end.",
 		}, []string{"peer"}),
+		peerAgreement: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "evx_agreement_peer_status",
+			Help: "1 for the state the peer's own agreement with this gateway is in, as its last signed summary states it, 0 for the others: active, suspended, terminated, not-yet-valid, lapsed, none, or unknown (no summary yet).",
+		}, []string{"peer", "status"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_config_reloads_total",
+			Help: "Reloads of the configuration (SIGHUP or the operator's API), by outcome: applied, unchanged, or refused (an invalid file; the running configuration stays).",
+		}, []string{"outcome"}),
+	}
+	for _, o := range reloadOutcomes {
+		m.reloads.WithLabelValues(o)
 	}
 	// Both series exist from the start, at zero.
 	m.apiConnsRefused.WithLabelValues(limitTotal)
@@ -99,5 +112,5 @@ func (g *Gateway) Collectors() []prometheus.Collector { return g.metrics.collect
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.bundles, m.refusals, m.bytes, m.logFailures, m.apiConns, m.apiConnsRefused,
 		m.securityEvents, m.witnessFailures, m.cosignatureAge, m.receiptsNotIncluded, m.agreementDecisions,
-		m.agreementStatus, m.agreementDaysLeft}
+		m.agreementStatus, m.agreementDaysLeft, m.peerAgreement, m.reloads}
 }

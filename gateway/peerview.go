@@ -169,6 +169,7 @@ func (g *Gateway) acceptPeerView(ctx context.Context, peer string, signed *crypt
 		g.log.Warn("keeping a peer's agreement summary", zap.String("peer", peer), zap.Error(err))
 	}
 	g.peerStatusChanged(ctx, peer, old, pv)
+	g.setAgreementGauges()
 	if g.opts.onPeerView != nil {
 		g.opts.onPeerView(peer, pv.agreement)
 	}

@@ -447,6 +447,19 @@ func (g *Gateway) setAgreementGauges() {
 		}
 		g.metrics.agreementDaysLeft.WithLabelValues(peer).Set(a.ValidUntil.Sub(now).Hours() / 24)
 	}
+	for peer := range set.peers {
+		state := "unknown"
+		if pv, ok := g.peerViews.get(peer); ok {
+			state = agreementState(pv.agreement, now)
+		}
+		for _, s := range append(agreementStates, "unknown") {
+			v := 0.0
+			if s == state {
+				v = 1
+			}
+			g.metrics.peerAgreement.WithLabelValues(peer, s).Set(v)
+		}
+	}
 }
 
 // storeAgreementRefusal stores this gateway's own final refusal of a

@@ -36,6 +36,7 @@ func (g *Gateway) Reload(ctx context.Context, by string) (*api.Reload, error) {
 			return g.apply(ctx, next, s.RestartNeeded, by)
 		}
 	}
+	g.metrics.reloads.WithLabelValues(reloadRefused).Inc()
 	g.log.Error("configuration not reloaded; the running one stays", zap.String("by", by), zap.Error(err))
 	return nil, api.Errorf(api.CodeInvalidConfig, "the configuration was not reloaded, the running one stays: %v", err)
 }
@@ -51,6 +52,7 @@ func (g *Gateway) apply(ctx context.Context, next *settings, restart []string, b
 		out.Changes = []string{}
 	}
 	if !out.Changed {
+		g.metrics.reloads.WithLabelValues(reloadUnchanged).Inc()
 		g.log.Info("configuration reloaded: nothing to apply", zap.Strings("restart_needed", restart))
 		return out, nil
 	}
@@ -72,6 +74,7 @@ func (g *Gateway) apply(ctx context.Context, next *settings, restart []string, b
 		return nil, errLogFailed
 	}
 	g.set.Store(next)
+	g.metrics.reloads.WithLabelValues(reloadApplied).Inc()
 	g.server.SetPeerCAs(next.peerCAs())
 	for id, p := range old.peers {
 		if q, ok := next.peers[id]; !ok || !p.CA.Equal(q.CA) || p.Address != q.Address {
@@ -89,6 +92,15 @@ func (g *Gateway) apply(ctx context.Context, next *settings, restart []string, b
 	g.notifyPeers()
 	return out, nil
 }
+
+// The outcomes of reloads, the values of evx_config_reloads_total's label.
+const (
+	reloadApplied   = "applied"
+	reloadUnchanged = "unchanged"
+	reloadRefused   = "refused"
+)
+
+var reloadOutcomes = []string{reloadApplied, reloadUnchanged, reloadRefused}
 
 // settingsChanges says, one line each, what changed from old to next: the
 // agreements (also by peer, for the agreement-changed entries), the peers
@@ -185,7 +197,9 @@ func logLines(lines []string) []string {
 func (g *Gateway) deletePeerMetrics(peer string) {
 	for _, s := range agreementStates {
 		g.metrics.agreementStatus.DeleteLabelValues(peer, s)
+		g.metrics.peerAgreement.DeleteLabelValues(peer, s)
 	}
+	g.metrics.peerAgreement.DeleteLabelValues(peer, "unknown")
 	g.metrics.agreementDaysLeft.DeleteLabelValues(peer)
 }
 

@@ -14,6 +14,8 @@ import (
 	"evx/audit"
 	"evx/crypto"
 	"evx/internal/evxtest"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // reloadable is what a test's Options.Reload gives the gateway: the
@@ -139,6 +141,12 @@ func TestReload(t *testing.T) {
 	}
 	if _, err := forensics.WhoAmI(ctx); !errors.As(err, &ae) || ae.Code != api.CodeNoRole {
 		t.Fatalf("removed user's request: %v, want no-role", err)
+	}
+
+	for outcome, want := range map[string]float64{reloadRefused: 1, reloadUnchanged: 1, reloadApplied: 2} {
+		if got := testutil.ToFloat64(de.metrics.reloads.WithLabelValues(outcome)); got != want {
+			t.Errorf("evx_config_reloads_total{outcome=%q} = %v, want %v", outcome, got, want)
+		}
 	}
 
 	// Only operators reload.

@@ -16,6 +16,8 @@ import (
 	"evx/crypto"
 	"evx/internal/evxtest"
 	"evx/storage"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // midwayStore pauses the first payload written under prefix once at bytes
@@ -111,6 +113,9 @@ func testSuspendDuringTransfer(t *testing.T, side string) {
 	waitView(t, views[other], func(a *agreement.Agreement) bool {
 		return a != nil && a.Status == agreement.Suspended && strings.Contains(a.StatusReason, "audit of case 2026/77")
 	})
+	if got := testutil.ToFloat64(tw.gw(other).metrics.peerAgreement.WithLabelValues(side, "suspended")); got != 1 {
+		t.Errorf("%s's evx_agreement_peer_status{%s,suspended} = %v, want 1", other, side, got)
+	}
 	// Held, not failed: DE keeps it queued.
 	if st, err := forensics.OutboxStatus(ctx, b.Env.BundleID); err != nil || st.State != api.StateQueued {
 		t.Fatalf("status while suspended: %+v, %v; want queued", st, err)
