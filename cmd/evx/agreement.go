@@ -624,7 +624,7 @@ func printChanges(cmd *cobra.Command, r *api.Reload, asJSON bool) error {
 		}
 	}
 	for _, s := range r.RestartNeeded {
-		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s changed: it applies only when the gateway is restarted\n", printable(s))
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s changed in the file: it applies only when the gateway restarts\n", printable(s))
 	}
 	return nil
 }

@@ -5,17 +5,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"evx/api"
 
@@ -124,4 +127,36 @@ func fakeAnswer(answers, method, path string) (status int, file string, ok bool)
 		}
 	}
 	return 0, "", false
+}
+
+// cmdWaitFor runs a program again and again until it exits with CODE, for
+// a state a gateway reaches on its own time, such as the peer's view that
+// the agreement exchange brings after a start or a suspension, observed
+// through the API: waitfor CODE PROGRAM ARGS.... It fails if the program
+// has not exited with CODE within a minute. The script sees the last run's
+// output.
+func cmdWaitFor(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: waitfor CODE PROGRAM ARGS...")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	deadline := time.Now().Add(time.Minute)
+	for runs := 1; ; runs++ {
+		err := ts.Exec(args[1], args[2:]...)
+		got := 0
+		var exitErr *exec.ExitError
+		switch {
+		case errors.As(err, &exitErr):
+			got = exitErr.ExitCode()
+		case err != nil:
+			ts.Fatalf("%s: %v", args[1], err)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s exited %d after %d runs in a minute, want %d", args[1], got, runs, want)
+		}
+	}
 }

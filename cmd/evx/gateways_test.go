@@ -34,6 +34,7 @@ func TestGatewayScripts(t *testing.T) {
 			"grab":     cmdGrab,
 			"randfile": cmdRandfile,
 			"exits":    cmdExits,
+			"waitfor":  cmdWaitFor,
 		},
 	})
 }
