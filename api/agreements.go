@@ -81,7 +81,7 @@ type SuspendRequest struct {
 // the reason in it, in bytes.
 const (
 	MaxSuspendBody   = 4 << 10
-	MaxSuspendReason = 512
+	MaxSuspendReason = 256
 )
 
 // Suspension is an operator's suspension of cooperation with a peer.

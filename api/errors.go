@@ -85,7 +85,7 @@ var codes = []CodeInfo{
 	{CodeBadLimit, http.StatusBadRequest, "`limit` is not a number from 1 to 1000"},
 	{CodeBadLogPath, http.StatusBadRequest, "not a path of the transfer log: `checkpoint`, `checkpoints/<size>` or a tile path (audit.md 4.2)"},
 	{CodeBadPreflight, http.StatusBadRequest, "the pre-flight's body is not one JSON object of the members of 3.14, is over 16 KiB, or holds a value an envelope may not have"},
-	{CodeBadReason, http.StatusBadRequest, "a suspension without a reason, or with one over 512 bytes or with control characters"},
+	{CodeBadReason, http.StatusBadRequest, "a suspension without a reason, or with one over 256 bytes or with control characters"},
 	{CodeBadSignature, http.StatusBadRequest, "`Evx-Signature` not base64, or the signature does not verify"},
 	{CodeBadState, http.StatusBadRequest, "`state` is not `queued`, `delivered` or `refused`"},
 	{CodeBadWait, http.StatusBadRequest, "`wait` is not a duration from `0s` to `1m`"},

@@ -35,6 +35,9 @@ const (
 	exchangeRefresh = 10 * time.Minute
 	exchangeRetry   = 30 * time.Second
 	exchangeTimeout = 10 * time.Second
+	// minPeerViewInterval is the least time between two summaries of one
+	// peer that are kept.
+	minPeerViewInterval = time.Second
 	// maxPeerViewSize bounds a kept summary's object: the summary, its
 	// signature, base64, and a little JSON.
 	maxPeerViewSize = 2*agreement.MaxSummarySize + 4<<10
@@ -157,6 +160,13 @@ func (g *Gateway) acceptPeerView(ctx context.Context, peer string, signed *crypt
 	if old != nil && s.Sequence <= old.sequence {
 		v.mu.Unlock()
 		return nil // an older or repeated summary: the kept one stands
+	}
+	if old != nil && g.now().Sub(old.received) < minPeerViewInterval && g.now().After(old.received) {
+		// Each kept summary costs a write to storage, and a change of
+		// status an entry in the log: a peer cannot have them made
+		// without bound.
+		v.mu.Unlock()
+		return transfer.Reject(transfer.CodeUnavailable, "a summary of %s was kept less than %v ago; send it again later", peer, minPeerViewInterval)
 	}
 	pv := &peerView{agreement: s.Agreement, sequence: s.Sequence, received: g.now()}
 	if v.byPeer == nil {
@@ -310,7 +320,7 @@ func (g *Gateway) loadPeerViews(ctx context.Context) {
 func (g *Gateway) runAgreementExchange(ctx context.Context) error {
 	v := &g.peerViews
 	next := map[string]time.Time{} // when each peer is next due
-	t := time.NewTicker(exchangeRetry)
+	t := time.NewTimer(exchangeRetry)
 	defer t.Stop()
 	g.notifyPeers()
 	for {
@@ -340,14 +350,27 @@ func (g *Gateway) runAgreementExchange(ctx context.Context) error {
 				err := g.exchangeWith(ctx, set.peers[peer])
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil {
+				var rej *transfer.Rejection
+				switch {
+				case errors.As(err, &rej) && rej.Code == transfer.CodeUnavailable:
+					// The peer kept a summary a moment ago: this one,
+					// which may tell of a suspension, follows soon.
+					next[peer] = now.Add(2 * minPeerViewInterval)
+				case err != nil:
 					next[peer] = now.Add(exchangeRetry)
-					return
+				default:
+					next[peer] = now.Add(exchangeRefresh)
 				}
-				next[peer] = now.Add(exchangeRefresh)
 			}()
 		}
 		wg.Wait()
+		earliest := time.Now().Add(exchangeRefresh)
+		for _, peer := range set.peerIDs() {
+			if at, ok := next[peer]; ok && at.Before(earliest) {
+				earliest = at
+			}
+		}
+		t.Reset(time.Until(earliest))
 	}
 }
 

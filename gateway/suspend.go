@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -133,6 +134,11 @@ func (g *Gateway) agreementWith(set *settings, peer string) *agreement.Agreement
 	c := *a
 	c.Status = agreement.Suspended
 	c.StatusReason = fmt.Sprintf("suspended by %s on %s: %s", sp.By, sp.At.UTC().Format(time.DateOnly), sp.Reason)
+	if len(c.StatusReason) > agreement.MaxSummaryReason {
+		// The peer is told the reason in a summary, which bounds it; a
+		// suspension stored by an older version may be longer.
+		c.StatusReason = strings.ToValidUTF8(c.StatusReason[:agreement.MaxSummaryReason], "")
+	}
 	return &c
 }
 
