@@ -16,6 +16,7 @@ import (
 	"evx/crypto"
 	"evx/internal/evxtest"
 	"evx/storage"
+	"evx/transfer"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -199,4 +200,102 @@ func preflightOf(b *evxtest.Bundle) api.PreflightRequest {
 	ru := b.Env.RetainUntil
 	return api.PreflightRequest{Recipients: to, Purpose: b.Env.Purpose, Handling: b.Env.Handling, TLP: b.Env.TLP,
 		RetainUntil: &ru, Size: b.Env.PayloadSize}
+}
+
+// TestSuspensionHoldsQueued: a bundle queued for FR while FR is down is
+// held once DE's operator suspends cooperation, across a restart of DE
+// (the suspension is kept in storage), and delivered after resume; an
+// upload while suspended is refused at once. On both backends.
+func TestSuspensionHoldsQueued(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, newStore func(testing.TB, string) storage.Backend) {
+		held := make(chan error, 100)
+		tw := newTestWorld(t, newStore, func(id string, o *Options) {
+			if id == "DE" {
+				o.onDeliveryFailed = func(_ string, err error) { held <- err }
+			}
+		})
+		tw.Start(t, "DE")
+		ctx := t.Context()
+		forensics, deKey := tw.Client("DE", "forensics")
+		op, _ := tw.Client("DE", "operator")
+		fr := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
+		// FR is down: DE looks its recipient up while it is up, once.
+		tw.Start(t, "FR")
+		b := evxtest.Seal(t, deKey, fr, 1000)
+		if _, err := forensics.Preflight(ctx, preflightOf(b)); err != nil {
+			t.Fatal(err)
+		}
+		tw.Stop(t, "FR")
+		if st, err := upload(ctx, forensics, b); err != nil || st.State != api.StateQueued {
+			t.Fatalf("upload: %+v, %v", st, err)
+		}
+		if _, err := op.SuspendAgreement(ctx, "FR", "audit of case 2026/77"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := op.SuspendAgreement(ctx, "FR", "again"); !isAPIError(err, 409, string(api.CodeAlreadySuspended)) {
+			t.Fatalf("a second suspension: %v, want 409 already-suspended", err)
+		}
+		tw.Stop(t, "DE")
+		tw.Start(t, "DE")
+		tw.Start(t, "FR")
+		forensics, _ = tw.Client("DE", "forensics") // at DE's new address
+		op, _ = tw.Client("DE", "operator")
+		// Held at DE by its own suspension, which the restart kept.
+		for {
+			var rej *transfer.Rejection
+			if err := <-held; errors.As(err, &rej) && rej.Code == string(agreement.CodeSuspended) {
+				break
+			}
+		}
+		if st, err := forensics.OutboxStatus(ctx, b.Env.BundleID); err != nil || st.State != api.StateQueued {
+			t.Fatalf("held bundle: %+v, %v; want queued", st, err)
+		}
+		_, err := upload(ctx, forensics, evxtest.Seal(t, deKey, fr, 1000))
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.CodeAgreementSuspended || !strings.Contains(ae.Message, "audit of case 2026/77") {
+			t.Fatalf("upload while suspended: %v, want agreement-suspended", err)
+		}
+		pair, err := op.Agreement(ctx, "FR")
+		if err != nil || pair.Suspension == nil || pair.Suspension.Reason != "audit of case 2026/77" || pair.Suspension.By != "DE/operator" || pair.Ours.State != "suspended" {
+			t.Fatalf("DE's pair with FR while suspended: %+v, %v", pair, err)
+		}
+		if _, err := op.ResumeAgreement(ctx, "FR"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := op.ResumeAgreement(ctx, "FR"); !isAPIError(err, 409, string(api.CodeNotSuspended)) {
+			t.Fatalf("a second resume: %v, want 409 not-suspended", err)
+		}
+		if st, err := waitDelivered(ctx, forensics, b.Env.BundleID); err != nil || st.State != api.StateDelivered {
+			t.Fatalf("after resume: %+v, %v", st, err)
+		}
+	})
+}
+
+// TestSuspendBadInput: a suspension needs a peer and a reason, and only
+// operators suspend.
+func TestSuspendBadInput(t *testing.T) {
+	tw := startWorld(t, diskStore)
+	ctx := t.Context()
+	op, _ := tw.Client("DE", "operator")
+	for _, tc := range []struct {
+		peer, reason string
+		status       int
+		code         api.Code
+	}{
+		{"FR", "", 400, api.CodeBadReason},
+		{"FR", strings.Repeat("x", api.MaxSuspendReason+1), 400, api.CodeBadReason},
+		{"FR", "two\nlines", 400, api.CodeBadReason},
+		{"IT", "audit", 404, api.CodeUnknownPeer},
+	} {
+		if _, err := op.SuspendAgreement(ctx, tc.peer, tc.reason); !isAPIError(err, tc.status, string(tc.code)) {
+			t.Errorf("suspend %s %q: %v, want %d %s", tc.peer, tc.reason, err, tc.status, tc.code)
+		}
+	}
+	forensics, _ := tw.Client("DE", "forensics")
+	if _, err := forensics.SuspendAgreement(ctx, "FR", "audit"); !isAPIError(err, 403, string(api.CodeForbidden)) {
+		t.Errorf("suspension by a submitter: %v, want 403", err)
+	}
+	if pair, err := op.Agreement(ctx, "FR"); err != nil || pair.Suspension != nil {
+		t.Errorf("after refused suspensions: %+v, %v; want none", pair, err)
+	}
 }
