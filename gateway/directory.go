@@ -67,6 +67,9 @@ type peerDirectoryState struct {
 	// when the last fetch ended, and err its error (nil on success).
 	fetched, attempted time.Time
 	err                error
+	// announced is set once the peer took this gateway's agreement
+	// summary before a fetch (announceBeforeFetch).
+	announced bool
 }
 
 // peerDirectory is a peer's verified unit directory. It is never modified:
@@ -102,10 +105,15 @@ func (g *Gateway) now() time.Time {
 }
 
 // Directory implements transfer.Receiver: this gateway's signed directory of
-// local units, for peers.
+// local units, for peers; with the recipients' purposes for a peer known
+// to read them (recipients.go).
 func (g *Gateway) Directory(ctx context.Context, peer string) (*crypto.Signed, error) {
 	g.dirs.served.Add(1)
-	return g.opts.SigningKey.SignDirectory(g.localDirectory())
+	d := g.localDirectory()
+	if !g.readsPurposes(peer) {
+		d = withoutPurposes(d)
+	}
+	return g.opts.SigningKey.SignDirectory(d)
 }
 
 func (g *Gateway) localDirectory() crypto.Directory {
@@ -258,6 +266,7 @@ func (g *Gateway) fetchDirectory(ctx context.Context, p transfer.Peer) (*peerDir
 	if err != nil {
 		return nil, err
 	}
+	g.announceBeforeFetch(ctx, p)
 	signed, d, err := g.fetchSignedDirectory(ctx, p)
 	if err != nil {
 		return nil, err

@@ -1,16 +1,20 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"evx/agreement"
 	"evx/api"
 	"evx/audit"
 	"evx/client"
 	"evx/crypto"
+	"evx/internal/devenv"
 	"evx/internal/evxtest"
 	"evx/transfer"
 )
@@ -32,15 +36,50 @@ func prosecutionOnly(id string, o *Options) {
 	}
 }
 
-// FR's signed directory lists FR/prosecutor's purposes, and DE refuses a
-// pre-flight and an upload (both modes) to it for another purpose with
-// FR's code and sentence, before anything is stored or sent: FR hears of
-// no offer. The upload's refusals are agreement decisions in DE's log,
-// with the agreement's version; the pre-flight records nothing.
+// peerViewSeen returns a hook for Options.onPeerView, and a channel that
+// receives the peers whose summaries it saw.
+func peerViewSeen() (func(string, *agreement.Agreement), <-chan string) {
+	seen := make(chan string, 64)
+	return func(peer string, _ *agreement.Agreement) {
+		select {
+		case seen <- peer:
+		default:
+		}
+	}, seen
+}
+
+// waitPeerView waits until seen receives peer.
+func waitPeerView(t *testing.T, seen <-chan string, peer string) {
+	t.Helper()
+	for {
+		select {
+		case p := <-seen:
+			if p == peer {
+				return
+			}
+		case <-t.Context().Done():
+			t.Fatalf("no agreement summary of %s arrived", peer)
+		}
+	}
+}
+
+// FR's signed directory lists FR/prosecutor's purposes for DE, which
+// exchanged agreement summaries with it, and DE refuses a pre-flight and an
+// upload (both modes) to it for another purpose with FR's code and
+// sentence, before anything is stored or sent: FR hears of no offer. The
+// upload's refusals are agreement decisions in DE's log, with the
+// agreement's version; the pre-flight records nothing.
 func TestRecipientNotAuthorisedAtSender(t *testing.T) {
-	tw := newTestWorld(t, diskStore, prosecutionOnly)
+	hook, seen := peerViewSeen()
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
+		prosecutionOnly(id, o)
+		if id == "FR" {
+			o.onPeerView = hook
+		}
+	})
 	tw.Start(t, "DE")
 	tw.Start(t, "FR")
+	waitPeerView(t, seen, "DE")
 	ctx := t.Context()
 	de, deKey := tw.Client("DE", "forensics")
 
@@ -137,4 +176,78 @@ func TestRecipientPurposesUnknownToSender(t *testing.T) {
 		t.Errorf("FR stored %q of a bundle it refused", keys)
 	}
 	wantDecisions(t, tw.gw("FR"), b.Env.BundleID, transfer.CodeRecipientNotAuth, audit.Inbound, 1)
+}
+
+// FR lists its recipients' purposes only in a directory for a peer known
+// to read them, one that sent it a signed agreement summary lately: a
+// gateway older than purposes, which sends none, gets the directory it can
+// verify, every member known to it; so does a peer whose last summary is
+// older than peerPurposesFresh, as one gone back to older code.
+func TestDirectoryPurposesForPeersThatReadThem(t *testing.T) {
+	c := &clock{}
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
+		prosecutionOnly(id, o)
+		o.Now = c.now
+	})
+	// DE is down: FR exchanges no summary with it.
+	tw.Start(t, "FR")
+	ctx := t.Context()
+	tc, fr := tw.peerClient(t, "DE", "FR")
+	frKey := crypto.FormatSigningKey(tw.Dev.Country("FR").Signing.SigningPublicKey())
+	purposes := func(what string) []string {
+		t.Helper()
+		signed, d, err := tc.FetchSignedDirectory(ctx, fr)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if _, err := crypto.VerifyDirectory(signed, frKey, "FR"); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		e, ok := d.Lookup("FR/prosecutor")
+		if !ok {
+			t.Fatalf("%s: FR/prosecutor is not listed", what)
+		}
+		if e.Purposes == nil {
+			// What a verifier before purposes reads: nothing unknown.
+			var old struct {
+				Format, Gateway, Issued string
+				Units                   []struct {
+					Unit, Role   string
+					AgeRecipient string `json:"age_recipient"`
+					SigningKey   string `json:"signing_key"`
+				}
+			}
+			dec := json.NewDecoder(bytes.NewReader(signed.Body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&old); err != nil {
+				t.Errorf("%s: a verifier before purposes refuses it: %v", what, err)
+			}
+		}
+		return e.Purposes
+	}
+	if p := purposes("before DE's summary"); p != nil {
+		t.Errorf("before DE's summary, FR lists purposes %q for it", p)
+	}
+
+	s := agreement.Summary{Gateway: "DE", Peer: "FR", Issued: c.now().UTC(), Sequence: agreement.NextSequence(0, c.now()),
+		Agreement: devenv.DevAgreement("FR")}
+	body, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := tw.Dev.Country("DE").Signing.Signer().SignAgreementSummary(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.ExchangeAgreements(ctx, fr, mine); err != nil {
+		t.Fatal(err)
+	}
+	if p := purposes("after DE's summary"); !slices.Equal(p, []string{"prosecution"}) {
+		t.Errorf("after DE's summary, FR lists purposes %q for FR/prosecutor, want [prosecution]", p)
+	}
+
+	c.advance(peerPurposesFresh)
+	if p := purposes("once DE's summary is old"); p != nil {
+		t.Errorf("once DE's summary is old, FR lists purposes %q for it", p)
+	}
 }
