@@ -2,67 +2,125 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
-	"strings"
+	"sync"
 	"testing"
 
 	"evx/api"
 	"evx/client"
-	"evx/gateway"
+	"evx/crypto"
+	"evx/internal/devenv"
 	"evx/internal/evxtest"
-	"evx/storage"
 )
 
-// Push reads the purposes a recipient is authorised for from its entry in
-// the peer's signed directory and refuses, before it asks the gateway and
-// before it seals anything, a bundle for another purpose: the error is the
-// API's recipient-not-authorised (so evx exits 3), starts with the code,
-// and names the recipient, the purpose and the purposes it is for. A
-// purpose it is authorised for goes through.
+// purposesGateway is DE's gateway as DE's forensic unit meets it, with
+// FR/prosecutor's directory entry listing the purposes it is authorised
+// for. It allows every pre-flight and takes every upload, so that only
+// push itself can refuse; it records every request.
+type purposesGateway struct {
+	srv *httptest.Server
+	dev *devenv.World
+
+	mu       sync.Mutex
+	requests []string
+}
+
+func newPurposesGateway(t *testing.T) *purposesGateway {
+	t.Helper()
+	dev, err := devenv.New("DE", "FR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &purposesGateway{dev: dev}
+	de := dev.Country("DE")
+	g.srv = httptest.NewUnstartedServer(http.HandlerFunc(g.serve))
+	g.srv.TLS = &tls.Config{Certificates: []tls.Certificate{de.Cert}, ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs: de.CAPool(), MinVersion: tls.VersionTLS13}
+	g.srv.StartTLS()
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+func (g *purposesGateway) asked() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.requests)
+}
+
+func (g *purposesGateway) serve(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	g.requests = append(g.requests, r.Method+" "+r.URL.Path)
+	g.mu.Unlock()
+	switch {
+	case r.Method == "GET" && r.URL.Path == "/v1/whoami":
+		writeJSON(w, 200, api.WhoAmI{Gateway: "DE", Unit: "DE/forensics", Role: api.RoleSubmitter})
+	case r.Method == "GET" && r.URL.Path == "/v1/directory/FR/prosecutor":
+		p := g.dev.Country("FR").User("prosecutor").Key.Public()
+		writeJSON(w, 200, crypto.DirectoryEntry{Unit: p.Unit, Role: string(api.RoleRecipient), AgeRecipient: p.AgeRecipient,
+			Purposes: []string{"prosecution", "criminal-investigation"}})
+	case r.Method == "POST" && r.URL.Path == "/v1/preflight":
+		io.Copy(io.Discard, r.Body)
+		writeJSON(w, 200, api.Preflight{Allowed: true, Peer: "FR", Agreement: api.PreflightAgreement{Version: 1, Ref: "dev-env"}})
+	case r.Method == "POST" && r.URL.Path == "/v1/bundles":
+		io.Copy(io.Discard, r.Body)
+		envJSON, _ := base64.StdEncoding.DecodeString(r.Header.Get(api.HeaderEnvelope))
+		env, _ := crypto.ParseEnvelope(envJSON)
+		id := ""
+		if env != nil {
+			id = env.BundleID
+		}
+		writeJSON(w, 200, api.OutboxStatus{BundleID: id, State: api.StateQueued, Peer: "FR"})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// Push reads the purposes a recipient is authorised for from its directory
+// entry and refuses a bundle for another purpose before it asks the
+// gateway and before it seals anything: the error is the API's
+// recipient-not-authorised (so evx exits 3), starts with the code, and
+// names the recipient, the purpose and the purposes it is for. A purpose
+// it is authorised for goes through. (An entry without purposes is not
+// checked: TestPushWithoutPreflight's gateway lists none.)
 func TestPushRecipientNotAuthorised(t *testing.T) {
-	w := startWorldWith(t, func(id string, o *gateway.Options) {
-		if id != "FR" {
-			return
-		}
-		for i := range o.Users {
-			if o.Users[i].Unit == "FR/prosecutor" {
-				o.Users[i].Purposes = []string{"prosecution", "criminal-investigation"}
-			}
-		}
-	})
-	ctx := context.Background()
-	de, deKey := w.Client("DE", "forensics")
+	g := newPurposesGateway(t)
+	de := g.dev.Country("DE").User("forensics")
+	c := client.New(g.srv.URL, de.Cert, &tls.Config{RootCAs: g.dev.Country("DE").CAPool()})
 	tmp := t.TempDir()
 	var stages []string
-	req := client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"}, Files: evxtest.Evidence(t, 1000),
+	req := client.PushRequest{Key: de.Key, To: []string{"FR/prosecutor"}, Files: evxtest.Evidence(t, 1000),
 		Seal: evxtest.SealOptions(), TempDir: tmp,
 		Progress: func(stage string, _, _ int64) { stages = append(stages, stage) }}
-	res, err := client.Push(ctx, de, req)
+	res, err := client.Push(context.Background(), c, req)
 	const want = `recipient-not-authorised: recipient FR/prosecutor is not authorised for purpose "mutual-legal-assistance"; ` +
 		`it is for: prosecution, criminal-investigation (the unit directory of FR); nothing was sealed`
-	var ae *api.Error
 	if res != nil || err == nil || err.Error() != want {
 		t.Fatalf("push: %v, %v\nwant: %s", res, err, want)
 	}
+	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeRecipientNotAuthorised || ae.Code.Temporary() {
 		t.Errorf("push's error %#v is not the API's lasting recipient-not-authorised", ae)
 	}
 	if entries, _ := os.ReadDir(tmp); len(stages) > 0 || len(entries) > 0 {
 		t.Errorf("push went as far as %v, leaving %v; want nothing sealed", stages, entries)
 	}
-	// Nothing but the transfer log, FR's directory, which the lookup of
-	// the recipient keeps, and what DE witnessed of FR's log.
-	if infos, err := w.Stores["DE"].List(ctx, ""); err != nil || slices.ContainsFunc(infos, func(in storage.Info) bool {
-		return !strings.HasPrefix(in.Key, "log/") && !strings.HasPrefix(in.Key, "directories/") && !strings.HasPrefix(in.Key, "witness/")
-	}) {
-		t.Errorf("DE stored %v, %v; want nothing of the bundle", infos, err)
+	if got, want := g.asked(), []string{"GET /v1/whoami", "GET /v1/directory/FR/prosecutor"}; !slices.Equal(got, want) {
+		t.Errorf("push asked %q, want only %q", got, want)
 	}
 
 	req.Seal.Purpose = "prosecution"
-	res, err = client.Push(ctx, de, req)
+	res, err = client.Push(context.Background(), c, req)
 	if err != nil || res.Status.State != api.StateQueued {
 		t.Fatalf("push for prosecution: %+v, %v; want it queued", res, err)
+	}
+	if asked := g.asked(); !slices.Contains(asked, "POST /v1/preflight") || !slices.Contains(asked, "POST /v1/bundles") {
+		t.Errorf("push for prosecution asked %q, want a pre-flight and an upload", asked)
 	}
 }
