@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -425,7 +426,7 @@ failed, and go out after resume. The peer is told with a signed notice, so
 that its units see the suspension before they seal. The suspension is
 kept in the gateway's storage: it outlasts restarts and reloads.
 
---reason is required: at most 512 bytes of printable text. It is written
+--reason is required: at most ` + strconv.Itoa(api.MaxSuspendReason) + ` bytes of printable text. It is written
 to the transfer log with your identity, shown to the peer and to units
 whose bundles are held. suspend prints what changed, as reload does.
 
