@@ -189,7 +189,8 @@ inbound. A suspension by an operator is shown with its reason, who set it
 and when. --json prints the gateway's answer as JSON.
 
 Give exactly one of --config and --profile; without either, the profile
-EVX_PROFILE or the default profile names is used, as by other commands.
+that EVX_PROFILE names, or else the default profile, is used, as by other
+commands.
 
 Exit codes: 0 printed; 2 bad usage; 3 refused by the gateway (unknown-peer:
 PEER is not one of its peers; forbidden: the profile is not an operator's);
@@ -229,7 +230,7 @@ configuration file that does not load.`,
 				if asJSON {
 					return printJSON(out, p)
 				}
-				return printPairs(out, []api.AgreementPair{*p}, time.Now())
+				return printPairs(out, []api.AgreementPair{*p})
 			}
 			l, err := c.Agreements(cmd.Context())
 			if err != nil {
@@ -242,7 +243,7 @@ configuration file that does not load.`,
 				fmt.Fprintf(out, "gateway %s has no peers\n", printable(l.Gateway))
 				return nil
 			}
-			return printPairs(out, l.Agreements, time.Now())
+			return printPairs(out, l.Agreements)
 		},
 	}
 	f := cmd.Flags()
@@ -632,18 +633,18 @@ func printChanges(cmd *cobra.Command, r *api.Reload, asJSON bool) error {
 
 // printPairs prints agreements in force as the gateway states them, each
 // as a table of this gateway's clauses beside the peer's.
-func printPairs(w io.Writer, pairs []api.AgreementPair, now time.Time) error {
+func printPairs(w io.Writer, pairs []api.AgreementPair) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for i, p := range pairs {
 		if i > 0 {
 			fmt.Fprintln(tw)
 		}
-		printPair(tw, &p, now)
+		printPair(tw, &p)
 	}
 	return tw.Flush()
 }
 
-func printPair(tw io.Writer, p *api.AgreementPair, now time.Time) {
+func printPair(tw io.Writer, p *api.AgreementPair) {
 	ours, theirs := &p.Ours, p.Theirs
 	self, peer := printable(ours.Gateway), printable(p.Peer)
 	if ours.None {
