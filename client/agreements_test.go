@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -229,15 +230,16 @@ func TestAgreementBadPeer(t *testing.T) {
 // another peer or contradicting itself is ErrBadAnswer.
 func TestAgreementBadAnswers(t *testing.T) {
 	ctx := context.Background()
+	// A well-formed answer of 9 MiB, which only its size makes wrong.
 	huge := func(announce bool) func(w http.ResponseWriter, r *http.Request) {
 		return func(w http.ResponseWriter, r *http.Request) {
-			const n = 9 << 20
+			head, tail := `{"gateway":"DE","agreements":[],"peer":"FR","mismatches":["`, `"]}`
+			body := head + strings.Repeat("a", 9<<20-len(head)-len(tail)) + tail
 			if announce {
-				w.Header().Set("Content-Length", "9437184")
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			}
 			w.WriteHeader(200)
-			io.WriteString(w, `{"peer":"FR","mismatches":["`)
-			w.Write([]byte(strings.Repeat("a", n-100)))
+			io.WriteString(w, body)
 		}
 	}
 	other := dePair()
