@@ -67,13 +67,18 @@ func (mr *midwayReader) Read(p []byte) (int, error) {
 // and refuses new uploads at pre-flight, and after resume the bundle is
 // delivered whole, its hash verified.
 func TestSuspendDuringTransfer(t *testing.T) {
-	for _, side := range []string{"FR", "DE"} {
-		t.Run("suspended by "+side, func(t *testing.T) { testSuspendDuringTransfer(t, side) })
+	// The receiver's stop is the one the issue asks of 256 MiB; the
+	// sender's stops the same stream from the other end, and a smaller
+	// bundle keeps the race detector's run short.
+	for _, tc := range []struct {
+		side string
+		size int
+	}{{"FR", 256 << 20}, {"DE", 32 << 20}} {
+		t.Run("suspended by "+tc.side, func(t *testing.T) { testSuspendDuringTransfer(t, tc.side, tc.size) })
 	}
 }
 
-func testSuspendDuringTransfer(t *testing.T, side string) {
-	const size = 256 << 20
+func testSuspendDuringTransfer(t *testing.T, side string, size int) {
 	var mid *midwayStore
 	views := map[string]chan *agreement.Agreement{"DE": make(chan *agreement.Agreement, 64), "FR": make(chan *agreement.Agreement, 64)}
 	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
