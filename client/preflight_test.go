@@ -52,10 +52,12 @@ func TestPushPreflightRefused(t *testing.T) {
 		t.Errorf("push went as far as %v, leaving %v; want nothing sealed", stages, entries)
 	}
 	// Nothing but the transfer log, which records the gateway's start,
-	// FR's directory, which the lookup of the recipient keeps, and what DE
-	// witnessed of FR's log, which grows by itself.
+	// FR's directory, which the lookup of the recipient keeps, what DE
+	// witnessed of FR's log, which grows by itself, and FR's summary of
+	// its agreement, which the gateways exchange.
 	if infos, err := w.Stores["DE"].List(ctx, ""); err != nil || slices.ContainsFunc(infos, func(in storage.Info) bool {
-		return !strings.HasPrefix(in.Key, "log/") && !strings.HasPrefix(in.Key, "directories/") && !strings.HasPrefix(in.Key, "witness/")
+		return !strings.HasPrefix(in.Key, "log/") && !strings.HasPrefix(in.Key, "directories/") && !strings.HasPrefix(in.Key, "witness/") &&
+			!strings.HasPrefix(in.Key, "agreements/peers/")
 	}) {
 		t.Errorf("DE stored %v, %v; want nothing of the bundle", infos, err)
 	}
