@@ -52,12 +52,12 @@ type PushResult struct {
 // Before sealing it checks what can fail without the files: the form of the
 // recipients' unit ids, that they belong to one country, that the client
 // is a submitter of another country, that each recipient resolves to a
-// recipient unit in the directory, authorised for the bundle's purpose if
-// its entry lists purposes, and, with the gateway's pre-flight call
-// ([Client.Preflight]), that the gateway's agreement with the recipients'
-// country and its limits would let the upload through. A refusal then is
-// the *api.Error the upload would have met; a gateway without the call is
-// not asked.
+// recipient unit in the directory, with the gateway's pre-flight call
+// ([Client.Preflight]) that the gateway's agreement with the recipients'
+// country and its limits would let the upload through, and that each
+// recipient whose directory entry lists purposes is authorised for the
+// bundle's. A refusal then is the *api.Error the upload would have met; a
+// gateway without the call is not asked.
 func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) {
 	country, err := RecipientCountry(req.To)
 	if err != nil {
@@ -85,6 +85,7 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 		}
 		opts.Progress = func(done int64) { req.Progress("sealing", done, total) }
 	}
+	var entries []*crypto.DirectoryEntry
 	for _, unit := range req.To {
 		e, err := c.Lookup(ctx, unit)
 		if err != nil {
@@ -93,9 +94,7 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 		if api.Role(e.Role) != api.RoleRecipient || e.AgeRecipient == "" {
 			return nil, fmt.Errorf("%s is not a recipient unit (its role is %s)", unit, Printable(e.Role))
 		}
-		if err := authorised(e, country, req.Seal.Purpose); err != nil {
-			return nil, err
-		}
+		entries = append(entries, e)
 		opts.Recipients = append(opts.Recipients, crypto.PublicKey{Unit: e.Unit, AgeRecipient: e.AgeRecipient})
 	}
 	// The gateway says now whether it would accept the upload, before
@@ -106,6 +105,14 @@ func Push(ctx context.Context, c *Client, req PushRequest) (*PushResult, error) 
 			return nil, fmt.Errorf("your gateway refuses the bundle; nothing was sealed: %w", err)
 		}
 		return nil, fmt.Errorf("asking your gateway before sealing: %w", err)
+	}
+	// The recipients' purposes come last, as the gateways check them
+	// after their agreements' clauses; a gateway that decides with them
+	// has refused already, but one without the pre-flight call has not.
+	for _, e := range entries {
+		if err := authorised(e, country, req.Seal.Purpose); err != nil {
+			return nil, err
+		}
 	}
 	tmp, err := os.CreateTemp(req.TempDir, "evx-push-*.evx")
 	if err != nil {

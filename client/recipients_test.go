@@ -16,6 +16,7 @@ import (
 	"evx/api"
 	"evx/client"
 	"evx/crypto"
+	"evx/gateway"
 	"evx/internal/devenv"
 	"evx/internal/evxtest"
 )
@@ -83,8 +84,8 @@ func (g *purposesGateway) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // Push reads the purposes a recipient is authorised for from its directory
-// entry and refuses a bundle for another purpose before it asks the
-// gateway and before it seals anything: the error is the API's
+// entry and refuses a bundle for another purpose before it seals anything,
+// also when its gateway's pre-flight allows it: the error is the API's
 // recipient-not-authorised (so evx exits 3), starts with the code, and
 // names the recipient, the purpose and the purposes it is for. A purpose
 // it is authorised for goes through. (An entry without purposes is not
@@ -111,7 +112,7 @@ func TestPushRecipientNotAuthorised(t *testing.T) {
 	if entries, _ := os.ReadDir(tmp); len(stages) > 0 || len(entries) > 0 {
 		t.Errorf("push went as far as %v, leaving %v; want nothing sealed", stages, entries)
 	}
-	if got, want := g.asked(), []string{"GET /v1/whoami", "GET /v1/directory/FR/prosecutor"}; !slices.Equal(got, want) {
+	if got, want := g.asked(), []string{"GET /v1/whoami", "GET /v1/directory/FR/prosecutor", "POST /v1/preflight"}; !slices.Equal(got, want) {
 		t.Errorf("push asked %q, want only %q", got, want)
 	}
 
@@ -120,7 +121,48 @@ func TestPushRecipientNotAuthorised(t *testing.T) {
 	if err != nil || res.Status.State != api.StateQueued {
 		t.Fatalf("push for prosecution: %+v, %v; want it queued", res, err)
 	}
-	if asked := g.asked(); !slices.Contains(asked, "POST /v1/preflight") || !slices.Contains(asked, "POST /v1/bundles") {
-		t.Errorf("push for prosecution asked %q, want a pre-flight and an upload", asked)
+	if asked := g.asked(); !slices.Contains(asked, "POST /v1/bundles") {
+		t.Errorf("push for prosecution asked %q, want an upload", asked)
+	}
+}
+
+// With real gateways, DE's pre-flight refuses first, with FR's code and
+// sentence, from the purposes in FR's directory: push prints it as it
+// prints every pre-flight refusal, and seals nothing. A purpose the
+// agreement does not allow at all is refused as such, before the
+// recipients' purposes are looked at, as the gateways decide.
+func TestPushRecipientNotAuthorisedByGateway(t *testing.T) {
+	w := startWorldWith(t, func(id string, o *gateway.Options) {
+		for i := range o.Users {
+			if o.Users[i].Unit == "FR/prosecutor" {
+				o.Users[i].Purposes = []string{"prosecution"}
+			}
+		}
+	})
+	de, deKey := w.Client("DE", "forensics")
+	for _, tc := range []struct {
+		purpose string
+		code    api.Code
+		want    string
+	}{
+		{"mutual-legal-assistance", api.CodeRecipientNotAuthorised, `your gateway refuses the bundle; nothing was sealed: recipient-not-authorised: ` +
+			`recipient FR/prosecutor is not authorised for purpose "mutual-legal-assistance"; it is for: prosecution`},
+		{"incident-response", api.CodePurposeNotAllowed, `your gateway refuses the bundle; nothing was sealed: purpose-not-allowed: ` +
+			`agreement DE→FR v1 (ref dev-env) does not allow purpose "incident-response" outbound; allowed: criminal-investigation, prosecution, mutual-legal-assistance`},
+	} {
+		tmp := t.TempDir()
+		var stages []string
+		seal := evxtest.SealOptions()
+		seal.Purpose = tc.purpose
+		res, err := client.Push(context.Background(), de, client.PushRequest{Key: deKey, To: []string{"FR/prosecutor"},
+			Files: evxtest.Evidence(t, 1000), Seal: seal, TempDir: tmp,
+			Progress: func(stage string, _, _ int64) { stages = append(stages, stage) }})
+		var ae *api.Error
+		if res != nil || !errors.As(err, &ae) || ae.Code != tc.code || err.Error() != tc.want {
+			t.Fatalf("push for %s: %v, %v\nwant: %s", tc.purpose, res, err, tc.want)
+		}
+		if entries, _ := os.ReadDir(tmp); len(stages) > 0 || len(entries) > 0 {
+			t.Errorf("push for %s went as far as %v, leaving %v; want nothing sealed", tc.purpose, stages, entries)
+		}
 	}
 }
