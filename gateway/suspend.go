@@ -153,49 +153,27 @@ func (g *Gateway) Suspend(ctx context.Context, peer, reason, by string) (*api.Re
 	if err := checkSuspendReason(reason); err != nil {
 		return nil, err
 	}
-	g.reloadMu.Lock()
-	defer g.reloadMu.Unlock()
-	set := g.settings()
-	if _, ok := set.peers[peer]; !ok {
-		return nil, api.Errorf(api.CodeUnknownPeer, "%q is not a peer of gateway %s", peer, g.opts.ID)
-	}
 	sp := api.Suspension{Reason: reason, By: by, At: g.now().UTC().Truncate(time.Second)}
 	if by == "" {
 		sp.By = "gateway " + g.opts.ID
 	}
-	err := g.changeSuspension(ctx, func(m map[string]api.Suspension) error {
+	e := audit.Entry{Event: audit.EventAgreementSuspended, Actor: actorOf(by), Peer: peer, Reason: audit.CleanReason(reason)}
+	if e.Reason == "" {
+		e.Reason = "reason withheld from the log: it looks like a path or a key"
+	}
+	a, err := g.changeCooperation(ctx, peer, e, func(m map[string]api.Suspension) error {
 		if _, ok := m[peer]; ok {
 			return api.Errorf(api.CodeAlreadySuspended, "cooperation with %s is already suspended: resume it first", peer)
 		}
 		m[peer] = sp
 		return nil
 	})
-	var ae *api.Error
-	if errors.As(err, &ae) {
-		return nil, err
-	}
 	if err != nil {
-		g.log.Error("suspending", zap.String("peer", peer), zap.Error(err))
-		return nil, errSuspending
-	}
-	a := g.agreementWith(set, peer)
-	e := audit.Entry{Event: audit.EventAgreementSuspended, Actor: actorOf(by), Peer: peer, Reason: audit.CleanReason(reason)}
-	if e.Reason == "" {
-		e.Reason = "reason withheld from the log: it looks like a path or a key"
-	}
-	setAgreementMembers(&e, a)
-	if _, err := g.recordAll(context.WithoutCancel(ctx), e); err != nil {
-		// The suspension stands: it is in storage and decides from now.
-		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(err))
+		return nil, err
 	}
 	stopped := g.inflight.stop(peer, transfer.Reject(string(agreement.CodeSuspended), "%s", a.StatusReason))
 	g.log.Warn("cooperation suspended", zap.String("peer", peer), zap.String("by", sp.By), zap.String("reason", reason),
 		zap.Int("transfers_stopped", stopped))
-	g.setAgreementGauges()
-	g.agreementsChanged()
-	// The peer is told at once, so that its units see the suspension at
-	// pre-flight rather than a failed transfer.
-	g.notifyPeers(peer)
 	changes := []string{fmt.Sprintf("cooperation with %s suspended: %s", peer, reason)}
 	if stopped > 0 {
 		changes = append(changes, fmt.Sprintf("%d transfers in flight with %s stopped", stopped, peer))
@@ -206,37 +184,18 @@ func (g *Gateway) Suspend(ctx context.Context, peer, reason, by string) (*api.Re
 // Resume ends an operator's suspension of cooperation with peer; bundles
 // held for it go out at once.
 func (g *Gateway) Resume(ctx context.Context, peer, by string) (*api.Reload, error) {
-	g.reloadMu.Lock()
-	defer g.reloadMu.Unlock()
-	set := g.settings()
-	if _, ok := set.peers[peer]; !ok {
-		return nil, api.Errorf(api.CodeUnknownPeer, "%q is not a peer of gateway %s", peer, g.opts.ID)
-	}
-	err := g.changeSuspension(ctx, func(m map[string]api.Suspension) error {
-		if _, ok := m[peer]; !ok {
-			return api.Errorf(api.CodeNotSuspended, "cooperation with %s is not suspended by an operator", peer)
-		}
-		delete(m, peer)
-		return nil
-	})
-	var ae *api.Error
-	if errors.As(err, &ae) {
+	a, err := g.changeCooperation(ctx, peer, audit.Entry{Event: audit.EventAgreementResumed, Actor: actorOf(by), Peer: peer},
+		func(m map[string]api.Suspension) error {
+			if _, ok := m[peer]; !ok {
+				return api.Errorf(api.CodeNotSuspended, "cooperation with %s is not suspended by an operator", peer)
+			}
+			delete(m, peer)
+			return nil
+		})
+	if err != nil {
 		return nil, err
 	}
-	if err != nil {
-		g.log.Error("resuming", zap.String("peer", peer), zap.Error(err))
-		return nil, errSuspending
-	}
-	a := g.agreementWith(set, peer)
-	e := audit.Entry{Event: audit.EventAgreementResumed, Actor: actorOf(by), Peer: peer}
-	setAgreementMembers(&e, a)
-	if _, err := g.recordAll(context.WithoutCancel(ctx), e); err != nil {
-		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(err))
-	}
 	g.log.Info("cooperation resumed", zap.String("peer", peer), zap.String("by", by))
-	g.setAgreementGauges()
-	g.agreementsChanged()
-	g.notifyPeers(peer)
 	changes := []string{fmt.Sprintf("cooperation with %s resumed", peer)}
 	if a != nil && a.Status != agreement.Active {
 		changes = append(changes, fmt.Sprintf("the configuration still states the agreement with %s is %s: edit it and reload", peer, a.Status))
@@ -245,6 +204,39 @@ func (g *Gateway) Resume(ctx context.Context, peer, by string) (*api.Reload, err
 		changes = append(changes, fmt.Sprintf("there is no agreement with %s: nothing flows until one is configured", peer))
 	}
 	return &api.Reload{Changed: true, Changes: changes}, nil
+}
+
+// changeCooperation applies change to the stored suspensions for peer,
+// records e in the transfer log, and puts the result in force at once:
+// decisions, gauges and held deliveries follow, and the peer is told, so
+// that its units see the change at pre-flight rather than in a failed
+// transfer. It returns the agreement now in force with peer.
+func (g *Gateway) changeCooperation(ctx context.Context, peer string, e audit.Entry, change func(map[string]api.Suspension) error) (*agreement.Agreement, error) {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	set := g.settings()
+	if _, ok := set.peers[peer]; !ok {
+		return nil, api.Errorf(api.CodeUnknownPeer, "%q is not a peer of gateway %s", peer, g.opts.ID)
+	}
+	err := g.changeSuspension(ctx, change)
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return nil, err
+	}
+	if err != nil {
+		g.log.Error("changing a suspension", zap.String("peer", peer), zap.String("event", string(e.Event)), zap.Error(err))
+		return nil, errSuspending
+	}
+	a := g.agreementWith(set, peer)
+	setAgreementMembers(&e, a)
+	if _, err := g.recordAll(context.WithoutCancel(ctx), e); err != nil {
+		// The change stands: it is in storage and decides from now.
+		g.log.Error("transfer log", zap.String("event", string(e.Event)), zap.Error(err))
+	}
+	g.setAgreementGauges()
+	g.agreementsChanged()
+	g.notifyPeers(peer)
+	return a, nil
 }
 
 // checkSuspendReason checks a suspension's reason: required, bounded,

@@ -12,6 +12,7 @@ import (
 
 	"evx/agreement"
 	"evx/api"
+	"evx/client"
 	"evx/config"
 	"evx/crypto"
 
@@ -435,13 +436,10 @@ whose bundles are held. suspend prints what changed, as reload does.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			peer := args[0]
-			if err := checkPeerArg(peer); err != nil {
-				return err
-			}
 			if err := checkReason(reason); err != nil {
 				return err
 			}
-			c, _, err := loadProfile(profile)
+			c, err := peerClient(peer, profile)
 			if err != nil {
 				return err
 			}
@@ -474,10 +472,7 @@ resume prints what changed, as reload does.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			peer := args[0]
-			if err := checkPeerArg(peer); err != nil {
-				return err
-			}
-			c, _, err := loadProfile(profile)
+			c, err := peerClient(peer, profile)
 			if err != nil {
 				return err
 			}
@@ -515,10 +510,7 @@ be reached; 2 bad usage; 1 any other failure.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			peer := args[0]
-			if err := checkPeerArg(peer); err != nil {
-				return err
-			}
-			c, _, err := loadProfile(profile)
+			c, err := peerClient(peer, profile)
 			if err != nil {
 				return err
 			}
@@ -587,6 +579,17 @@ func (e peerViewUnknown) Unwrap() error {
 
 // checkPeerArg checks the PEER argument: a gateway id, which becomes part
 // of the request's path.
+// peerClient checks a command's PEER argument and returns the client of
+// the operator's profile: a bad PEER is a usage error before anything is
+// read.
+func peerClient(peer, profile string) (*client.Client, error) {
+	if err := checkPeerArg(peer); err != nil {
+		return nil, err
+	}
+	c, _, err := loadProfile(profile)
+	return c, err
+}
+
 func checkPeerArg(peer string) error {
 	if !crypto.ValidGatewayID(peer) {
 		return usagef("%q is not a gateway id, such as FR", peer)
