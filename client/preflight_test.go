@@ -74,6 +74,8 @@ type oldGateway struct {
 	requests []string
 	// answer, if set, answers POST /v1/preflight instead of a 404.
 	answer func(w http.ResponseWriter)
+	// purposes, if set, are those FR/prosecutor's directory entry lists.
+	purposes []string
 }
 
 func newOldGateway(t *testing.T) *oldGateway {
@@ -114,7 +116,8 @@ func (g *oldGateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, api.WhoAmI{Gateway: "DE", Unit: "DE/forensics", Role: api.RoleSubmitter})
 	case r.Method == "GET" && r.URL.Path == "/v1/directory/FR/prosecutor":
 		p := g.dev.Country("FR").User("prosecutor").Key.Public()
-		writeJSON(w, 200, crypto.DirectoryEntry{Unit: p.Unit, Role: string(api.RoleRecipient), AgeRecipient: p.AgeRecipient})
+		writeJSON(w, 200, crypto.DirectoryEntry{Unit: p.Unit, Role: string(api.RoleRecipient), AgeRecipient: p.AgeRecipient,
+			Purposes: g.purposes})
 	case r.Method == "POST" && r.URL.Path == "/v1/preflight" && g.answer != nil:
 		g.answer(w)
 	case r.Method == "POST" && r.URL.Path == "/v1/bundles":

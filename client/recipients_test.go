@@ -3,84 +3,30 @@ package client_test
 import (
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"slices"
-	"sync"
 	"testing"
 
 	"evx/api"
 	"evx/client"
-	"evx/crypto"
 	"evx/gateway"
-	"evx/internal/devenv"
 	"evx/internal/evxtest"
 )
 
-// purposesGateway is DE's gateway as DE's forensic unit meets it, with
+// newPurposesGateway is DE's gateway as DE's forensic unit meets it, with
 // FR/prosecutor's directory entry listing the purposes it is authorised
 // for. It allows every pre-flight and takes every upload, so that only
 // push itself can refuse; it records every request.
-type purposesGateway struct {
-	srv *httptest.Server
-	dev *devenv.World
-
-	mu       sync.Mutex
-	requests []string
-}
-
-func newPurposesGateway(t *testing.T) *purposesGateway {
+func newPurposesGateway(t *testing.T) *oldGateway {
 	t.Helper()
-	dev, err := devenv.New("DE", "FR")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &purposesGateway{dev: dev}
-	de := dev.Country("DE")
-	g.srv = httptest.NewUnstartedServer(http.HandlerFunc(g.serve))
-	g.srv.TLS = &tls.Config{Certificates: []tls.Certificate{de.Cert}, ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs: de.CAPool(), MinVersion: tls.VersionTLS13}
-	g.srv.StartTLS()
-	t.Cleanup(g.srv.Close)
-	return g
-}
-
-func (g *purposesGateway) asked() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return slices.Clone(g.requests)
-}
-
-func (g *purposesGateway) serve(w http.ResponseWriter, r *http.Request) {
-	g.mu.Lock()
-	g.requests = append(g.requests, r.Method+" "+r.URL.Path)
-	g.mu.Unlock()
-	switch {
-	case r.Method == "GET" && r.URL.Path == "/v1/whoami":
-		writeJSON(w, 200, api.WhoAmI{Gateway: "DE", Unit: "DE/forensics", Role: api.RoleSubmitter})
-	case r.Method == "GET" && r.URL.Path == "/v1/directory/FR/prosecutor":
-		p := g.dev.Country("FR").User("prosecutor").Key.Public()
-		writeJSON(w, 200, crypto.DirectoryEntry{Unit: p.Unit, Role: string(api.RoleRecipient), AgeRecipient: p.AgeRecipient,
-			Purposes: []string{"prosecution", "criminal-investigation"}})
-	case r.Method == "POST" && r.URL.Path == "/v1/preflight":
-		io.Copy(io.Discard, r.Body)
+	g := newOldGateway(t)
+	g.purposes = []string{"prosecution", "criminal-investigation"}
+	g.answer = func(w http.ResponseWriter) {
 		writeJSON(w, 200, api.Preflight{Allowed: true, Peer: "FR", Agreement: api.PreflightAgreement{Version: 1, Ref: "dev-env"}})
-	case r.Method == "POST" && r.URL.Path == "/v1/bundles":
-		io.Copy(io.Discard, r.Body)
-		envJSON, _ := base64.StdEncoding.DecodeString(r.Header.Get(api.HeaderEnvelope))
-		env, _ := crypto.ParseEnvelope(envJSON)
-		id := ""
-		if env != nil {
-			id = env.BundleID
-		}
-		writeJSON(w, 200, api.OutboxStatus{BundleID: id, State: api.StateQueued, Peer: "FR"})
-	default:
-		http.NotFound(w, r)
 	}
+	return g
 }
 
 // Push reads the purposes a recipient is authorised for from its directory
