@@ -321,12 +321,7 @@ func TestAgreementStreamsAreGivenBack(t *testing.T) {
 	noPeer := serve(t, ServerConfig{ID: "FR", Certificate: w.certFR, PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE},
 		Receiver: &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}, Logger: zap.NewNop()})
 	mine := summary(t, w.signDE, "DE", "FR", 1)
-	for _, tt := range []struct {
-		name     string
-		srv      *Server
-		exchange func(context.Context, *Client, Peer) error
-		want     string // the refusal's code, "" for an answer
-	}{
+	for _, tt := range []streamCase{
 		{"notices answered", srv, func(ctx context.Context, c *Client, p Peer) error {
 			_, err := c.ExchangeAgreements(ctx, p, mine)
 			return err
@@ -354,24 +349,7 @@ func TestAgreementStreamsAreGivenBack(t *testing.T) {
 			return decodeFrame(str, frameAgreement, new(agreementFrame))
 		}, ""},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx := bounded(t)
-			c := newTestClient(t, "DE", w.certDE)
-			p := w.peerFR(tt.srv)
-			for range manyExchanges {
-				err := tt.exchange(ctx, c, p)
-				if tt.want == "" && err != nil {
-					t.Fatal(err)
-				}
-				if tt.want != "" {
-					wantRejection(t, err, tt.want)
-				}
-			}
-			env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 100_000)
-			if _, err := c.Send(ctx, p, env, sig, bytes.NewReader(payload)); err != nil {
-				t.Fatalf("delivery after %d exchanges on the connection: %v", manyExchanges, err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, w) })
 	}
 	if _, got, _ := recv.record(); len(got) != 2*manyExchanges {
 		t.Errorf("the AgreementPeer was called %d times, want %d", len(got), 2*manyExchanges)

@@ -251,6 +251,35 @@ func TestLogExchangesWithoutLogPeer(t *testing.T) {
 	wantRefused(t, refused, "proof not-accepted")
 }
 
+// streamCase is one kind of exchange run manyExchanges times on one
+// connection: each must give its stream back, so that a delivery still
+// finds one afterwards.
+type streamCase struct {
+	name     string
+	srv      *Server
+	exchange func(context.Context, *Client, Peer) error
+	want     string // the refusal's code, "" for an answer
+}
+
+func (tt streamCase) run(t *testing.T, w *world) {
+	ctx := bounded(t)
+	c := newTestClient(t, "DE", w.certDE)
+	p := w.peerFR(tt.srv)
+	for range manyExchanges {
+		err := tt.exchange(ctx, c, p)
+		if tt.want == "" && err != nil {
+			t.Fatal(err)
+		}
+		if tt.want != "" {
+			wantRejection(t, err, tt.want)
+		}
+	}
+	env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 100_000)
+	if _, err := c.Send(ctx, p, env, sig, bytes.NewReader(payload)); err != nil {
+		t.Fatalf("delivery after %d exchanges on the connection: %v", manyExchanges, err)
+	}
+}
+
 // TestLogStreamsAreGivenBack refuses and answers more witness and proof
 // requests than a connection has streams, then delivers a bundle on the
 // same connection.
@@ -259,12 +288,7 @@ func TestLogStreamsAreGivenBack(t *testing.T) {
 	srv, recv, _ := startLogFR(t, w)
 	noLog := serve(t, ServerConfig{ID: "FR", Certificate: w.certFR, PeerCAs: map[string]*x509.CertPool{"DE": w.poolDE},
 		Receiver: &memReceiver{id: "FR", sign: w.signFR, got: map[string][]byte{}, rcpt: map[string]*crypto.Signed{}}, Logger: zap.NewNop()})
-	for _, tt := range []struct {
-		name     string
-		srv      *Server
-		exchange func(context.Context, *Client, Peer) error
-		want     string // the refusal's code, "" for an answer
-	}{
+	for _, tt := range []streamCase{
 		{"witness requests refused as not accepted", noLog, func(ctx context.Context, c *Client, p Peer) error {
 			_, err := c.Witness(ctx, p, WitnessRequest{Checkpoint: checkpoint(1)})
 			return err
@@ -307,24 +331,7 @@ func TestLogStreamsAreGivenBack(t *testing.T) {
 			return err
 		}, ""},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx := bounded(t)
-			c := newTestClient(t, "DE", w.certDE)
-			p := w.peerFR(tt.srv)
-			for range manyExchanges {
-				err := tt.exchange(ctx, c, p)
-				if tt.want == "" && err != nil {
-					t.Fatal(err)
-				}
-				if tt.want != "" {
-					wantRejection(t, err, tt.want)
-				}
-			}
-			env, sig, payload := sealed(t, w.unitDE, w.recipientFR, 100_000)
-			if _, err := c.Send(ctx, p, env, sig, bytes.NewReader(payload)); err != nil {
-				t.Fatalf("delivery after %d exchanges on the connection: %v", manyExchanges, err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, w) })
 	}
 	if n := recv.count(); n != 5 {
 		t.Errorf("%d bundles stored by the gateway with a log, want 5", n)
