@@ -423,6 +423,9 @@ func (g *Gateway) runAgreementGauges(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		// Another process on the same storage may have suspended or
+		// resumed cooperation (suspend.go).
+		g.refreshSuspensions(ctx)
 	}
 }
 

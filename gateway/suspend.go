@@ -71,6 +71,39 @@ func (g *Gateway) loadSuspensions(ctx context.Context) error {
 	return nil
 }
 
+// refreshSuspensions reads the suspensions again, for another process of
+// this gateway on the same storage may have changed them: a suspension
+// found stops this process's transfers with the peer too, and a change
+// either way wakes the held deliveries.
+func (g *Gateway) refreshSuspensions(ctx context.Context) {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	doc, version, err := g.readSuspensions(ctx)
+	if err != nil {
+		g.log.Warn("reading the suspensions again", zap.Error(err))
+		return
+	}
+	g.suspensions.mu.Lock()
+	same := version == g.suspensions.version
+	old := g.suspensions.byPeer
+	g.suspensions.byPeer, g.suspensions.version = doc.Suspensions, version
+	g.suspensions.mu.Unlock()
+	if same {
+		return
+	}
+	set := g.settings()
+	for peer := range doc.Suspensions {
+		if _, was := old[peer]; !was {
+			if a := g.agreementWith(set, peer); a != nil {
+				g.inflight.stop(peer, transfer.Reject(string(agreement.CodeSuspended), "%s", a.StatusReason))
+			}
+		}
+	}
+	g.log.Info("suspensions changed in storage", zap.Int("suspended", len(doc.Suspensions)))
+	g.setAgreementGauges()
+	g.agreementsChanged()
+}
+
 func (g *Gateway) readSuspensions(ctx context.Context) (*suspensionsDoc, string, error) {
 	doc := &suspensionsDoc{Format: suspensionsFormat, Suspensions: map[string]api.Suspension{}}
 	data, version, err := g.opts.Storage.ReadVersion(ctx, suspensionsKey, maxSuspensionsSize)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -302,5 +303,34 @@ func TestSuspendBadInput(t *testing.T) {
 	}
 	if pair, err := op.Agreement(ctx, "FR"); err != nil || pair.Suspension != nil {
 		t.Errorf("after refused suspensions: %+v, %v; want none", pair, err)
+	}
+}
+
+// TestSuspensionFromAnotherProcess: a suspension that another process of
+// DE stored on the same storage decides here once DE reads the
+// suspensions again, as it does every minute.
+func TestSuspensionFromAnotherProcess(t *testing.T) {
+	tw := startWorld(t, diskStore)
+	ctx := t.Context()
+	de := tw.gw("DE")
+	doc := suspensionsDoc{Format: suspensionsFormat, Suspensions: map[string]api.Suspension{
+		"FR": {Reason: "set by the other replica", By: "DE/operator", At: time.Now().UTC()}}}
+	data, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Stores["DE"].Replace(ctx, suspensionsKey, data, ""); err != nil {
+		t.Fatal(err)
+	}
+	forensics, deKey := tw.Client("DE", "forensics")
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
+	if _, err := forensics.Preflight(ctx, preflightOf(b)); err != nil {
+		t.Fatalf("pre-flight before DE read the suspension: %v", err)
+	}
+	de.refreshSuspensions(ctx)
+	_, err = forensics.Preflight(ctx, preflightOf(b))
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeAgreementSuspended || !strings.Contains(ae.Message, "set by the other replica") {
+		t.Fatalf("pre-flight after: %v, want agreement-suspended", err)
 	}
 }
