@@ -94,9 +94,7 @@ func (g *Gateway) refreshSuspensions(ctx context.Context) {
 	set := g.settings()
 	for peer := range doc.Suspensions {
 		if _, was := old[peer]; !was {
-			if a := g.agreementWith(set, peer); a != nil {
-				g.inflight.stop(peer, transfer.Reject(string(agreement.CodeSuspended), "%s", a.StatusReason))
-			}
+			g.inflight.stop(peer, suspendedRejection(g.opts.ID, peer, g.agreementWith(set, peer), doc.Suspensions[peer]))
 		}
 	}
 	g.log.Info("suspensions changed in storage", zap.Int("suspended", len(doc.Suspensions)))
@@ -204,7 +202,7 @@ func (g *Gateway) Suspend(ctx context.Context, peer, reason, by string) (*api.Re
 	if err != nil {
 		return nil, err
 	}
-	stopped := g.inflight.stop(peer, transfer.Reject(string(agreement.CodeSuspended), "%s", a.StatusReason))
+	stopped := g.inflight.stop(peer, suspendedRejection(g.opts.ID, peer, a, sp))
 	g.log.Warn("cooperation suspended", zap.String("peer", peer), zap.String("by", sp.By), zap.String("reason", reason),
 		zap.Int("transfers_stopped", stopped))
 	changes := []string{fmt.Sprintf("cooperation with %s suspended: %s", peer, reason)}
@@ -270,6 +268,15 @@ func (g *Gateway) changeCooperation(ctx context.Context, peer string, e audit.En
 	g.agreementsChanged()
 	g.notifyPeers(peer)
 	return a, nil
+}
+
+// suspendedRejection is what stops a transfer with peer that suspension
+// sp ended: the agreement in force names it, if there is one.
+func suspendedRejection(self, peer string, a *agreement.Agreement, sp api.Suspension) *transfer.Rejection {
+	if a != nil && a.Status == agreement.Suspended {
+		return transfer.Reject(string(agreement.CodeSuspended), "%s is suspended: %s", a.Name(self), a.StatusReason)
+	}
+	return transfer.Reject(string(agreement.CodeSuspended), "cooperation of %s with %s is suspended by %s: %s", self, peer, sp.By, sp.Reason)
 }
 
 // checkSuspendReason checks a suspension's reason: required, bounded,

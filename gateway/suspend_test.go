@@ -334,3 +334,24 @@ func TestSuspensionFromAnotherProcess(t *testing.T) {
 		t.Fatalf("pre-flight after: %v, want agreement-suspended", err)
 	}
 }
+
+// TestSuspendWithoutAgreement: cooperation with a peer without an
+// agreement can be suspended too (nothing flows anyway), and resume says
+// that nothing will flow until one is configured.
+func TestSuspendWithoutAgreement(t *testing.T) {
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
+		if id == "DE" {
+			o.Agreements = nil
+		}
+	})
+	tw.Start(t, "DE")
+	ctx := t.Context()
+	op, _ := tw.Client("DE", "operator")
+	if r, err := op.SuspendAgreement(ctx, "FR", "audit"); err != nil || !r.Changed {
+		t.Fatalf("suspend: %+v, %v", r, err)
+	}
+	r, err := op.ResumeAgreement(ctx, "FR")
+	if err != nil || !strings.Contains(strings.Join(r.Changes, "\n"), "there is no agreement with FR") {
+		t.Fatalf("resume: %+v, %v", r, err)
+	}
+}
