@@ -237,7 +237,8 @@ type PreflightRequest struct {
 	TLP        string   `json:"tlp"`
 	// RetainUntil or Retention, exactly one: the envelope's retain_until,
 	// or how long after its creation that will be, as a whole number of
-	// hours, days or weeks (36h, 90d, 12w) or of seconds (7776000s).
+	// weeks, days, hours, minutes or seconds (12w, 90d, 36h, 10m,
+	// 7776000s).
 	RetainUntil *time.Time `json:"retain_until,omitempty"`
 	Retention   string     `json:"retention,omitempty"`
 	// Size is the payload's size in bytes, or an upper bound of it.

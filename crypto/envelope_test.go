@@ -351,14 +351,16 @@ func TestVocabulary(t *testing.T) {
 func TestParseRetention(t *testing.T) {
 	for in, want := range map[string]time.Duration{
 		"90d": 90 * 24 * time.Hour, "12w": 12 * 7 * 24 * time.Hour, "36h": 36 * time.Hour,
-		"1h": time.Hour, "3650d": MaxRetention,
+		"1h": time.Hour, "3650d": MaxRetention, "10m": 10 * time.Minute, "30s": 30 * time.Second, "1s": time.Second,
+		"315360000s": MaxRetention, "5256000m": MaxRetention, "521w": 521 * 7 * 24 * time.Hour,
 	} {
 		got, err := ParseRetention(in)
 		if err != nil || got != want {
 			t.Errorf("ParseRetention(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "d", "90", "0d", "-1d", "1.5d", "90D", "1y", "d90", "3651d", "522w", "87601h", "99999999999999999999d"} {
+	for _, in := range []string{"", "d", "90", "0d", "-1d", "1.5d", "90D", "1y", "d90", "3651d", "522w", "87601h", "99999999999999999999d",
+		"0s", "315360001s", "5256001m", "090d", "+9d", "10M", "1mo", "1ms", "10 m"} {
 		if _, err := ParseRetention(in); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", in)) {
 			t.Errorf("ParseRetention(%q): %v", in, err)
 		}

@@ -114,19 +114,21 @@ func checkText(field, s string, required bool) error {
 // MaxRetention bounds how long a bundle may be retained: 10 years.
 const MaxRetention = 3650 * 24 * time.Hour
 
-// ParseRetention parses a retention period: a whole number of days ("90d"),
-// weeks ("12w") or hours ("36h").
+// ParseRetention parses a retention period: a whole number of weeks
+// ("12w"), days ("90d"), hours ("36h"), minutes ("10m") or seconds ("30s").
+// Minutes and seconds let a short retention be tried at once; "m" is
+// minutes, never months.
 func ParseRetention(s string) (time.Duration, error) {
-	bad := fmt.Errorf("malformed retention period %q (want days, weeks or hours, such as 90d, 12w or 36h)", s)
+	bad := fmt.Errorf("malformed retention period %q (want weeks, days, hours, minutes or seconds, such as 12w, 90d, 36h, 10m or 30s)", s)
 	if len(s) < 2 {
-		return 0, bad
-	}
-	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
-	if err != nil || n <= 0 || n > int64(MaxRetention/time.Hour) {
 		return 0, bad
 	}
 	var unit time.Duration
 	switch s[len(s)-1] {
+	case 's':
+		unit = time.Second
+	case 'm':
+		unit = time.Minute
 	case 'h':
 		unit = time.Hour
 	case 'd':
@@ -136,9 +138,14 @@ func ParseRetention(s string) (time.Duration, error) {
 	default:
 		return 0, bad
 	}
-	d := time.Duration(n) * unit
-	if d > MaxRetention {
+	digits := s[:len(s)-1]
+	n, err := strconv.ParseInt(digits, 10, 64)
+	// One form per period: no sign, no leading zeros.
+	if err != nil || n <= 0 || digits != strconv.FormatInt(n, 10) {
+		return 0, bad
+	}
+	if n > int64(MaxRetention/unit) {
 		return 0, fmt.Errorf("retention period %q is longer than the limit of %dd", s, int(MaxRetention/(24*time.Hour)))
 	}
-	return d, nil
+	return time.Duration(n) * unit, nil
 }

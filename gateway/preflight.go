@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -199,7 +198,7 @@ func preflightRetention(req *api.PreflightRequest, now time.Time) (time.Duration
 		d = ceilSecond(req.RetainUntil.Sub(now))
 	case req.Retention != "":
 		var err error
-		if d, err = parseRetention(req.Retention); err != nil {
+		if d, err = crypto.ParseRetention(req.Retention); err != nil {
 			return 0, api.Errorf(api.CodeBadPreflight, "retention: %v", err)
 		}
 	default:
@@ -209,18 +208,4 @@ func preflightRetention(req *api.PreflightRequest, now time.Time) (time.Duration
 		return 0, api.Errorf(api.CodeBadPreflight, "a retention of %s is longer than the limit of %s", agreement.Days(d), agreement.Days(crypto.MaxRetention))
 	}
 	return d, nil
-}
-
-// parseRetention parses a retention as evx seal --retain takes it (36h,
-// 90d, 12w), or as whole seconds (7776000s), which says any retention a
-// program seals with exactly.
-func parseRetention(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "s"); ok {
-		secs, err := strconv.ParseInt(n, 10, 64)
-		if err != nil || secs <= 0 || secs > int64(crypto.MaxRetention/time.Second) || n != strconv.FormatInt(secs, 10) {
-			return 0, fmt.Errorf("malformed retention period %q (want hours, days, weeks or seconds, such as 36h, 90d, 12w or 7776000s)", s)
-		}
-		return time.Duration(secs) * time.Second, nil
-	}
-	return crypto.ParseRetention(s)
 }

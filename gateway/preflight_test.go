@@ -300,19 +300,3 @@ func TestPreflightBodyDeadline(t *testing.T) {
 		}
 	}
 }
-
-// A pre-flight's retention is read as evx seal --retain writes it, or in
-// whole seconds, canonical and in range.
-func TestPreflightParseRetention(t *testing.T) {
-	for s, want := range map[string]time.Duration{"90d": 90 * 24 * time.Hour, "36h": 36 * time.Hour, "12w": 12 * 7 * 24 * time.Hour,
-		"5400s": 90 * time.Minute, "315360000s": crypto.MaxRetention} {
-		if got, err := parseRetention(s); err != nil || got != want {
-			t.Errorf("parseRetention(%q) = %v, %v; want %v", s, got, err, want)
-		}
-	}
-	for _, s := range []string{"", "s", "0s", "-1s", "+5s", "05400s", "1.5s", "315360001s", "90m", "3651d", "1y"} {
-		if got, err := parseRetention(s); err == nil {
-			t.Errorf("parseRetention(%q) = %v, want an error", s, got)
-		}
-	}
-}

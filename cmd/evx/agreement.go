@@ -154,7 +154,7 @@ is one JSON object on stdout, and a refusal's error carries its code.
 	f.StringVar(&purpose, "purpose", "", "purpose of sharing (required)")
 	f.StringVar(&handling, "handling", crypto.DefaultHandling, "handling code")
 	f.StringVar(&tlp, "tlp", crypto.DefaultTLP, "TLP label")
-	f.StringVar(&retain, "retain", defaultRetain, "retention period in hours, days or weeks (36h, 90d, 12w), "+retentionRange)
+	f.StringVar(&retain, "retain", defaultRetain, "retention period in weeks, days, hours, minutes or seconds (12w, 90d, 36h, 10m, 30s), "+retentionRange)
 	f.StringVar(&size, "size", "", "payload size, such as 40GiB")
 	f.StringVar(&to, "to", "", "recipient `UNIT`: a local recipient, for --direction in")
 	f.StringVar(&at, "at", "", "decide at `TIME` (a date or RFC 3339 time) instead of now")

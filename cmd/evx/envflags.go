@@ -21,7 +21,7 @@ func (e *envelopeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&e.caseRef, "case", "", "case reference")
 	f.StringVar(&e.handling, "handling", crypto.DefaultHandling, "handling code")
 	f.StringVar(&e.tlp, "tlp", crypto.DefaultTLP, "TLP label")
-	f.StringVar(&e.retain, "retain", "90d", "retention period in hours, days or weeks (36h, 90d, 12w), "+retentionRange)
+	f.StringVar(&e.retain, "retain", "90d", "retention period in weeks, days, hours, minutes or seconds (12w, 90d, 36h, 10m, 30s), "+retentionRange)
 }
 
 // required checks the flags that have no default.
@@ -53,10 +53,9 @@ func (e *envelopeFlags) options() (crypto.SealOptions, error) {
 }
 
 // retentionRange is the range of retention periods crypto accepts.
-var retentionRange = fmt.Sprintf("from 1h to %dd", crypto.MaxRetention/(24*time.Hour))
+var retentionRange = fmt.Sprintf("from 1s to %dd", crypto.MaxRetention/(24*time.Hour))
 
-// parseRetain parses --retain with crypto.ParseRetention, which takes whole
-// hours, days or weeks only (no minutes or seconds), and says what it
+// parseRetain parses --retain with crypto.ParseRetention, and says what it
 // accepts when it does not accept s.
 func parseRetain(s string) (time.Duration, error) {
 	d, err := crypto.ParseRetention(s)
@@ -66,14 +65,12 @@ func parseRetain(s string) (time.Duration, error) {
 	digits := strings.TrimLeft(s, "0123456789")
 	n, unit := s[:len(s)-len(digits)], digits
 	switch {
-	case n != "" && (unit == "h" || unit == "d" || unit == "w"):
+	case n != "" && len(unit) == 1 && strings.Contains("smhdw", unit):
 		return 0, usagef("--retain %s is out of range: a retention period is %s", s, retentionRange)
-	case n != "" && (unit == "m" || unit == "s" || unit == "min" || unit == "ms"):
-		return 0, usagef("--retain %q: minutes and seconds are not accepted, nor months (m is ambiguous); give hours, days or weeks, such as 36h, 90d or 12w, %s", s, retentionRange)
 	case n != "" && (unit == "mo" || unit == "y"):
-		return 0, usagef("--retain %q: months and years are not accepted; give days or weeks, such as 90d or 52w, %s", s, retentionRange)
+		return 0, usagef("--retain %q: months and years are not accepted (m is minutes); give days or weeks, such as 90d or 52w, %s", s, retentionRange)
 	}
-	return 0, usagef("--retain %q: want a whole number of hours, days or weeks, such as 36h, 90d or 12w, %s", s, retentionRange)
+	return 0, usagef("--retain %q: want a whole number of weeks, days, hours, minutes or seconds, such as 12w, 90d, 36h, 10m or 30s, %s", s, retentionRange)
 }
 
 // vocabularyHelp lists the accepted values, for the commands' long help.
