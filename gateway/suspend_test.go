@@ -313,6 +313,12 @@ func TestSuspensionFromAnotherProcess(t *testing.T) {
 	tw := startWorld(t, diskStore)
 	ctx := t.Context()
 	de := tw.gw("DE")
+	forensics, deKey := tw.Client("DE", "forensics")
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
+	// Answered once DE runs: it has read the suspensions at its start.
+	if _, err := forensics.Preflight(ctx, preflightOf(b)); err != nil {
+		t.Fatal(err)
+	}
 	doc := suspensionsDoc{Format: suspensionsFormat, Suspensions: map[string]api.Suspension{
 		"FR": {Reason: "set by the other replica", By: "DE/operator", At: time.Now().UTC()}}}
 	data, err := json.Marshal(doc)
@@ -322,8 +328,6 @@ func TestSuspensionFromAnotherProcess(t *testing.T) {
 	if _, err := tw.Stores["DE"].Replace(ctx, suspensionsKey, data, ""); err != nil {
 		t.Fatal(err)
 	}
-	forensics, deKey := tw.Client("DE", "forensics")
-	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
 	if _, err := forensics.Preflight(ctx, preflightOf(b)); err != nil {
 		t.Fatalf("pre-flight before DE read the suspension: %v", err)
 	}
