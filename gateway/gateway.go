@@ -136,6 +136,9 @@ type Options struct {
 	// agreement with this gateway is kept, with that agreement (nil if
 	// none): tests wait on it.
 	onPeerView func(peer string, a *agreement.Agreement)
+	// onExchanged, if set, is called when an exchange of summaries with
+	// peer ends, with its error.
+	onExchanged func(peer string, err error)
 	// onRefusalsLogged, if set, is called when refusal windows have been
 	// summed up in the transfer log, with the number of entries.
 	onRefusalsLogged func(entries int)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -316,10 +317,17 @@ func (g *Gateway) loadPeerViews(ctx context.Context) {
 // runAgreementExchange exchanges summaries with the peers until ctx is
 // done: with every peer at start and every exchangeRefresh, with those
 // notifyPeers names at once, and again after exchangeRetry with those it
-// could not reach.
+// could not reach. Each peer's exchange runs on its own, so that a peer
+// that does not answer delays no other; one named while its exchange runs
+// gets another right after.
 func (g *Gateway) runAgreementExchange(ctx context.Context) error {
 	v := &g.peerViews
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var mu sync.Mutex              // guards the three maps
 	next := map[string]time.Time{} // when each peer is next due
+	running := map[string]bool{}
+	again := map[string]bool{} // named while running
 	t := time.NewTimer(exchangeRetry)
 	defer t.Stop()
 	g.notifyPeers()
@@ -332,44 +340,53 @@ func (g *Gateway) runAgreementExchange(ctx context.Context) error {
 		}
 		now := time.Now()
 		v.mu.Lock()
-		for p := range v.due {
-			next[p] = now
-		}
+		due := maps.Clone(v.due)
 		clear(v.due)
 		v.mu.Unlock()
 		set := g.settings()
-		var wg sync.WaitGroup
-		var mu sync.Mutex
+		earliest := now.Add(exchangeRefresh)
+		mu.Lock()
 		for _, peer := range set.peerIDs() {
-			if at, ok := next[peer]; ok && now.Before(at) {
+			switch at, ok := next[peer]; {
+			case running[peer]:
+				again[peer] = again[peer] || due[peer]
+				continue
+			case ok && now.Before(at) && !due[peer]:
+				if at.Before(earliest) {
+					earliest = at
+				}
 				continue
 			}
+			running[peer] = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				err := g.exchangeWith(ctx, set.peers[peer])
 				mu.Lock()
-				defer mu.Unlock()
+				running[peer] = false
 				var rej *transfer.Rejection
 				switch {
+				case again[peer]:
+					next[peer] = time.Now()
+					delete(again, peer)
 				case errors.As(err, &rej) && rej.Code == transfer.CodeUnavailable:
 					// The peer kept a summary a moment ago: this one,
 					// which may tell of a suspension, follows soon.
-					next[peer] = now.Add(2 * minPeerViewInterval)
+					next[peer] = time.Now().Add(2 * minPeerViewInterval)
 				case err != nil:
-					next[peer] = now.Add(exchangeRetry)
+					next[peer] = time.Now().Add(exchangeRetry)
 				default:
-					next[peer] = now.Add(exchangeRefresh)
+					next[peer] = time.Now().Add(exchangeRefresh)
+				}
+				mu.Unlock()
+				// The loop plans its timer anew.
+				select {
+				case v.wake <- struct{}{}:
+				default:
 				}
 			}()
 		}
-		wg.Wait()
-		earliest := time.Now().Add(exchangeRefresh)
-		for _, peer := range set.peerIDs() {
-			if at, ok := next[peer]; ok && at.Before(earliest) {
-				earliest = at
-			}
-		}
+		mu.Unlock()
 		t.Reset(time.Until(earliest))
 	}
 }
@@ -389,6 +406,9 @@ func (g *Gateway) exchangeWith(ctx context.Context, p transfer.Peer) error {
 	}
 	if err != nil && ctx.Err() == nil {
 		g.log.Info("agreement summaries not exchanged; retrying", zap.String("peer", p.ID), zap.Error(err))
+	}
+	if g.opts.onExchanged != nil {
+		g.opts.onExchanged(p.ID, err)
 	}
 	return err
 }

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"crypto/x509"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +159,59 @@ func TestAgreementDiffBetweenGateways(t *testing.T) {
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodePurposeNotAccepted || !strings.Contains(ae.Message, "FR's own agreement refuses") {
 		t.Fatalf("pre-flight of a purpose FR does not accept: %v, want purpose-not-accepted naming FR's agreement", err)
+	}
+}
+
+// TestExchangeNotHeldUpByDeadPeer: DE has a third peer, IT, whose address
+// takes packets and never answers, so that DE's exchange with IT hangs
+// until the handshake times out. A suspension of cooperation with FR
+// still reaches FR at once, while DE is still trying IT.
+func TestExchangeNotHeldUpByDeadPeer(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	trying := make(chan struct{})
+	go func() {
+		buf := make([]byte, 2048)
+		if _, _, err := silent.ReadFrom(buf); err == nil {
+			close(trying)
+		}
+		for {
+			if _, _, err := silent.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	views := make(chan *agreement.Agreement, 64)
+	itEnded := make(chan error, 16)
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
+		if id == "DE" {
+			o.Peers = append(o.Peers, transfer.Peer{ID: "IT", Address: silent.LocalAddr().String(), CA: x509.NewCertPool(),
+				SigningKey: o.Peers[0].SigningKey})
+			o.onExchanged = func(peer string, err error) {
+				if peer == "IT" {
+					itEnded <- err
+				}
+			}
+			return
+		}
+		o.onPeerView = func(_ string, a *agreement.Agreement) { views <- a }
+	})
+	tw.Start(t, "FR")
+	tw.Start(t, "DE")
+	ctx := t.Context()
+	waitView(t, views, func(a *agreement.Agreement) bool { return a != nil && a.Status == agreement.Active })
+	<-trying
+	op, _ := tw.Client("DE", "operator")
+	if _, err := op.SuspendAgreement(ctx, "FR", "audit"); err != nil {
+		t.Fatal(err)
+	}
+	waitView(t, views, func(a *agreement.Agreement) bool { return a != nil && a.Status == agreement.Suspended })
+	select {
+	case err := <-itEnded:
+		t.Fatalf("DE's exchange with IT ended (%v) before FR learned of the suspension: it held the notice up", err)
+	default:
 	}
 }
