@@ -39,6 +39,8 @@ const tempDir = ".tmp"
 // mode 0600 and directories with 0700: they hold evidence.
 type Disk struct {
 	root string
+	// now is the clock that judges retention dates (see [Locker]).
+	now func() time.Time
 	// replacing are the in-process locks of Replace, by a stripe of the
 	// key's hash: each channel holds a token while a Replace or Delete of
 	// one of its keys holds the key's lock file.
@@ -47,8 +49,18 @@ type Disk struct {
 
 var _ Backend = (*Disk)(nil)
 
-// NewDisk returns a Disk rooted at dir, creating dir if needed.
+// NewDisk returns a Disk rooted at dir, creating dir if needed. Its locks
+// are judged by the system clock.
 func NewDisk(dir string) (*Disk, error) {
+	return NewDiskWithClock(dir, time.Now)
+}
+
+// NewDiskWithClock is NewDisk with now as the clock that judges retention
+// dates, for tests and for callers that keep their own clock.
+func NewDiskWithClock(dir string, now func() time.Time) (*Disk, error) {
+	if now == nil {
+		return nil, fmt.Errorf("storage directory %q: no clock", dir)
+	}
 	root, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
@@ -56,7 +68,7 @@ func NewDisk(dir string) (*Disk, error) {
 	if err := os.MkdirAll(filepath.Join(root, tempDir), 0o700); err != nil {
 		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
 	}
-	d := &Disk{root: root}
+	d := &Disk{root: root, now: now}
 	for i := range d.replacing {
 		d.replacing[i] = make(chan struct{}, 1)
 	}
@@ -70,8 +82,15 @@ func (d *Disk) path(key string) string {
 	return filepath.Join(d.root, filepath.FromSlash(key))
 }
 
-// Create implements [Backend.Create].
-func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) (err error) {
+// Create implements [Backend.Create]. It fails with [ErrLocked] on a key
+// whose lock is in force without an object: see [Locker].
+func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) error {
+	return d.create(ctx, key, r, size, nil)
+}
+
+// create is Create, and CreateLocked if lock is not nil: then the lock is
+// in place before the object is linked into place.
+func (d *Disk) create(ctx context.Context, key string, r io.Reader, size int64, lock *Lock) (err error) {
 	if err := ValidKey(key); err != nil {
 		return err
 	}
@@ -136,6 +155,21 @@ func (d *Disk) Create(ctx context.Context, key string, r io.Reader, size int64) 
 	if err := d.mkdirAll(dir); err != nil {
 		return fmt.Errorf("create %q: %w", key, diskFailure(err))
 	}
+	if lock != nil {
+		return d.linkLocked(ctx, key, tmp, final, *lock)
+	}
+	if l, ok, err := d.readLock(key); err != nil {
+		return fmt.Errorf("create %q: %w", key, err)
+	} else if ok && l.Locked(d.now()) {
+		return lockedError("create", key, l)
+	}
+	return link(key, tmp, final)
+}
+
+// link links the complete temporary file tmp to key's path final, and
+// syncs the directory.
+func link(key, tmp, final string) error {
+	dir := filepath.Dir(final)
 	if err := os.Link(tmp, final); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			if fi, serr := os.Lstat(final); serr == nil && fi.IsDir() {
@@ -386,21 +420,28 @@ func (d *Disk) List(ctx context.Context, prefix string) ([]Info, error) {
 	return infos, nil
 }
 
-// Delete implements [Backend.Delete].
+// Delete implements [Backend.Delete]. A locked object is not deleted: it
+// fails with [ErrLocked] (see [Locker]).
 func (d *Disk) Delete(ctx context.Context, key string) error {
+	return d.remove(ctx, "delete", key)
+}
+
+// remove is Delete and Purge, which are one on Disk: an object has one
+// version, its file.
+func (d *Disk) remove(ctx context.Context, op, key string) error {
 	if err := ValidKey(key); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
+		return fmt.Errorf("%s %q: %w", op, key, err)
 	}
 	p := d.path(key)
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil
+		return d.removeStaleLock(ctx, op, key)
 	}
 	if err != nil {
-		return fmt.Errorf("delete %q: %w", key, diskFailure(err))
+		return fmt.Errorf("%s %q: %w", op, key, diskFailure(err))
 	}
 	if fi.IsDir() {
 		// A directory of other keys, not an object.
@@ -408,19 +449,35 @@ func (d *Disk) Delete(ctx context.Context, key string) error {
 	}
 	// A key that Replace has stored is deleted under its lock, so that a
 	// Replace never compares against an object that Delete then removes
-	// before the Replace's own takes its place.
+	// before the Replace's own takes its place. So is a key that was
+	// ever locked (CreateLocked, Extend and Hold make its lock file), so
+	// that its lock is read after any change to it has finished.
 	unlock, err := d.lockKey(ctx, key, false)
 	if err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
+		return fmt.Errorf("%s %q: %w", op, key, err)
 	}
 	defer unlock()
+	l, locked, err := d.readLock(key)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", op, key, err)
+	}
+	if locked && l.Locked(d.now()) {
+		return lockedError(op, key, l)
+	}
 	// Empty directories are left behind: removing them would race with a
 	// Create that has just made one.
 	if err := syscall.Unlink(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete %q: %w", key, diskFailure(err))
+		return fmt.Errorf("%s %q: %w", op, key, diskFailure(err))
 	}
 	if err := syncDir(filepath.Dir(p)); err != nil {
-		return fmt.Errorf("delete %q: %w", key, diskFailure(err))
+		return fmt.Errorf("%s %q: %w", op, key, diskFailure(err))
+	}
+	if locked {
+		// After the object: a crash in between leaves a lock whose date
+		// has passed, which refuses nothing.
+		if err := d.removeLock(key); err != nil {
+			return fmt.Errorf("%s %q: %w", op, key, err)
+		}
 	}
 	return nil
 }
