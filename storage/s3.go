@@ -64,6 +64,20 @@ type S3Config struct {
 	// PartConcurrency part buffers, so its memory is bounded by
 	// PartConcurrency × part size whatever the object's size.
 	PartConcurrency int
+	// ObjectLock says that the bucket has S3 Object Lock enabled, which
+	// the [Locker] methods need: EnsureBucket then creates the bucket
+	// with it, or checks that an existing bucket has it. Object Lock also
+	// turns on versioning; Delete and Create then check locks first (see
+	// [Locker]). Off, the backend behaves as before and its Locker
+	// methods fail.
+	ObjectLock bool
+	// LockMode is the S3 retention mode of the locks that CreateLocked and
+	// Extend place: "COMPLIANCE" (the default when empty), which nobody
+	// can shorten or bypass before the date, not even the bucket's owner;
+	// or "GOVERNANCE", which users with the s3:BypassGovernanceRetention
+	// permission can bypass, for test set-ups only. The backend itself
+	// never bypasses a lock.
+	LockMode string
 }
 
 // S3 is a [Backend] that keeps objects in an S3 bucket, one object per
@@ -93,6 +107,8 @@ type S3 struct {
 	region          string
 	partSize        int64
 	partConcurrency int
+	objectLock      bool
+	lockMode        minio.RetentionMode
 }
 
 var _ Backend = (*S3)(nil)
@@ -158,6 +174,10 @@ func newS3(cfg S3Config, lim s3Limits) (*S3, error) {
 		return nil, fmt.Errorf("s3 storage: negative part concurrency %d", cfg.PartConcurrency)
 	case cfg.CAFile != "" && !cfg.UseTLS:
 		return nil, fmt.Errorf("s3 storage: a CA file (%q) is set but TLS is off", cfg.CAFile)
+	case cfg.LockMode != "" && cfg.LockMode != "COMPLIANCE" && cfg.LockMode != "GOVERNANCE":
+		return nil, fmt.Errorf("s3 storage: lock mode %q is neither COMPLIANCE nor GOVERNANCE", cfg.LockMode)
+	case cfg.LockMode != "" && !cfg.ObjectLock:
+		return nil, fmt.Errorf("s3 storage: a lock mode (%q) is set but object lock is off", cfg.LockMode)
 	}
 	transport, err := minio.DefaultTransport(cfg.UseTLS)
 	if err != nil {
@@ -209,6 +229,11 @@ func newS3(cfg S3Config, lim s3Limits) (*S3, error) {
 		region:          cfg.Region,
 		partSize:        cfg.PartSize,
 		partConcurrency: cfg.PartConcurrency,
+		objectLock:      cfg.ObjectLock,
+		lockMode:        minio.Compliance,
+	}
+	if cfg.LockMode == "GOVERNANCE" {
+		s.lockMode = minio.Governance
 	}
 	if s.partSize == 0 {
 		s.partSize = DefaultPartSize
@@ -323,20 +348,45 @@ func s3Unavailable(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// EnsureBucket creates the bucket if it does not exist. It is for
-// development and test set-ups; in production the bucket, its policies and
-// its lifecycle rules are the operator's.
+// EnsureBucket creates the bucket if it does not exist: with Object Lock
+// if the configuration asks for it (S3Config.ObjectLock), in which case it
+// checks that an existing bucket has Object Lock enabled, and fails
+// naming the bucket if not. It is for development and test set-ups; in
+// production the bucket, its policies and its lifecycle rules are the
+// operator's.
 func (s *S3) EnsureBucket(ctx context.Context) error {
 	ok, err := s.client.BucketExists(ctx, s.bucket)
 	if err != nil {
 		return fmt.Errorf("s3 storage: bucket %q: %w", s.bucket, s3Failure(err))
 	}
 	if ok {
+		if s.objectLock {
+			return s.checkObjectLock(ctx)
+		}
 		return nil
 	}
-	err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: s.region})
+	err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: s.region, ObjectLocking: s.objectLock})
 	if err != nil && minio.ToErrorResponse(err).Code != minio.BucketAlreadyOwnedByYou {
 		return fmt.Errorf("s3 storage: creating bucket %q: %w", s.bucket, s3Failure(err))
+	}
+	if err != nil && s.objectLock {
+		// Made meanwhile by someone else, perhaps without Object Lock.
+		return s.checkObjectLock(ctx)
+	}
+	return nil
+}
+
+// checkObjectLock checks that the bucket has Object Lock enabled. S3 can
+// enable it only when a bucket is created, so the error says to make
+// another.
+func (s *S3) checkObjectLock(ctx context.Context) error {
+	enabled, _, _, _, err := s.client.GetObjectLockConfig(ctx, s.bucket)
+	if err != nil && minio.ToErrorResponse(err).Code != "ObjectLockConfigurationNotFoundError" {
+		return fmt.Errorf("s3 storage: reading the object lock configuration of bucket %q: %w", s.bucket, s3Failure(err))
+	}
+	if enabled != "Enabled" {
+		return fmt.Errorf("s3 storage: bucket %q does not have Object Lock enabled, which S3 allows only when a bucket is created: "+
+			"create a new bucket with Object Lock enabled (or let the gateway create it) and move the objects there", s.bucket)
 	}
 	return nil
 }
@@ -352,18 +402,31 @@ func partSizeFor(configured, size int64) int64 {
 	return ps
 }
 
-// Create implements [Backend.Create].
+// Create implements [Backend.Create]. With Object Lock, it first checks
+// that no locked version of key is hidden behind a delete marker (see
+// [Locker]), which costs a request.
 func (s *S3) Create(ctx context.Context, key string, r io.Reader, size int64) error {
+	return s.create(ctx, key, r, size, nil)
+}
+
+// create is Create, and CreateLocked if lock is not nil: the upload then
+// carries the lock, which the server applies as it commits the object.
+func (s *S3) create(ctx context.Context, key string, r io.Reader, size int64, lock *Lock) error {
 	if err := ValidKey(key); err != nil {
 		return err
 	}
 	if err := checkSize(key, size); err != nil {
 		return err
 	}
+	if s.objectLock && lock == nil {
+		if err := s.checkHiddenLocks(ctx, key); err != nil {
+			return err
+		}
+	}
 	er := newExactReader(ctx, key, r, size)
 	partSize := partSizeFor(s.partSize, size)
 	if size <= partSize {
-		return s.putSingle(ctx, key, er, size)
+		return s.putSingle(ctx, key, er, size, lock)
 	}
 	// The conditional commit decides; this only spares uploading parts
 	// that would be thrown away. A single PUT is not worth the round trip:
@@ -373,7 +436,7 @@ func (s *S3) Create(ctx context.Context, key string, r io.Reader, size int64) er
 	} else if !errors.Is(err, ErrNotExist) {
 		return err
 	}
-	return s.putMultipart(ctx, key, er, size, partSize)
+	return s.putMultipart(ctx, key, er, size, partSize, lock)
 }
 
 // createOnly returns the options of the request that commits an object:
@@ -384,10 +447,20 @@ func createOnly() minio.PutObjectOptions {
 	return opts
 }
 
+// withLock adds lock, if any, to the options of the request that starts
+// an upload.
+func (s *S3) withLock(opts minio.PutObjectOptions, lock *Lock) minio.PutObjectOptions {
+	if lock != nil {
+		opts.Mode = s.lockMode
+		opts.RetainUntilDate = lock.Until
+	}
+	return opts
+}
+
 // putSingle reads the whole (small) object before sending it, so that a
 // short or long input is refused before any request, and minio-go can
 // retry the request from a seekable body.
-func (s *S3) putSingle(ctx context.Context, key string, er *exactReader, size int64) error {
+func (s *S3) putSingle(ctx context.Context, key string, er *exactReader, size int64, lock *Lock) error {
 	buf := make([]byte, size)
 	if err := er.readFull(buf); err != nil {
 		return err
@@ -395,7 +468,7 @@ func (s *S3) putSingle(ctx context.Context, key string, er *exactReader, size in
 	if err := er.finish(); err != nil {
 		return err
 	}
-	_, err := s.core.PutObject(ctx, s.bucket, key, bytes.NewReader(buf), size, "", "", createOnly())
+	_, err := s.core.PutObject(ctx, s.bucket, key, bytes.NewReader(buf), size, "", "", s.withLock(createOnly(), lock))
 	return s.commitError(ctx, key, err)
 }
 
@@ -419,8 +492,10 @@ func (s *S3) commitError(ctx context.Context, key string, err error) error {
 // minio-go's PutObject is not used for this: it drops the If-None-Match
 // header from CompleteMultipartUpload, so large objects would not be
 // create-only.
-func (s *S3) putMultipart(ctx context.Context, key string, er *exactReader, size, partSize int64) (err error) {
-	uploadID, err := s.core.NewMultipartUpload(ctx, s.bucket, key, minio.PutObjectOptions{})
+func (s *S3) putMultipart(ctx context.Context, key string, er *exactReader, size, partSize int64, lock *Lock) (err error) {
+	// A lock goes with the start of the upload, and the server applies it
+	// to the object it commits from the parts.
+	uploadID, err := s.core.NewMultipartUpload(ctx, s.bucket, key, s.withLock(minio.PutObjectOptions{}, lock))
 	if err != nil {
 		return s.commitError(ctx, key, err)
 	}
@@ -792,13 +867,29 @@ func (s *S3) List(ctx context.Context, prefix string) ([]Info, error) {
 	return infos, nil
 }
 
-// Delete implements [Backend.Delete].
+// Delete implements [Backend.Delete]. With Object Lock, it reads the
+// object's lock first and refuses a locked object (see [Locker]), judging
+// its retention date by this process's clock: a DELETE without a version
+// id, which the server allows whatever the lock, would hide it behind a
+// delete marker.
 func (s *S3) Delete(ctx context.Context, key string) error {
 	if err := ValidKey(key); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	if s.objectLock {
+		l, _, err := s.lock(ctx, "delete", key, "")
+		if errors.Is(err, ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if l.Locked(time.Now()) {
+			return lockedError("delete", key, l)
+		}
 	}
 	err := s.client.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{})
 	if err == nil {

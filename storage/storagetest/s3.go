@@ -60,8 +60,60 @@ func NewBucket(tb testing.TB, cfg storage.S3Config, prefix string) string {
 	return bucket
 }
 
-// RemoveBucket removes a test bucket with its objects and unfinished
-// uploads, logging what it cannot remove.
+// NewLockBucket is NewBucket for a bucket with Object Lock enabled (and
+// so versioning).
+func NewLockBucket(tb testing.TB, cfg storage.S3Config, prefix string) string {
+	tb.Helper()
+	var b [8]byte
+	rand.Read(b[:])
+	bucket := prefix + hex.EncodeToString(b[:])
+	c := AdminClient(tb, cfg)
+	if err := c.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
+		tb.Fatalf("creating bucket %s: %v", bucket, err)
+	}
+	tb.Cleanup(func() { RemoveBucket(tb, c, bucket) })
+	return bucket
+}
+
+// S3LockEnv returns the LockEnv of s, whose bucket, named in cfg, has
+// Object Lock enabled. Its versions are listed with minio-go.
+func S3LockEnv(tb testing.TB, cfg storage.S3Config, s *storage.S3) LockEnv {
+	c := AdminClient(tb, cfg)
+	return LockEnv{
+		Backend: s,
+		Now:     time.Now,
+		Versions: func(t *testing.T, key string) int {
+			t.Helper()
+			return len(ObjectVersions(t, c, cfg.Bucket, key))
+		},
+		Hide: func(t *testing.T, key string) {
+			t.Helper()
+			if err := c.RemoveObject(t.Context(), cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil {
+				t.Fatalf("hiding %q behind a delete marker: %v", key, err)
+			}
+		},
+	}
+}
+
+// ObjectVersions lists the versions and delete markers of key in bucket.
+func ObjectVersions(tb testing.TB, c *minio.Client, bucket, key string) []minio.ObjectInfo {
+	tb.Helper()
+	var vs []minio.ObjectInfo
+	for o := range c.ListObjects(context.Background(), bucket, minio.ListObjectsOptions{Prefix: key, WithVersions: true, Recursive: true}) {
+		if o.Err != nil {
+			tb.Fatalf("listing the versions of %q: %v", key, o.Err)
+		}
+		if o.Key == key {
+			vs = append(vs, o)
+		}
+	}
+	return vs
+}
+
+// RemoveBucket removes a test bucket with its objects, their versions and
+// unfinished uploads, logging what it cannot remove. Versions locked in
+// GOVERNANCE mode are removed by bypassing the lock; those locked in
+// COMPLIANCE mode stay until their date, and so does the bucket.
 func RemoveBucket(tb testing.TB, c *minio.Client, bucket string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -70,9 +122,9 @@ func RemoveBucket(tb testing.TB, c *minio.Client, bucket string) {
 			c.RemoveIncompleteUpload(ctx, bucket, u.Key)
 		}
 	}
-	for o := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
+	for o := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true, WithVersions: true}) {
 		if o.Err == nil {
-			c.RemoveObject(ctx, bucket, o.Key, minio.RemoveObjectOptions{})
+			c.RemoveObject(ctx, bucket, o.Key, minio.RemoveObjectOptions{VersionID: o.VersionID, GovernanceBypass: true})
 		}
 	}
 	if err := c.RemoveBucket(ctx, bucket); err != nil {
