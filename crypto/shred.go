@@ -53,6 +53,9 @@ func (k *ShredKey) Encrypt(w io.Writer) (io.WriteCloser, error) {
 // header is checked here; each 64 KiB chunk is authenticated when it is
 // read, and a truncated or altered layer fails when the reader reaches the
 // damage: only a read to io.EOF proves the whole plaintext authentic.
+// (age allocates a new 64 KiB buffer for each chunk it decrypts: garbage
+// as large as the plaintext, though never more than a chunk at a time is
+// live.)
 func (k *ShredKey) Decrypt(r io.Reader) (io.Reader, error) {
 	br := bufio.NewReaderSize(r, shredHeaderSize)
 	// Peek fails short of shredHeaderSize bytes: the header check
@@ -73,6 +76,9 @@ func (k *ShredKey) Decrypt(r io.Reader) (io.Reader, error) {
 // plaintext's size. It reads and authenticates the header and the last
 // chunk before it returns, so the size is authentic; every other chunk is
 // authenticated when it is read. The ReaderAt may be used concurrently.
+// age allocates a 64 KiB chunk for each ReadAt call: read in large blocks
+// (a 1 MiB buffer to io.CopyBuffer, with a destination that is not an
+// io.ReaderFrom, which would read in its own small blocks).
 func (k *ShredKey) DecryptAt(r io.ReaderAt, size int64) (io.ReaderAt, int64, error) {
 	if size < ShredOverhead(0) {
 		return nil, 0, fmt.Errorf("outer layer of %d bytes is shorter than the smallest, %d bytes", size, ShredOverhead(0))
