@@ -22,7 +22,8 @@ import (
 // can read it given the key.
 
 // ShredKey is a per-bundle key of the outer layer: an age X25519 identity.
-// Its only persistent form is the one [MasterKey.Wrap] returns.
+// Its only persistent form is the one [MasterKey.Wrap] returns. The zero
+// ShredKey is not a key: make one with NewShredKey or MasterKey.Unwrap.
 type ShredKey struct{ id *age.X25519Identity }
 
 // NewShredKey returns a new random ShredKey.
@@ -58,9 +59,12 @@ func (k *ShredKey) Encrypt(w io.Writer) (io.WriteCloser, error) {
 // live.)
 func (k *ShredKey) Decrypt(r io.Reader) (io.Reader, error) {
 	br := bufio.NewReaderSize(r, shredHeaderSize)
-	// Peek fails short of shredHeaderSize bytes: the header check
-	// then reports what it finds.
-	hdr, _ := br.Peek(shredHeaderSize)
+	// A layer shorter than a header ends in io.EOF: the header check
+	// then says what is wrong with what there is.
+	hdr, err := br.Peek(shredHeaderSize)
+	if err != nil && err != io.EOF {
+		return nil, fmt.Errorf("reading the outer layer's header: %w", err)
+	}
 	if err := checkShredHeader(hdr); err != nil {
 		return nil, err
 	}
@@ -85,6 +89,9 @@ func (k *ShredKey) DecryptAt(r io.ReaderAt, size int64) (io.ReaderAt, int64, err
 	}
 	hdr := make([]byte, shredHeaderSize)
 	if n, err := r.ReadAt(hdr, 0); n < len(hdr) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, 0, fmt.Errorf("reading the outer layer's header: %w", err)
 	}
 	if err := checkShredHeader(hdr); err != nil {
@@ -129,7 +136,10 @@ func ShredOverhead(n int64) int64 {
 	if n < 0 {
 		panic(fmt.Sprintf("crypto: ShredOverhead of a negative size %d", n))
 	}
-	chunks := max(1, (n+ageChunkSize-1)/ageChunkSize)
+	chunks := n / ageChunkSize
+	if n%ageChunkSize != 0 || n == 0 {
+		chunks++ // a last, partial or empty chunk
+	}
 	return int64(shredHeaderSize) + ageNonceSize + chunks*ageTagSize
 }
 
@@ -159,7 +169,8 @@ func checkShredHeader(hdr []byte) error {
 
 // MasterKey is a gateway's key that wraps the ShredKeys of the bundles it
 // stores: a post-quantum hybrid age identity, kept in a secret file named
-// in the gateway's configuration.
+// in the gateway's configuration. The zero MasterKey is not a key: read
+// one with ReadMasterKeyFile or ParseMasterKey.
 type MasterKey struct{ id *age.HybridIdentity }
 
 const masterKeyFileHeader = "# evx gateway master key, format 1. Keep it secret: it unwraps the keys of stored payloads.\n"

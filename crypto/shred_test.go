@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"filippo.io/age"
 )
@@ -130,6 +132,7 @@ func TestShredOverhead(t *testing.T) {
 		1 << 30:              184 + 16*(1<<14),
 		1<<30 + 1:            184 + 16*(1<<14+1),
 		1<<62 + ageChunkSize: 184 + 16*(1<<46+1),
+		math.MaxInt64:        184 + 16*(1<<47),
 	} {
 		if got := ShredOverhead(n); got != want {
 			t.Errorf("ShredOverhead(%d) = %d, want %d", n, got, want)
@@ -613,4 +616,19 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// A failing source is reported as such, not as a malformed layer.
+func TestShredDecryptReadError(t *testing.T) {
+	k := newShredKey(t)
+	boom := errors.New("connection reset")
+	ct := shredEncrypt(t, k, []byte("evidence"))
+	_, err := k.Decrypt(io.MultiReader(bytes.NewReader(ct[:100]), iotest.ErrReader(boom)))
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "reading the outer layer's header") {
+		t.Errorf("Decrypt of a failing source: %v", err)
+	}
+	_, _, err = k.DecryptAt(bytes.NewReader(ct[:150]), int64(len(ct)))
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("DecryptAt of a short source: %v, want io.ErrUnexpectedEOF", err)
+	}
 }
