@@ -15,6 +15,13 @@
 // log's checkpoint) needs when two processes may write it. Such keys are
 // written only with Replace, never with Create.
 //
+// Objects can also be locked against deletion until a date, with a legal
+// hold on top: both backends implement the optional [Locker] interface,
+// whose contract adds to Backend's (docs/retention.md, "Storage locks").
+// Code that only needs Backend sees no difference, except that Delete
+// (and Create, of a key whose locked object was removed past the backend)
+// fails with [ErrLocked] on a locked key.
+//
 // A record made of several objects (a bundle is a payload and an envelope)
 // becomes atomic by ordering: create the large objects first and one small
 // object last as the commit point, and treat a record as present only when
@@ -148,7 +155,8 @@ var (
 // included.
 //
 // Delete removes the object stored under key. It is idempotent: deleting a
-// key that has no object returns nil. When it returns nil the object is no
+// key that has no object returns nil. It refuses a locked object with
+// [ErrLocked] (see [Locker]). When it returns nil the object is no
 // longer visible and a new object may be created under key. (On a versioned
 // S3 bucket the data is kept as a noncurrent version, as the bucket's
 // policy decides.)
