@@ -148,3 +148,36 @@ func (s *benchSource) Read(p []byte) (int, error) {
 	s.off = (s.off + n) % len(s.block)
 	return n, nil
 }
+
+// BenchmarkShredKey measures the per-bundle key work: a new shred key,
+// its wrapping (ML-KEM-768 encapsulation) and its unwrapping
+// (decapsulation), each with its CPU time per operation.
+//
+//	go test ./crypto -run '^$' -bench ShredKey -count 5
+func BenchmarkShredKey(b *testing.B) {
+	m, _ := newMasterKey(b)
+	k := newShredKey(b)
+	wrapped, err := m.Wrap(k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		op   func() error
+	}{
+		{"new", func() error { _, err := NewShredKey(); return err }},
+		{"wrap", func() error { _, err := m.Wrap(k); return err }},
+		{"unwrap", func() error { _, err := m.Unwrap(wrapped); return err }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			cpu := startCPU(b)
+			for range b.N {
+				if err := c.op(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((processCPU(b)-cpu.start).Microseconds())/float64(b.N), "cpu-µs/op")
+		})
+	}
+}
