@@ -208,6 +208,10 @@ func ParseMasterKey(data []byte) (*MasterKey, error) {
 	for n, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(line)
 		switch {
+		case strings.HasPrefix(line, strings.TrimSpace(signingSecretLine)):
+			// A key with two uses is exposed by either: a unit key
+			// file opens bundles and signs.
+			return nil, fmt.Errorf("line %d: this is a unit key file; a master key has a file of its own", n+1)
 		case line == "" || strings.HasPrefix(line, "#"):
 		case strings.HasPrefix(line, "AGE-SECRET-KEY-PQ-1"):
 			if id != nil {
@@ -232,8 +236,8 @@ func ParseMasterKey(data []byte) (*MasterKey, error) {
 
 // ReadMasterKeyFile reads and parses the master key file at path. Like
 // crypto's other key readers it does not check the file's mode: the
-// configuration's file checks do (internal/keyfile), where
-// --allow-exposed-key is decided.
+// configuration's file checks do (internal/keyfile), as for the gateway's
+// other key files.
 func ReadMasterKeyFile(path string) (*MasterKey, error) {
 	data, err := ReadFileLimit(path, maxKeyFileSize)
 	if err != nil {

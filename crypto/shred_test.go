@@ -473,19 +473,24 @@ func TestParseMasterKey(t *testing.T) {
 	_, good := newMasterKey(t)
 	secret := strings.TrimSpace(string(good[len(masterKeyFileHeader):]))
 	classic, _ := age.GenerateX25519Identity()
+	unitKeyFile, err := newTestKey(t, "DE/forensics").MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := map[string]struct {
 		data string
 		want string
 	}{
-		"empty":           {"", "no age identity"},
-		"comments only":   {"# nothing\n\n", "no age identity"},
-		"two identities":  {string(good) + secret + "\n", "line 3: more than one age identity"},
-		"classic":         {"# x\n" + classic.String() + "\n", "line 2: classic X25519 age identity"},
-		"garbage":         {string(good) + "password=hunter2\n", "line 3: unexpected content in master key file"},
-		"malformed":       {secret[:len(secret)-2] + "qq\n", "line 1: malformed age identity"},
-		"lower case":      {strings.ToLower(secret), "line 1: unexpected content"},
-		"too large":       {strings.Repeat("#", maxKeyFileSize+1), "too large"},
-		"unit key's line": {"# evx-signing-secret-key: ed25519:AAAA\n" + secret, ""},
+		"empty":          {"", "no age identity"},
+		"comments only":  {"# nothing\n\n", "no age identity"},
+		"two identities": {string(good) + secret + "\n", "line 3: more than one age identity"},
+		"classic":        {"# x\n" + classic.String() + "\n", "line 2: classic X25519 age identity"},
+		"garbage":        {string(good) + "password=hunter2\n", "line 3: unexpected content in master key file"},
+		"malformed":      {secret[:len(secret)-2] + "qq\n", "line 1: malformed age identity"},
+		"lower case":     {strings.ToLower(secret), "line 1: unexpected content"},
+		"too large":      {strings.Repeat("#", maxKeyFileSize+1), "too large"},
+		"comments":       {"# made for DE\r\n\n  # indented\n" + secret + "\n\n", ""},
+		"unit key file":  {string(unitKeyFile), "line 6: this is a unit key file"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
