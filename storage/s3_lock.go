@@ -309,9 +309,9 @@ func (s *S3) Purge(ctx context.Context, key string) error {
 			continue
 		case ctx.Err() != nil:
 			return fmt.Errorf("purge %q: %w (%d of %d versions removed)", key, ctx.Err(), i, len(objects)+len(markers))
-		case lockRefusal(err) && i == 0:
+		case lockRefusal(err, v.lock) && i == 0:
 			return lockedError("purge", key, v.lock)
-		case lockRefusal(err):
+		case lockRefusal(err, v.lock):
 			return fmt.Errorf("purge %q: %w: the server refused version %s after %d of %d versions were removed: %w",
 				key, ErrLocked, v.id, i, len(objects)+len(markers), err)
 		}
@@ -330,9 +330,14 @@ func (s *S3) Purge(ctx context.Context, key string) error {
 }
 
 // lockRefusal reports whether err is a server's refusal to remove a
-// locked version: AWS S3 answers AccessDenied, MinIO InvalidRequest
-// ("Object is WORM protected").
-func lockRefusal(err error) bool {
+// version locked by l: AWS S3 answers AccessDenied, MinIO InvalidRequest
+// ("Object is WORM protected"). A version without a retention date (and
+// not held, which Purge checked) is refused for another reason, such as
+// missing permissions, and that is not ErrLocked.
+func lockRefusal(err error, l Lock) bool {
+	if l.Until.IsZero() {
+		return false
+	}
 	switch minio.ToErrorResponse(err).Code {
 	case "AccessDenied", "InvalidRequest", "ObjectLocked":
 		return true
