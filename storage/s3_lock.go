@@ -142,6 +142,14 @@ func (s *S3) Extend(ctx context.Context, key string, until time.Time) error {
 		Mode: &mode, RetainUntilDate: &u, VersionID: v.id,
 	})
 	if err != nil {
+		if ctx.Err() == nil {
+			// A concurrent Extend to a later date may have come first:
+			// the server then refuses to shorten it.
+			if now, _, rerr := s.lock(ctx, "extend", key, v.id); rerr == nil && now.Until.After(u) {
+				return fmt.Errorf("extend %q: %w: retention until %s cannot move earlier, to %s",
+					key, ErrLocked, now.Until.Format(time.RFC3339), u.Format(time.RFC3339))
+			}
+		}
 		return s.objectError(ctx, "extend", key, err)
 	}
 	return nil

@@ -82,6 +82,7 @@ func RunLocker(t *testing.T, newEnv func(t *testing.T) LockEnv) {
 		{"CreateLockedDates", testCreateLockedDates},
 		{"CreateLockedLarge", testCreateLockedLarge},
 		{"Extend", testExtend},
+		{"ConcurrentExtend", testConcurrentExtend},
 		{"Hold", testHold},
 		{"DeleteLocked", testDeleteLocked},
 		{"PurgeBeforeExpiry", testPurgeBeforeExpiry},
@@ -299,6 +300,30 @@ func testExtend(t *testing.T, env LockEnv) {
 	checkUntil(t, "plain", mustLock(t, b, "plain").Until, until)
 	checkLocked(t, "Delete(plain)", b.Delete(ctx, "plain"), "plain")
 	checkContent(t, b, "plain", []byte("x"))
+}
+
+// Concurrent Extends of one key never move its date earlier: each one
+// succeeds or fails with ErrLocked, and the latest date stays.
+func testConcurrentExtend(t *testing.T, env LockEnv) {
+	b := env.Backend
+	start := env.Now().Add(time.Hour)
+	mustCreateLocked(t, b, "k", []byte("x"), start)
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = b.Extend(t.Context(), "k", start.Add(time.Duration(i+1)*time.Minute)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, storage.ErrLocked) {
+			t.Errorf("concurrent Extend %d = %v, want nil or ErrLocked", i, err)
+		}
+	}
+	if errs[n-1] != nil {
+		t.Errorf("the Extend to the latest date failed: %v", errs[n-1])
+	}
+	checkUntil(t, "k", mustLock(t, b, "k").Until, start.Add(n*time.Minute))
 }
 
 func testHold(t *testing.T, env LockEnv) {
