@@ -351,13 +351,7 @@ func testHold(t *testing.T, env LockEnv) {
 	if l := mustLock(t, b, "held"); l.Held {
 		t.Errorf("Lock after release = %+v, want not held", l)
 	}
-	if err := b.Purge(ctx, "held"); err != nil {
-		t.Fatalf("Purge after release: %v", err)
-	}
-	checkAbsent(t, b, "held")
-	if n := env.Versions(t, "held"); n != 0 {
-		t.Errorf("%d versions after Purge, want 0", n)
-	}
+	wantPurged(t, env, b, "held", "Purge after release")
 
 	// A hold without retention, on a plain object.
 	mustCreate(t, b, "plain", []byte("x"))
@@ -436,13 +430,7 @@ func testPurgeAfterExpiry(t *testing.T, env LockEnv) {
 	if err := waitUntil(t, env, "k", mustLock(t, b, "k").Until); err != nil {
 		t.Fatalf("Purge after expiry: %v", err)
 	}
-	if err := b.Purge(ctx, "k"); err != nil {
-		t.Fatalf("Purge after expiry: %v", err)
-	}
-	checkAbsent(t, b, "k")
-	if n := env.Versions(t, "k"); n != 0 {
-		t.Errorf("%d versions after Purge, want 0", n)
-	}
+	wantPurged(t, env, b, "k", "Purge after expiry")
 	// Purge is idempotent, the key can be used again, and other keys
 	// keep their objects.
 	if err := b.Purge(ctx, "k"); err != nil {
@@ -489,13 +477,7 @@ func testPurgeEveryVersion(t *testing.T, env LockEnv) {
 	if err := waitUntil(t, env, "k", mustLock(t, b, "k").Until); err != nil {
 		t.Fatalf("Purge after expiry: %v", err)
 	}
-	if err := b.Purge(ctx, "k"); err != nil {
-		t.Fatalf("Purge after expiry: %v", err)
-	}
-	checkAbsent(t, b, "k")
-	if n := env.Versions(t, "k"); n != 0 {
-		t.Errorf("%d versions after Purge, want 0", n)
-	}
+	wantPurged(t, env, b, "k", "Purge after expiry")
 	checkContent(t, b, "kk", []byte("not k"))
 	checkContent(t, b, "k-longer", []byte("not k"))
 }
@@ -582,5 +564,18 @@ func testLockerCancelled(t *testing.T, env LockEnv) {
 	checkAbsent(t, b, "new")
 	if l := mustLock(t, b, "present"); l.Held || !l.Until.Before(until.Add(time.Second)) {
 		t.Errorf("Lock after cancelled calls = %+v, want unchanged", l)
+	}
+}
+
+// wantPurged purges key, as what, and checks that no version of it is
+// left.
+func wantPurged(t *testing.T, env LockEnv, b LockBackend, key, what string) {
+	t.Helper()
+	if err := b.Purge(t.Context(), key); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	checkAbsent(t, b, key)
+	if n := env.Versions(t, key); n != 0 {
+		t.Errorf("%d versions of %q after Purge, want 0", n, key)
 	}
 }
