@@ -690,6 +690,10 @@ func printPair(tw io.Writer, p *api.AgreementPair) {
 	row("version", func(v *api.AgreementView) string { return fmt.Sprint(v.Version) })
 	row("ref", func(v *api.AgreementView) string { return printable(v.Ref) })
 	row("status", func(v *api.AgreementView) string {
+		if v == ours && p.Suspension != nil {
+			// Its reason, who set it and when are on the last line.
+			return "suspended by an operator (below)"
+		}
 		if v.StatusReason == "" {
 			return printable(v.Status)
 		}
