@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +57,39 @@ func TestDiskConformanceWithClock(t *testing.T) {
 		d, _ := newLockDisk(t)
 		return d
 	})
+}
+
+// A FaultyLocker without faults passes the lock suite, and its faults
+// strike Purge before and after it takes effect.
+func TestFaultyLocker(t *testing.T) {
+	storagetest.RunLocker(t, func(t *testing.T) storagetest.LockEnv {
+		d, env := newLockDisk(t)
+		env.Backend = storagetest.NewFaultyLocker(d)
+		return env
+	})
+	d, env := newLockDisk(t)
+	f := storagetest.NewFaultyLocker(d)
+	ctx := t.Context()
+	until := env.Now().Add(time.Minute)
+	if err := f.CreateLocked(ctx, "k", strings.NewReader("x"), 1, until); err != nil {
+		t.Fatal(err)
+	}
+	env.Advance(2 * time.Minute)
+	f.Inject(storagetest.OpPurge, "k", storagetest.BeforePersist)
+	if err := f.Purge(ctx, "k"); !errors.Is(err, storagetest.ErrInjected) {
+		t.Fatalf("Purge with a fault before: %v, want ErrInjected", err)
+	}
+	if _, err := d.Stat(ctx, "k"); err != nil {
+		t.Fatalf("a Purge failing before it took effect removed the object: %v", err)
+	}
+	f.Inject(storagetest.OpPurge, "k", storagetest.AfterPersist)
+	if err := f.Purge(ctx, "k"); !errors.Is(err, storagetest.ErrInjected) {
+		t.Fatalf("Purge with a fault after: %v, want ErrInjected", err)
+	}
+	if _, err := d.Stat(ctx, "k"); !errors.Is(err, storage.ErrNotExist) {
+		t.Fatalf("a Purge failing after it took effect left the object: %v", err)
+	}
+	if f.Pending() != 0 {
+		t.Errorf("%d faults left", f.Pending())
+	}
 }
