@@ -195,15 +195,7 @@ func TestMalformedAgreementNotices(t *testing.T) {
 	c := newTestClient(t, "DE", w.certDE)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			str := rawStream(t, bounded(t), c, w.peerFR(srv))
-			str.Write(tt.frame)
-			str.Close()
-			err := decodeFrame(str, frameAgreement, new(agreementFrame))
-			str.CancelRead(0)
-			wantRejection(t, err, CodeMalformed)
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("rejection %v does not say %q", err, tt.want)
-			}
+			wantMalformed(t, c, w.peerFR(srv), tt.frame, frameAgreement, tt.want)
 			wantRefused(t, refused, "agreement "+CodeMalformed)
 		})
 	}

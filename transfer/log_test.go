@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -116,6 +117,22 @@ func hashes(n, size int) [][]byte {
 func ptr(n int64) *int64 { return &n }
 
 // wantRefused takes the next refusal from OnRefuse.
+// wantMalformed sends frame alone on a new stream to p and checks that the
+// server rejects it as malformed, saying want, instead of answering with
+// a frame of type answer.
+func wantMalformed(t *testing.T, c *Client, p Peer, frame []byte, answer byte, want string) {
+	t.Helper()
+	str := rawStream(t, bounded(t), c, p)
+	str.Write(frame)
+	str.Close()
+	err := decodeFrame(str, answer, new(json.RawMessage))
+	str.CancelRead(0)
+	wantRejection(t, err, CodeMalformed)
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("rejection %v does not say %q", err, want)
+	}
+}
+
 func wantRefused(t *testing.T, refused chan string, want string) {
 	t.Helper()
 	select {
@@ -389,15 +406,7 @@ func TestMalformedLogRequests(t *testing.T) {
 	c := newTestClient(t, "DE", w.certDE)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			str := rawStream(t, bounded(t), c, w.peerFR(srv))
-			str.Write(tt.frame)
-			str.Close()
-			err := decodeFrame(str, frameWitness, new(WitnessResponse))
-			str.CancelRead(0)
-			wantRejection(t, err, CodeMalformed)
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("rejection %v does not say %q", err, tt.want)
-			}
+			wantMalformed(t, c, w.peerFR(srv), tt.frame, frameWitness, tt.want)
 			wantRefused(t, refused, tt.stage+" "+CodeMalformed)
 		})
 	}
