@@ -64,6 +64,19 @@ type Options struct {
 	// error refuses the reload whole and says why. Without it the
 	// gateway cannot reload.
 	Reload func(ctx context.Context) (*Settings, error)
+	// MasterKey wraps the per-bundle keys of the outer layer under which
+	// received payloads are stored (docs/retention.md): destroying a
+	// bundle's wrapped key at expiry makes every copy of its payload
+	// unreadable. Required.
+	MasterKey *crypto.MasterKey
+	// ReaperInterval is how often the reaper looks for bundles whose
+	// retention has ended; zero means 1 min. OutboxGrace is how long the
+	// sender's copy of a delivered bundle is kept after the peer's
+	// receipt is stored; zero means 1 h.
+	ReaperInterval, OutboxGrace time.Duration
+	// HoldUnits are the local units that may place and release legal
+	// holds.
+	HoldUnits []string
 	// MaxBundleSize bounds payloads accepted from units and peers: at most
 	// storage.MaxObjectSize, the default.
 	MaxBundleSize int64
