@@ -61,6 +61,10 @@ type Gateway struct {
 	// setting has a default.
 	Log Log `yaml:"log"`
 
+	// Retention configures how retention is enforced (docs/retention.md).
+	// Required: its master_key.
+	Retention RetentionSettings `yaml:"retention"`
+
 	// Peers are the other countries' gateways this gateway exchanges bundles
 	// with. Optional; ids are unique and differ from the gateway's own id.
 	Peers []Peer `yaml:"peers,omitempty"`
@@ -185,6 +189,53 @@ type Log struct {
 	MaxMergeDelay Duration `yaml:"max_merge_delay"`
 }
 
+// RetentionSettings configures the enforcement of retention: the outer layer of
+// stored payloads, the storage locks and the reaper.
+type RetentionSettings struct {
+	// MasterKey is the path of the gateway's master key file, written by
+	// evx keygen --master: it wraps the per-bundle keys of the outer layer
+	// of received payloads, so that destroying a bundle's wrapped key at
+	// expiry makes every copy of its payload unreadable. A secret: keep
+	// it readable by the gateway's user only, and back it up apart from
+	// the bucket: without it nothing stored can be read. Optional; default
+	// master.key beside the configuration file, which evx gateway creates
+	// on its first start if it does not exist. A master key named here
+	// must exist.
+	MasterKey string `yaml:"master_key"`
+
+	// LockMode is the S3 Object Lock mode of stored objects: COMPLIANCE,
+	// which nobody can lift before the date, or GOVERNANCE, which a user
+	// with the right permission can, for test environments only.
+	// Optional; default COMPLIANCE. Ignored for disk storage.
+	LockMode string `yaml:"lock_mode"`
+
+	// ReaperInterval is how often the gateway looks for bundles whose
+	// retention has ended, to make them unreadable and delete them: the
+	// most a bundle outlives its retain-until. Optional; default 1m, from
+	// 1s to 1h.
+	ReaperInterval Duration `yaml:"reaper_interval"`
+
+	// OutboxGrace is how long the sending gateway keeps its copy of a
+	// delivered bundle's payload after the peer's receipt is stored; its
+	// record and the receipt stay until retain-until. Optional; default
+	// 1h, from 0s to 30d.
+	OutboxGrace Duration `yaml:"outbox_grace"`
+
+	// HoldUnits are the local units (ids such as DE/operator, listed in
+	// users) that may place and release legal holds. Optional; default
+	// none.
+	HoldUnits []string `yaml:"hold_units,omitempty"`
+
+	// masterKeyDefault says that MasterKey is the default, not configured:
+	// a file that does not exist yet is created at the first start.
+	masterKeyDefault bool
+}
+
+// MasterKeyCreatable reports whether the master key is the default one,
+// which evx gateway creates if it does not exist: a configured master key
+// must exist.
+func (r RetentionSettings) MasterKeyCreatable() bool { return r.masterKeyDefault }
+
 // Peer is another country's gateway.
 type Peer struct {
 	// ID is the peer's gateway id, such as FR. Its certificate must carry
@@ -256,6 +307,14 @@ const (
 	DefaultStallTimeout            = Duration(30 * time.Second)
 )
 
+// The defaults of the retention settings.
+const (
+	DefaultMasterKey      = "master.key"
+	DefaultLockMode       = "COMPLIANCE"
+	DefaultReaperInterval = Duration(time.Minute)
+	DefaultOutboxGrace    = Duration(time.Hour)
+)
+
 // DefaultMaxMergeDelay is the default of log.max_merge_delay.
 const DefaultMaxMergeDelay = Duration(time.Minute)
 
@@ -308,6 +367,8 @@ func Parse(data []byte, baseDir string) (*Gateway, error) {
 		Limits: Limits{MaxBundleSize: DefaultMaxBundleSize, APIConnections: DefaultAPIConnections,
 			APIConnectionsPerSource: DefaultAPIConnectionsPerSource, StallTimeout: DefaultStallTimeout},
 		Log: Log{MaxMergeDelay: DefaultMaxMergeDelay},
+		Retention: RetentionSettings{LockMode: DefaultLockMode, ReaperInterval: DefaultReaperInterval,
+			OutboxGrace: DefaultOutboxGrace},
 	}
 	d, ok := decodeDocument(data, "configuration", g)
 	g.lines = d.lines
@@ -319,6 +380,10 @@ func Parse(data []byte, baseDir string) (*Gateway, error) {
 		if _, set := g.lines["storage"]; !set || d.nulls["storage"] {
 			g.Storage.Dir = DefaultStorageDir
 		}
+	}
+	if _, set := g.lines["retention.master_key"]; !set {
+		g.Retention.MasterKey = DefaultMasterKey
+		g.Retention.masterKeyDefault = true
 	}
 	var errs Errors
 	for _, f := range g.pathFields() {

@@ -59,7 +59,7 @@ var errorCases = []struct {
 	{name: "scalar document", yaml: "hello\n", line: 1, msg: `want a mapping, got "hello"`},
 
 	// Keys.
-	{name: "unknown top-level key", yaml: head + "policies: []\n", line: 5, field: "policies", msg: "unknown key (expected one of: id, listen, tls, signing_key, storage, limits, log, peers, agreements, users)"},
+	{name: "unknown top-level key", yaml: head + "policies: []\n", line: 5, field: "policies", msg: "unknown key (expected one of: id, listen, tls, signing_key, storage, limits, log, retention, peers, agreements, users)"},
 	{name: "unknown nested key", yaml: "id: DE\nlisten:\n  peer: 127.0.0.1:7443\n  api: 127.0.0.1:8443\n  admin: 127.0.0.1:1\ntls: {ca: a, cert: b, key: c}\nsigning_key: d\n",
 		line: 5, field: "listen.admin", msg: "unknown key (expected one of: peer, api, metrics)"},
 	{name: "unknown key in list item", yaml: peersDoc("  - id: FR\n    adress: 'fr.example.org:7443'\n"), line: 7, field: "peers[0].adress", msg: "unknown key"},
@@ -90,6 +90,12 @@ var errorCases = []struct {
 	{name: "missing listen.api", yaml: "id: DE\nlisten:\n  peer: 127.0.0.1:7443\ntls: {ca: a, cert: b, key: c}\nsigning_key: d\n", line: 2, field: "listen.api", msg: "missing required field"},
 	{name: "missing tls.key", yaml: "id: DE\nlisten: {peer: ':7443', api: ':8443'}\ntls:\n  ca: ca.pem\n  cert: gw.pem\nsigning_key: gw.key\n", line: 3, field: "tls.key", msg: "missing required field"},
 	{name: "missing tls", yaml: "id: DE\nlisten: {peer: ':7443', api: ':8443'}\nsigning_key: gw.key\n", line: 1, field: "tls.ca", msg: "missing required field"},
+	{name: "bad lock mode", yaml: head + "retention: {lock_mode: compliance}\n", line: 5, field: "retention.lock_mode", msg: `bad value "compliance": want COMPLIANCE, or GOVERNANCE for test environments`},
+	{name: "reaper interval too short", yaml: head + "retention: {reaper_interval: 500ms}\n", line: 5, field: "retention.reaper_interval", msg: "bad value \"500ms\": want from 1s to 1h"},
+	{name: "reaper interval too long", yaml: head + "retention: {reaper_interval: 2h}\n", line: 5, field: "retention.reaper_interval", msg: "bad value \"2h0m0s\": want from 1s to 1h"},
+	{name: "negative outbox grace", yaml: head + "retention: {outbox_grace: -1s}\n", line: 5, field: "retention.outbox_grace", msg: "bad value \"-1s\": want from 0s to 30d"},
+	{name: "hold unit not a user", yaml: head + "retention: {hold_units: [DE/nobody]}\n", line: 5, field: "retention.hold_units[0]", msg: `bad value "DE/nobody": not a unit in users`},
+	{name: "master key inline", yaml: head + "retention: {master_key: 'AGE-SECRET-KEY-PQ-1XYZ'}\n", line: 5, field: "retention.master_key", msg: "want the path of a file, not its contents", never: "XYZ"},
 	{name: "missing signing_key", yaml: strings.TrimSuffix(head, "signing_key: gw.key\n"), line: 1, field: "signing_key", msg: "missing required field"},
 	{name: "missing peer ca", yaml: peersDoc(peerFR, "  - id: NL\n    address: nl.example.org:7443\n    signing_key: "+key2+"\n"), line: 7, field: "peers[1].ca", msg: "missing required field"},
 	{name: "missing peer id", yaml: peersDoc("  - {address: 'fr.example.org:7443', ca: fr.pem, signing_key: " + key1 + "}\n"), line: 6, field: "peers[0].id", msg: "missing required field"},

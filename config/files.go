@@ -57,6 +57,13 @@ func (g *Gateway) CheckFiles() error {
 			if err = keyfile.Check(p); err == nil {
 				err = checkSigningKey(p)
 			}
+		case masterKeyFile:
+			if _, serr := os.Stat(p); errors.Is(serr, fs.ErrNotExist) && g.Retention.masterKeyDefault {
+				break // created at the first start
+			}
+			if err = keyfile.Check(p); err == nil {
+				_, err = crypto.ReadMasterKeyFile(p)
+			}
 		case publicKeyFile:
 			err = checkPublicKey(p, f.user)
 		case secretFile:

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -63,6 +64,12 @@ func writeFixtures(t testing.TB, g *Gateway) {
 				t.Fatal(err)
 			}
 			data, _ = k.MarshalText()
+		case masterKeyFile:
+			var b bytes.Buffer
+			if err := crypto.GenerateMasterKey(&b); err != nil {
+				t.Fatal(err)
+			}
+			data = b.Bytes()
 		case publicKeyFile:
 			k, err := crypto.GenerateUnitKey(f.user.Identity)
 			if err != nil {

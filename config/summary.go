@@ -67,6 +67,7 @@ func (g *Gateway) Summary() string {
 	row("  API connections", fmt.Sprintf("%d, %d per source", g.Limits.APIConnections, g.Limits.APIConnectionsPerSource))
 	row("  stall timeout", g.Limits.StallTimeout.String())
 	row("  log", fmt.Sprintf("max merge delay %v", g.Log.MaxMergeDelay))
+	row("  retention", fmt.Sprintf("reaper every %v, outbox grace %v, lock mode %s", g.Retention.ReaperInterval, g.Retention.OutboxGrace, g.Retention.LockMode))
 	tw.Flush()
 
 	fmt.Fprintf(&b, "peers: %d\n", len(g.Peers))

@@ -41,6 +41,7 @@ const (
 	certFile                       // PEM certificate chain
 	tlsKeyFile                     // PEM private key of the certificate
 	signingKeyFile                 // gateway signing key or evx keygen key file
+	masterKeyFile                  // gateway master key (evx keygen --master)
 	publicKeyFile                  // evx keygen -y output
 	secretFile                     // one-line secret, such as an S3 access key
 	dirPath                        // directory, created if absent
@@ -61,6 +62,7 @@ func (g *Gateway) pathFields() []pathField {
 		{"tls.cert", &g.TLS.Cert, certFile, nil},
 		{"tls.key", &g.TLS.Key, tlsKeyFile, nil},
 		{"signing_key", &g.SigningKey, signingKeyFile, nil},
+		{"retention.master_key", &g.Retention.MasterKey, masterKeyFile, nil},
 		{"storage.dir", &g.Storage.Dir, dirPath, nil},
 	}
 	if s := g.Storage.S3; s != nil {
@@ -149,6 +151,7 @@ func (g *Gateway) validate() Errors {
 	if d := g.Limits.StallTimeout; d < Duration(time.Second) || d > Duration(time.Hour) {
 		add(g.badValue("limits.stall_timeout", d.String(), "want from 1s to 1h"))
 	}
+	errs = append(errs, g.validateRetention()...)
 
 	peerIDs := make(map[string]string)
 	peerKeys := make(map[string]string)
