@@ -67,6 +67,12 @@ const (
 	CodeReloadUnavailable Code = "reload-unavailable"
 	CodeAlreadySuspended  Code = "already-suspended"
 	CodeNotSuspended      Code = "not-suspended"
+
+	// The legal holds' endpoints (api.md 3.20–3.22); bad-reason above is
+	// one of them too.
+	CodeBadReference Code = "bad-reference"
+	CodeAlreadyHeld  Code = "already-held"
+	CodeNotHeld      Code = "not-held"
 )
 
 // CodeInfo is one row of the code table: the HTTP status a code is sent
@@ -85,7 +91,8 @@ var codes = []CodeInfo{
 	{CodeBadLimit, http.StatusBadRequest, "`limit` is not a number from 1 to 1000"},
 	{CodeBadLogPath, http.StatusBadRequest, "not a path of the transfer log: `checkpoint`, `checkpoints/<size>` or a tile path (audit.md 4.2)"},
 	{CodeBadPreflight, http.StatusBadRequest, "the pre-flight's body is not one JSON object of the members of 3.14, is over 16 KiB, or holds a value an envelope may not have"},
-	{CodeBadReason, http.StatusBadRequest, "a suspension without a reason, or with one over 256 bytes or with control characters"},
+	{CodeBadReason, http.StatusBadRequest, "a suspension, or a hold's placing or release, without a reason, or with one over 256 bytes (200 for a hold) or with control characters"},
+	{CodeBadReference, http.StatusBadRequest, "a hold without a reference, or with one over 64 bytes, not printable text, with leading or trailing spaces, or that looks like a file path or a key"},
 	{CodeBadSignature, http.StatusBadRequest, "`Evx-Signature` not base64, or the signature does not verify"},
 	{CodeBadState, http.StatusBadRequest, "`state` is not `queued`, `delivered` or `refused`"},
 	{CodeBadWait, http.StatusBadRequest, "`wait` is not a duration from `0s` to `1m`"},
@@ -116,8 +123,10 @@ var codes = []CodeInfo{
 	{CodeUnknownPeer, http.StatusNotFound, "no such peer in the gateway's configuration"},
 	{CodeUnknownUnit, http.StatusNotFound, "directory lookup: no such unit, or its country is not a peer"},
 	{CodeUploadStalled, http.StatusRequestTimeout, "the upload's body brought no byte for the gateway's stall timeout (30 s by default); nothing was stored: upload again"},
+	{CodeAlreadyHeld, http.StatusConflict, "a legal hold is already placed on the bundle"},
 	{CodeAlreadySuspended, http.StatusConflict, "cooperation with the peer is already suspended by an operator"},
 	{CodeDuplicate, http.StatusConflict, "the bundle id was already submitted"},
+	{CodeNotHeld, http.StatusConflict, "no legal hold is placed on the bundle"},
 	{CodeNotSuspended, http.StatusConflict, "cooperation with the peer is not suspended by an operator"},
 	{CodeReloadUnavailable, http.StatusConflict, "the gateway was not started from a configuration file it can read again"},
 	{CodeLengthRequired, http.StatusLengthRequired, "upload without `Content-Length` (chunked)"},
