@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -116,7 +118,9 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 	o := gateway.Options{ID: cfg.ID, PeerAddr: cfg.Listen.Peer, APIAddr: cfg.Listen.API,
 		MaxBundleSize: int64(cfg.Limits.MaxBundleSize), Logger: log,
 		APIMaxConns: cfg.Limits.APIConnections, APIMaxConnsPerSource: cfg.Limits.APIConnectionsPerSource,
-		UploadStallTimeout: time.Duration(cfg.Limits.StallTimeout), MaxMergeDelay: time.Duration(cfg.Log.MaxMergeDelay)}
+		UploadStallTimeout: time.Duration(cfg.Limits.StallTimeout), MaxMergeDelay: time.Duration(cfg.Log.MaxMergeDelay),
+		ReaperInterval: time.Duration(cfg.Retention.ReaperInterval), OutboxGrace: time.Duration(cfg.Retention.OutboxGrace),
+		HoldUnits: cfg.Retention.HoldUnits}
 	var err error
 	if o.Certificate, err = tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
 		return o, fmt.Errorf("tls: %w", err)
@@ -126,6 +130,9 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 	}
 	if o.SigningKey, err = crypto.ReadSigningKeyFile(cfg.SigningKey); err != nil {
 		return o, fmt.Errorf("signing_key: %w", err)
+	}
+	if o.MasterKey, err = masterKey(cfg.Retention, log); err != nil {
+		return o, fmt.Errorf("retention.master_key: %w", err)
 	}
 	if o.Storage, err = openStorage(ctx, cfg); err != nil {
 		return o, err
@@ -201,6 +208,30 @@ func reloadOnHangup(ctx context.Context, g *gateway.Gateway, log *zap.Logger, hu
 	}
 }
 
+// masterKey reads the gateway's master key, first creating the default one
+// if it does not exist yet.
+func masterKey(r config.RetentionSettings, log *zap.Logger) (*crypto.MasterKey, error) {
+	if r.MasterKeyCreatable() {
+		f, err := os.OpenFile(r.MasterKey, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		switch {
+		case err == nil:
+			err = crypto.GenerateMasterKey(f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(r.MasterKey)
+				return nil, err
+			}
+			log.Warn("created the gateway's master key: back it up apart from the storage, since nothing stored can be read without it",
+				zap.String("path", r.MasterKey))
+		case !errors.Is(err, fs.ErrExist):
+			return nil, err
+		}
+	}
+	return crypto.ReadMasterKeyFile(r.MasterKey)
+}
+
 func openStorage(ctx context.Context, cfg *config.Gateway) (storage.Backend, error) {
 	if cfg.Storage.S3 == nil {
 		d, err := storage.NewDisk(cfg.Storage.Dir)
@@ -220,7 +251,8 @@ func openStorage(ctx context.Context, cfg *config.Gateway) (storage.Backend, err
 		return nil, err
 	}
 	b, err := storage.NewS3(storage.S3Config{Endpoint: s.Endpoint, Bucket: s.Bucket, Region: s.Region,
-		AccessKey: access.Reveal(), SecretKey: secret.Reveal(), UseTLS: s.TLS, CAFile: s.CA})
+		AccessKey: access.Reveal(), SecretKey: secret.Reveal(), UseTLS: s.TLS, CAFile: s.CA,
+		ObjectLock: true, LockMode: cmp.Or(cfg.Retention.LockMode, config.DefaultLockMode)})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,15 +14,27 @@ import (
 
 func newKeygenCmd() *cobra.Command {
 	var out, unit, public string
-	var asJSON bool
+	var asJSON, master bool
 	cmd := &cobra.Command{
-		Use:   "keygen [-o FILE [--json]] [--unit ID] | keygen -y FILE [--json]",
+		Use:   "keygen [-o FILE [--json]] [--unit ID] | keygen -y FILE [--json] | keygen --master -o FILE",
 		Short: "Make a unit key, or print the public half of one",
 		Long: `keygen writes a new unit key: a post-quantum hybrid age identity
 (ML-KEM-768 + X25519) and an Ed25519 signing key. The file is readable by
-the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
+the stock age CLI (age -d -i FILE). With -y it prints the public half.
+With --master it writes a gateway's master key instead (retention.master_key
+in the gateway's configuration; docs/retention.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if master {
+				if out == "" || public != "" || unit != "" || asJSON {
+					return usagef("--master needs -o FILE, and takes no other flag")
+				}
+				var b bytes.Buffer
+				if err := crypto.GenerateMasterKey(&b); err != nil {
+					return err
+				}
+				return writeNewFile(out, b.Bytes(), 0o600)
+			}
 			if public != "" {
 				if out != "" || unit != "" {
 					return usagef("-y cannot be combined with -o or --unit")
@@ -69,6 +82,7 @@ the stock age CLI (age -d -i FILE). With -y it prints the public half.`,
 	cmd.Flags().StringVar(&unit, "unit", "", "unit `ID` recorded in the key, such as DE/forensics")
 	cmd.Flags().StringVarP(&public, "public", "y", "", "print the public half of key `FILE`")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the public half as JSON (with -y, or with -o)")
+	cmd.Flags().BoolVar(&master, "master", false, "write a gateway master key (with -o) instead of a unit key")
 	return cmd
 }
 

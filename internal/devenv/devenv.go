@@ -8,6 +8,7 @@
 package devenv
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -43,7 +44,10 @@ type Country struct {
 	CA      *crypto.CA
 	Cert    tls.Certificate
 	Signing *crypto.UnitKey
-	Users   []*User
+	// MasterKey is the gateway's master key file, which wraps the keys of
+	// its stored payloads' outer layer.
+	MasterKey []byte
+	Users     []*User
 }
 
 // User is one local user of a Country.
@@ -112,6 +116,11 @@ func New(ids ...string) (*World, error) {
 		if c.Signing, err = crypto.GenerateUnitKey(""); err != nil {
 			return nil, err
 		}
+		var mk bytes.Buffer
+		if err := crypto.GenerateMasterKey(&mk); err != nil {
+			return nil, err
+		}
+		c.MasterKey = mk.Bytes()
 		for _, du := range devUsers {
 			u := &User{Name: du.name, Unit: id + "/" + du.name, Role: du.role}
 			if du.role == api.RoleRecipient {
@@ -185,6 +194,10 @@ type GatewayParts struct {
 	// Agreements are the gateway's agreements, DevAgreement with each
 	// peer.
 	Agreements []*agreement.Agreement
+	// MasterKey is the gateway's master key; HoldUnits its units that may
+	// place legal holds: its operator.
+	MasterKey *crypto.MasterKey
+	HoldUnits []string
 }
 
 // GatewayParts returns the parts of country id's gateway, with each country
@@ -193,7 +206,12 @@ func (w *World) GatewayParts(id string, peerAddrs map[string]string) GatewayPart
 	c := w.Country(id)
 	p := GatewayParts{ID: id, PeerAddr: peerAddrs[id], Certificate: c.Cert, LocalCA: c.CAPool(),
 		SigningKey: c.Signing.Signer(), Users: c.Users,
-		ConfigSHA256: sha256.Sum256([]byte("evx dev-env gateway " + id))}
+		ConfigSHA256: sha256.Sum256([]byte("evx dev-env gateway " + id)), HoldUnits: []string{id + "/operator"}}
+	mk, err := crypto.ParseMasterKey(c.MasterKey)
+	if err != nil {
+		panic(err) // made by New
+	}
+	p.MasterKey = mk
 	for _, o := range w.Countries {
 		if o.ID != id {
 			p.Peers = append(p.Peers, w.Peer(o.ID, peerAddrs[o.ID]))
@@ -258,6 +276,9 @@ func (w *World) WriteFiles(dir string, s3 *S3) error {
 			return err
 		}
 		if err := writeKey(filepath.Join(cdir, "gateway-signing.key"), c.Signing); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(cdir, "master.key"), c.MasterKey, 0o600); err != nil {
 			return err
 		}
 		var peers, users, agreements strings.Builder
@@ -332,7 +353,14 @@ tls:
   cert: gateway.pem
   key: gateway-key.pem
 signing_key: gateway-signing.key
-%[5]speers:
+%[5]s# Retention (docs/retention.md): expired bundles are looked for every 10
+# seconds, so that a bundle pushed with --retain 30s can be seen to expire.
+retention:
+  master_key: master.key
+  reaper_interval: 10s
+  outbox_grace: 1m
+  hold_units: [%[1]s/operator]
+peers:
 %[6]s# Each peer's agreement (docs/agreements.md): three purposes both ways,
 # kept at most 365 days; the other purposes are refused.
 agreements:
