@@ -29,6 +29,14 @@ const EntryFormat = "evx-log-entry/1"
 // reports them as of an unknown format and reads every other entry.
 const EntryFormat2 = "evx-log-entry/2"
 
+// EntryFormat3 is format 2 with the events of retention (bundle-expired,
+// key-shredded, bundle-purged, outbox-payload-deleted, outbox-purged,
+// hold-placed, hold-released and the recall-* events) and their members
+// retain_until and reference, which only format 3 has. Only entries of
+// these events are written in format 3, so that a reader of format 1 or 2
+// reports them as of an unknown format and reads every other entry.
+const EntryFormat3 = "evx-log-entry/3"
+
 // Limits on entries' members. With them, the longest entry is under
 // maxEntryJSON bytes, well within what the log stores ([MaxEntrySize]).
 const (
@@ -43,6 +51,8 @@ const (
 	// maxAgreementVersion bounds agreement_version.
 	MaxAgreementRefLength = 64
 	maxAgreementVersion   = 1<<31 - 1
+	// MaxReferenceLength bounds reference, a legal hold's, in bytes.
+	MaxReferenceLength = 64
 	// MaxChanges bounds the lines of changes, each of which is bounded
 	// as a reason is (MaxReasonLength). A longer diff is summed up by
 	// whoever writes the entry.
@@ -75,7 +85,8 @@ var (
 type Entry struct {
 	// Format is the entry format; "" means, when marshalling, the format
 	// that holds the event: [EntryFormat2] for the events of the
-	// cooperation agreements, [EntryFormat] for any other.
+	// cooperation agreements, [EntryFormat3] for those of retention,
+	// [EntryFormat] for any other.
 	Format string
 	// Time is when the event happened, by the gateway's clock. It is
 	// recorded in UTC to the millisecond (truncated).
@@ -139,6 +150,15 @@ type Entry struct {
 	// line each: 1 to MaxChanges lines, each a text of the gateway's own
 	// words checked as a reason is.
 	Changes []string
+
+	// RetainUntil is the end of a bundle's retention that an expiry or a
+	// recall is about: the envelope's retain_until or a shortened one.
+	// It is recorded as Time is.
+	RetainUntil time.Time
+	// Reference identifies what a legal hold rests on, such as a court
+	// order's or a case's number: printable text checked as AgreementRef
+	// is ([CheckReference]).
+	Reference string
 }
 
 // wireEntry is the JSON form of an Entry. Its fields are in the bytewise
@@ -171,6 +191,8 @@ type wireEntry struct {
 	Purpose             string      `json:"purpose,omitempty"`
 	Reason              string      `json:"reason,omitempty"`
 	Receipt             *wireSigned `json:"receipt,omitempty"`
+	Reference           string      `json:"reference,omitempty"`
+	RetainUntil         string      `json:"retain_until,omitempty"`
 	Source              string      `json:"source,omitempty"`
 	Time                string      `json:"time"`
 	WindowEnd           string      `json:"window_end,omitempty"`
@@ -275,18 +297,22 @@ func (e *Entry) wire() (*wireEntry, error) {
 			format = spec.format()
 		}
 	}
-	if format != EntryFormat && format != EntryFormat2 {
-		return nil, fmt.Errorf("%w %q (this evx reads %q and %q)", ErrUnsupportedFormat, format, EntryFormat, EntryFormat2)
+	if !knownFormat(format) {
+		return nil, fmt.Errorf("%w %q (this evx reads %q, %q and %q)", ErrUnsupportedFormat, format, EntryFormat, EntryFormat2, EntryFormat3)
 	}
 	switch {
 	// Format 1 has none of the agreements' events, and so none of their
-	// members.
-	case !ok || format == EntryFormat && spec.format() != EntryFormat:
+	// members; formats 1 and 2 have none of retention's.
+	case !ok || format == EntryFormat && spec.format() != EntryFormat ||
+		format == EntryFormat2 && spec.format() == EntryFormat3:
 		return nil, fmt.Errorf("%w %q in format %q", ErrUnknownEvent, e.Event, format)
-	// Format 2 holds the agreements' events only: every other event
-	// stays readable to a reader of format 1.
+	// Format 2 holds the agreements' events only, and format 3
+	// retention's: every other event stays readable to a reader of
+	// format 1, and the agreements' to a reader of format 2.
 	case format == EntryFormat2 && spec.format() != EntryFormat2:
 		return nil, fmt.Errorf("%w %q for event %q (it holds the events of the cooperation agreements only)", ErrUnsupportedFormat, format, e.Event)
+	case format == EntryFormat3 && spec.format() != EntryFormat3:
+		return nil, fmt.Errorf("%w %q for event %q (it holds the events of retention only)", ErrUnsupportedFormat, format, e.Event)
 	}
 	if err := checkMembers(spec, e.Kind, e.present()); err != nil {
 		return nil, err
@@ -325,6 +351,7 @@ func (e *Entry) wire() (*wireEntry, error) {
 		Peer:                e.Peer,
 		Purpose:             e.Purpose,
 		Reason:              e.Reason,
+		Reference:           e.Reference,
 		Source:              e.Source,
 		Time:                formatTime(e.Time),
 	}
@@ -344,6 +371,9 @@ func (e *Entry) wire() (*wireEntry, error) {
 	}
 	if !e.WindowEnd.IsZero() {
 		w.WindowEnd = formatTime(e.WindowEnd)
+	}
+	if !e.RetainUntil.IsZero() {
+		w.RetainUntil = formatTime(e.RetainUntil)
 	}
 	return w, nil
 }
@@ -381,6 +411,8 @@ func (e *Entry) present() member {
 	set(mOldConfigSHA256, e.OldConfigSHA256 != zero)
 	set(mOldAgreementVersion, e.OldAgreementVersion != 0)
 	set(mChanges, len(e.Changes) > 0)
+	set(mRetainUntil, !e.RetainUntil.IsZero())
+	set(mReference, e.Reference != "")
 	return m
 }
 
@@ -482,6 +514,16 @@ func (e *Entry) checkMembers() error {
 	if e.OldAgreementVersion < 0 || e.OldAgreementVersion > maxAgreementVersion {
 		return fmt.Errorf("old agreement version %d out of range (1 to %d)", e.OldAgreementVersion, int64(maxAgreementVersion))
 	}
+	if !e.RetainUntil.IsZero() {
+		if err := checkTime("retain_until", e.RetainUntil); err != nil {
+			return err
+		}
+	}
+	if e.Reference != "" {
+		if err := CheckReference(e.Reference); err != nil {
+			return err
+		}
+	}
 	return checkChanges(e.Changes)
 }
 
@@ -517,6 +559,26 @@ func CheckAgreementRef(ref string) error {
 		return fmt.Errorf("agreement ref %q looks like it contains %s", ref, what)
 	}
 	return nil
+}
+
+// CheckReference checks a legal hold's reference as an entry holds it,
+// by the rules of an agreement's reference: printable text of at most
+// MaxReferenceLength bytes that looks like no file path and no key. The
+// gateway checks a hold's reference with it before it places the hold,
+// so that the hold can be recorded.
+func CheckReference(ref string) error {
+	if err := checkText("reference", ref, MaxReferenceLength); err != nil {
+		return err
+	}
+	if what := sensitive(ref); what != "" {
+		return fmt.Errorf("reference %q looks like it contains %s", ref, what)
+	}
+	return nil
+}
+
+// knownFormat reports whether this evx reads entries of format f.
+func knownFormat(f string) bool {
+	return f == EntryFormat || f == EntryFormat2 || f == EntryFormat3
 }
 
 // checkReceipt checks that e's receipt is a well-formed receipt of the
@@ -652,8 +714,8 @@ func ParseEntry(data []byte) (*Entry, error) {
 	if err := json.Unmarshal(data, &version); err != nil {
 		return nil, fmt.Errorf("malformed entry: %v", err)
 	}
-	if version.Format != EntryFormat && version.Format != EntryFormat2 {
-		return nil, fmt.Errorf("%w %q (this evx reads %q and %q)", ErrUnsupportedFormat, version.Format, EntryFormat, EntryFormat2)
+	if !knownFormat(version.Format) {
+		return nil, fmt.Errorf("%w %q (this evx reads %q, %q and %q)", ErrUnsupportedFormat, version.Format, EntryFormat, EntryFormat2, EntryFormat3)
 	}
 	var w wireEntry
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -686,6 +748,7 @@ func ParseEntry(data []byte) (*Entry, error) {
 		AgreementRef:        w.AgreementRef,
 		OldAgreementVersion: w.OldAgreementVersion,
 		Changes:             w.Changes,
+		Reference:           w.Reference,
 	}
 	if w.Receipt != nil {
 		e.Receipt = &crypto.Signed{Body: w.Receipt.Body, Signature: w.Receipt.Signature}
@@ -701,6 +764,11 @@ func ParseEntry(data []byte) (*Entry, error) {
 	}
 	if w.WindowEnd != "" {
 		if e.WindowEnd, err = parseTime("window_end", w.WindowEnd); err != nil {
+			return nil, err
+		}
+	}
+	if w.RetainUntil != "" {
+		if e.RetainUntil, err = parseTime("retain_until", w.RetainUntil); err != nil {
 			return nil, err
 		}
 	}

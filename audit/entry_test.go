@@ -227,6 +227,7 @@ func testEntries(t testing.TB) []namedEntry {
 			return e
 		}()},
 	}
+	es = append(es, retentionEntries(base)...)
 	// Every event and kind has an entry here.
 	for _, info := range Events() {
 		if !slices.ContainsFunc(es, func(n namedEntry) bool { return n.entry.Event == info.Event }) {
@@ -403,7 +404,7 @@ func invalidEntries(t testing.TB, get func(string) Entry) []invalidEntry {
 		f(&e)
 		return e
 	}
-	return []invalidEntry{
+	return append([]invalidEntry{
 		{"unknown event", change("upload refused", func(e *Entry) { e.Event = "upload-deleted" }), `unknown event "upload-deleted"`},
 		{"newer format", change("upload refused", func(e *Entry) { e.Format = "evx-log-entry/9" }), `unsupported entry format "evx-log-entry/9"`},
 		{"missing required members", change("upload accepted", func(e *Entry) { e.LegalBasis, e.Peer = "", "" }), "upload-accepted entry needs legal_basis, peer"},
@@ -470,7 +471,7 @@ func invalidEntries(t testing.TB, get func(string) Entry) []invalidEntry {
 		{"format-1 agreement change", change("agreement changed", func(e *Entry) { e.Format = EntryFormat }), `unknown event "agreement-changed" in format "evx-log-entry/1"`},
 		{"format-1 suspension", change("agreement suspended", func(e *Entry) { e.Format = EntryFormat }), `unknown event "agreement-suspended" in format "evx-log-entry/1"`},
 		{"format-1 resumption", change("agreement resumed", func(e *Entry) { e.Format = EntryFormat }), `unknown event "agreement-resumed" in format "evx-log-entry/1"`},
-	}
+	}, invalidRetentionEntries(change)...)
 }
 
 func TestParseEntryOneEncoding(t *testing.T) {
@@ -539,8 +540,8 @@ func TestParseEntryErrorsForNewerWriters(t *testing.T) {
 	if !errors.Is(err, ErrUnsupportedFormat) {
 		t.Errorf("newer format: %v, want ErrUnsupportedFormat", err)
 	}
-	_, err = ParseEntry([]byte(strings.Replace(good, `upload-refused`, `hold-placed`, 1)))
-	if !errors.Is(err, ErrUnknownEvent) || !strings.Contains(err.Error(), `unknown event "hold-placed"`) {
+	_, err = ParseEntry([]byte(strings.Replace(good, `upload-refused`, `bundle-forwarded`, 1)))
+	if !errors.Is(err, ErrUnknownEvent) || !strings.Contains(err.Error(), `unknown event "bundle-forwarded"`) {
 		t.Errorf("unknown event: %v, want ErrUnknownEvent", err)
 	}
 	_, err = ParseEntry([]byte(strings.Replace(good, `"reason"`, `"x":1,"reason"`, 1)))
@@ -703,6 +704,9 @@ func TestEventTable(t *testing.T) {
 func TestEntryFormat2Events(t *testing.T) {
 	format2 := []Event{EventAgreementDecision, EventConfigReloaded, EventAgreementChanged, EventAgreementSuspended, EventAgreementResumed}
 	for _, n := range testEntries(t) {
+		if formatOf(n.entry.Event) == EntryFormat3 {
+			continue // TestEntryFormat3Events
+		}
 		data := mustMarshal(t, &n.entry)
 		want := `"format":"` + EntryFormat + `"`
 		if slices.Contains(format2, n.entry.Event) {

@@ -42,10 +42,10 @@ type invalidEntryVector struct {
 
 // makeEntryVectors builds the vectors from the test entries.
 func makeEntryVectors(t *testing.T) entryVectors {
-	v := entryVectors{Description: "evx transfer log entries, formats " + EntryFormat + " and " + EntryFormat2 +
+	v := entryVectors{Description: "evx transfer log entries, formats " + EntryFormat + ", " + EntryFormat2 + " and " + EntryFormat3 +
 		" (docs/audit.md): each valid entry is accepted exactly as it is and has the leaf hash given; " +
 		"each invalid one is refused"}
-	var upload, delivered, reload, changed string
+	var upload, delivered, reload, changed, expired, hold string
 	for _, n := range testEntries(t) {
 		data := mustMarshal(t, &n.entry)
 		h := tlog.RecordHash(data)
@@ -63,6 +63,10 @@ func makeEntryVectors(t *testing.T) entryVectors {
 			if changed == "" {
 				changed = string(data)
 			}
+		case EventBundleExpired:
+			expired = string(data)
+		case EventHoldPlaced:
+			hold = string(data)
 		}
 	}
 	for _, b := range nonCanonicalEntries(upload) {
@@ -90,6 +94,23 @@ func makeEntryVectors(t *testing.T) entryVectors {
 		{"old agreement version out of range", r(changed, `"old_agreement_version":3`, `"old_agreement_version":2147483648`), "old agreement version 2147483648 out of range"},
 		{"old agreement version zero", r(changed, `"old_agreement_version":3`, `"old_agreement_version":0`), "not in canonical form"},
 		{"old config digest all zeros", r(reload, `"old_config_sha256":"`+jsonMemberString(reload, "old_config_sha256"), `"old_config_sha256":"`+strings.Repeat("0", 64)), "malformed old_config_sha256"},
+		{"retention event in format 1", r(expired, EntryFormat3, EntryFormat), `unknown event "bundle-expired" in format "evx-log-entry/1"`},
+		{"retention event in format 2", r(hold, EntryFormat3, EntryFormat2), `unknown event "hold-placed" in format "evx-log-entry/2"`},
+		{"format-1 event in format 3", r(upload, EntryFormat, EntryFormat3), `unsupported entry format "evx-log-entry/3" for event "upload-accepted"`},
+		{"format-2 event in format 3", r(reload, EntryFormat2, EntryFormat3), `unsupported entry format "evx-log-entry/3" for event "config-reloaded"`},
+		{"expiry without retain_until", r(expired, `"retain_until":"`+jsonMemberString(expired, "retain_until")+`",`, ``), "bundle-expired entry needs retain_until"},
+		{"expiry with a reference", r(expired, `"retain_until"`, `"reference":"4711","retain_until"`), "bundle-expired entry has no reference"},
+		{"expiry by a unit", r(expired, `"actor":"gateway"`, `"actor":"unit:DE/operator"`), `actor "unit:DE/operator" of bundle-expired entry is not gateway`},
+		{"expiry outbound", r(expired, `"direction":"inbound"`, `"direction":"outbound"`), "not in canonical form"},
+		{"retain_until without milliseconds", r(expired, `"retain_until":"2026-12-03T12:00:00.000Z"`, `"retain_until":"2026-12-03T12:00:00Z"`), "malformed retain_until"},
+		{"retain_until in 1999", r(expired, `"retain_until":"2026-12-03T12:00:00.000Z"`, `"retain_until":"1999-12-03T12:00:00.000Z"`), "retain_until 1999-12-03T12:00:00Z is not between the years 2000 and 9999"},
+		{"retain_until empty", r(expired, `"retain_until":"2026-12-03T12:00:00.000Z"`, `"retain_until":""`), "bundle-expired entry needs retain_until"},
+		{"hold without a reference", r(hold, `"reference":"`+jsonMemberString(hold, "reference")+`",`, ``), "hold-placed entry needs reference"},
+		{"hold with a peer", r(hold, `"purpose"`, `"peer":"FR","purpose"`), "hold-placed entry has no peer"},
+		{"hold with a direction", r(hold, `"envelope_sha256"`, `"direction":"inbound","envelope_sha256"`), "not in canonical form"},
+		{"hold by the gateway", r(hold, `"actor":"unit:DE/operator"`, `"actor":"gateway"`), `actor "gateway" of hold-placed entry is not unit:<unit id>`},
+		{"reference too long", r(hold, `"reference":"`, `"reference":"`+strings.Repeat("x", MaxReferenceLength)), "over the limit of 64"},
+		{"reference with a path", r(hold, `"reference":"`, `"reference":"~/`), "looks like it contains a file path"},
 	} {
 		v.Invalid = append(v.Invalid, invalidEntryVector{Name: b.name, Entry: b.data, Error: b.want})
 	}

@@ -12,8 +12,9 @@ import (
 type Event string
 
 // The events. Those of the cooperation agreements, from
-// EventAgreementDecision on, are of entry format 2 only ([EntryFormat2]);
-// the others of format 1.
+// EventAgreementDecision to EventAgreementResumed, are of entry format 2
+// only ([EntryFormat2]); those of retention, from EventBundleExpired on,
+// of format 3 only ([EntryFormat3]); the others of format 1.
 const (
 	EventUploadAccepted        Event = "upload-accepted"
 	EventUploadRefused         Event = "upload-refused"
@@ -33,6 +34,18 @@ const (
 	EventAgreementChanged      Event = "agreement-changed"
 	EventAgreementSuspended    Event = "agreement-suspended"
 	EventAgreementResumed      Event = "agreement-resumed"
+	EventBundleExpired         Event = "bundle-expired"
+	EventKeyShredded           Event = "key-shredded"
+	EventBundlePurged          Event = "bundle-purged"
+	EventOutboxPayloadDeleted  Event = "outbox-payload-deleted"
+	EventOutboxPurged          Event = "outbox-purged"
+	EventHoldPlaced            Event = "hold-placed"
+	EventHoldReleased          Event = "hold-released"
+	EventRecallRequested       Event = "recall-requested"
+	EventRecallApplied         Event = "recall-applied"
+	EventRecallRefused         Event = "recall-refused"
+	EventRecallAcknowledged    Event = "recall-acknowledged"
+	EventRecallDeclined        Event = "recall-declined"
 )
 
 // Outcome is how an event ended. Each event has one outcome, fixed by
@@ -132,6 +145,8 @@ const (
 	mOldConfigSHA256
 	mOldAgreementVersion
 	mChanges
+	mRetainUntil
+	mReference
 	endMembers
 )
 
@@ -142,6 +157,7 @@ var memberNames = [...]string{
 	"count", "source", "window_start", "window_end", "config_sha256",
 	"kind", "checkpoint", "agreement_version", "agreement_ref",
 	"old_config_sha256", "old_agreement_version", "changes",
+	"retain_until", "reference",
 }
 
 // mBundle is what an envelope says about a bundle: the members that every
@@ -163,11 +179,16 @@ type eventSpec struct {
 
 // format returns the entry format that holds s's event: format 2 for the
 // events of the cooperation agreements, whose members format 1 lacks,
-// format 1 for the others, so that readers of format 1 still read them.
+// format 3 for those of retention, whose members format 2 lacks, format 1
+// for the others, so that readers of format 1 still read them.
 func (s *eventSpec) format() string {
 	switch s.event {
 	case EventAgreementDecision, EventConfigReloaded, EventAgreementChanged, EventAgreementSuspended, EventAgreementResumed:
 		return EntryFormat2
+	case EventBundleExpired, EventKeyShredded, EventBundlePurged, EventOutboxPayloadDeleted, EventOutboxPurged,
+		EventHoldPlaced, EventHoldReleased,
+		EventRecallRequested, EventRecallApplied, EventRecallRefused, EventRecallAcknowledged, EventRecallDeclined:
+		return EntryFormat3
 	}
 	return EntryFormat
 }
@@ -203,6 +224,32 @@ var events = []eventSpec{
 		"cooperation with `peer` under the agreement (version `agreement_version`, reference `agreement_ref`) was suspended, for `reason`; actor `peer:<peer>` when the peer's signed notice said that it suspended it"},
 	{EventAgreementResumed, OutcomeDone, "", byUnit | byGateway | byPeer, mPeer, mAgreementVersion | mAgreementRef,
 		"cooperation with `peer` under the agreement (version `agreement_version`, reference `agreement_ref`) was resumed; actor `peer:<peer>` when the peer's signed notice said that it resumed it"},
+	// Retention (retention.md). A received bundle's retention ends in
+	// three steps, each of which may fail and be retried apart.
+	{EventBundleExpired, OutcomeDone, Inbound, byGateway, mBundle | mPeer | mRetainUntil, 0,
+		"the retention of the bundle received from `peer` ended at `retain_until` (the envelope's, or a recall's shortened one), without a legal hold: the gateway no longer hands it out"},
+	{EventKeyShredded, OutcomeDone, Inbound, byGateway, mBundle | mPeer, 0,
+		"the gateway destroyed the shred key of the expired bundle received from `peer`: the stored bundle can no longer be decrypted"},
+	{EventBundlePurged, OutcomeDone, Inbound, byGateway, mBundle | mPeer, 0,
+		"the gateway deleted every version of the objects of the expired bundle received from `peer`, once their locks allowed it"},
+	{EventOutboxPayloadDeleted, OutcomeDone, Outbound, byGateway, mBundle | mPeer, 0,
+		"the gateway deleted its copy of the payload of the bundle `peer` receipted, once the grace after the receipt had passed"},
+	{EventOutboxPurged, OutcomeDone, Outbound, byGateway, mBundle | mPeer, 0,
+		"the gateway deleted every version of its records of the bundle sent to `peer`, at the end of the bundle's retention"},
+	{EventHoldPlaced, OutcomeDone, "", byUnit, mBundle | mReason | mReference, 0,
+		"a unit placed a legal hold on the bundle, for `reason`, under `reference` (a court order's or a case's): it is kept and readable past its retention until the hold is released"},
+	{EventHoldReleased, OutcomeDone, "", byUnit, mBundle | mReason | mReference, 0,
+		"a unit released the legal hold under `reference` on the bundle, for `reason`: its retention ends as if there had been none"},
+	{EventRecallRequested, OutcomeAccepted, Outbound, byUnit, mBundle | mPeer | mRetainUntil, 0,
+		"a unit asked that `peer` shorten the retention of the bundle sent to it to `retain_until`; the gateway sends `peer` the recall"},
+	{EventRecallApplied, OutcomeAccepted, Inbound, byPeer, mBundle | mPeer | mRetainUntil, 0,
+		"the gateway shortened the retention of the bundle received from `peer` to `retain_until`, as `peer`'s recall asked"},
+	{EventRecallRefused, OutcomeRefused, Inbound, byPeer, mBundle | mPeer | mCode | mReason, 0,
+		"the gateway refused `peer`'s recall of the bundle; `code` is a protocol error code"},
+	{EventRecallAcknowledged, OutcomeAccepted, Outbound, byPeer, mBundle | mPeer | mRetainUntil, 0,
+		"`peer` acknowledged the recall of the bundle: it shortened the bundle's retention to `retain_until`"},
+	{EventRecallDeclined, OutcomeRefused, Outbound, byPeer, mBundle | mPeer | mCode | mReason, 0,
+		"`peer` declined the recall of the bundle; `code` is a protocol error code"},
 }
 
 // decisionOutcome and decisionDirection are an agreement-decision's
