@@ -336,6 +336,16 @@ func (t *Tally) Add(e *Entry) error {
 		if in && ok {
 			t.retrieval[r.peer] = append(t.retrieval[r.peer], max(e.Time.Sub(r.at), 0))
 		}
+	// The events of retention are not counted, but they end bundles: a
+	// received bundle whose key is shredded is never retrieved, and a
+	// sent one whose records are purged is never delivered, so that their
+	// starts would be held to the end of the log for nothing. (An expired
+	// bundle may still be retrieved under a hold placed before it is
+	// shredded.)
+	case EventKeyShredded, EventBundlePurged:
+		delete(t.receiving, e.BundleID)
+	case EventOutboxPurged:
+		delete(t.sending, e.BundleID)
 	}
 	if stage, ok := stages[e.Event]; ok {
 		if stage == StageDelivery {
