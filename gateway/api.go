@@ -316,27 +316,13 @@ func (g *Gateway) inboxRecordFor(ctx context.Context, id string, u User) (*api.I
 		return nil, nil, api.Errorf(api.CodeNotFound, "no bundle %q in your inbox", id)
 	}
 	_, ackErr := g.opts.Storage.Stat(ctx, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"))
-	ret, err := g.retentionState(ctx, id, env)
-	if err != nil {
-		return nil, nil, err
-	}
 	return &api.InboxEntry{
 		BundleID: id, From: rec.From, Sender: env.Sender.Unit, Purpose: env.Purpose,
 		LegalBasis: env.LegalBasis, Case: env.Case, Handling: env.Handling, TLP: env.TLP,
 		Size: env.PayloadSize, ReceivedAt: rec.ReceivedAt, RetainUntil: env.RetainUntil,
-		SenderCheck: rec.SenderCheck, Acknowledged: ackErr == nil, Retention: ret,
+		SenderCheck: rec.SenderCheck, Acknowledged: ackErr == nil,
 		Envelope: rec.Envelope, Signature: rec.Signature,
 	}, &rec, nil
-}
-
-// readableInboxRecordFor is inboxRecordFor for reading the bundle: once its
-// retention has ended it is refused (expired).
-func (g *Gateway) readableInboxRecordFor(ctx context.Context, id string, u User) (*api.InboxEntry, *inboxRecord, error) {
-	e, rec, err := g.inboxRecordFor(ctx, id, u)
-	if err == nil && e.Retention.State == api.RetentionExpired {
-		return nil, nil, expiredErr(id, e.Retention.Until)
-	}
-	return e, rec, err
 }
 
 // ackName turns a unit id into a key segment.
@@ -371,7 +357,7 @@ func (g *Gateway) inbox(_ http.ResponseWriter, r *http.Request, u User) (any, er
 // inboxEntry answers with the entry, its envelope and signature, and the
 // sending gateway's signed directory the sender was checked against.
 func (g *Gateway) inboxEntry(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
-	e, rec, err := g.readableInboxRecordFor(r.Context(), r.PathValue("id"), u)
+	e, rec, err := g.inboxRecordFor(r.Context(), r.PathValue("id"), u)
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +368,7 @@ func (g *Gateway) inboxEntry(_ http.ResponseWriter, r *http.Request, u User) (an
 // payload streams the ciphertext itself and returns no JSON.
 func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, error) {
 	id := r.PathValue("id")
-	entry, rec, err := g.readableInboxRecordFor(r.Context(), id, u)
+	entry, err := g.inboxEntryFor(r.Context(), id, u)
 	if err != nil {
 		return nil, err
 	}
@@ -390,25 +376,20 @@ func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, 
 	if err != nil {
 		return nil, err
 	}
-	// Opened before the download is recorded: a payload whose key the
-	// reaper destroyed meanwhile was never handed out.
-	payload, obj, err := g.openInboxPayload(r.Context(), id, rec, env.PayloadSize)
-	if errors.Is(err, errShredded) {
-		return nil, expiredErr(id, entry.Retention.Until)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer obj.Close()
 	if _, err := g.recordOrRefuse(r.Context(), audit.Entry{Event: audit.EventPayloadDownloaded, Actor: audit.UnitActor(u.Unit),
 		Peer: entry.From}, env); err != nil {
 		return nil, err
 	}
+	obj, err := g.opts.Storage.Open(r.Context(), key(inboxPrefix, id, payloadFile))
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(env.PayloadSize, 10))
+	w.Header().Set("Content-Length", strconv.FormatInt(obj.Size(), 10))
 	w.WriteHeader(http.StatusOK)
 	out := &stallWriter{w: w, rc: http.NewResponseController(w), timeout: g.opts.uploadStallTimeout()}
-	_, err = io.Copy(out, payload)
+	_, err = io.Copy(out, io.NewSectionReader(obj, 0, obj.Size()))
 	if err != nil {
 		g.log.Warn("sending payload", zap.String("bundle", id), zap.String("unit", u.Unit), zap.Error(err))
 	}
@@ -420,7 +401,7 @@ func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, 
 
 func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
 	ctx, id := r.Context(), r.PathValue("id")
-	entry, _, err := g.readableInboxRecordFor(ctx, id, u)
+	entry, err := g.inboxEntryFor(ctx, id, u)
 	if err != nil {
 		return nil, err
 	}
@@ -434,7 +415,7 @@ func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, erro
 			return nil, err
 		}
 	}
-	err = g.putJSONLocked(ctx, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"), ackRecord{Unit: u.Unit, At: time.Now().UTC()}, entry.RetainUntil)
+	err = putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"), ackRecord{Unit: u.Unit, At: time.Now().UTC()})
 	switch {
 	case errors.Is(err, storage.ErrExist):
 		// Acknowledged before: answered alike, counted and logged once.
