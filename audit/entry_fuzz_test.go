@@ -59,6 +59,20 @@ func FuzzParseEntry(f *testing.F) {
 				t.Fatalf("accepted a line of changes %q", l)
 			}
 		}
+		// Each event is of the one format that holds it, and only format
+		// 3 has the members of retention.
+		if e.Format != formatOf(e.Event) {
+			t.Fatalf("accepted event %s in format %s", e.Event, e.Format)
+		}
+		if (!e.RetainUntil.IsZero() || e.Reference != "") && e.Format != EntryFormat3 {
+			t.Fatalf("accepted retain_until or reference in format %s", e.Format)
+		}
+		if len(e.Reference) > MaxReferenceLength || sensitive(e.Reference) != "" {
+			t.Fatalf("accepted a reference %q", e.Reference)
+		}
+		if y := e.RetainUntil.Year(); !e.RetainUntil.IsZero() && (y < 2000 || y > 9999) {
+			t.Fatalf("accepted retain_until %v", e.RetainUntil)
+		}
 		// An entry that parses is no newer entry.
 		if _, err := ParseEntry(data); errors.Is(err, ErrUnknownEvent) || errors.Is(err, ErrUnsupportedFormat) {
 			t.Fatal(err)
