@@ -641,6 +641,10 @@ func entryDetails(x *audit.Entry) string {
 		add("agreement", "v"+strconv.FormatInt(x.AgreementVersion, 10))
 	}
 	add("ref", quoteIf(x.AgreementRef))
+	if !x.RetainUntil.IsZero() {
+		add("retain_until", x.RetainUntil.UTC().Format("2006-01-02T15:04:05.000Z"))
+	}
+	add("reference", quoteIf(x.Reference))
 	add("reason", quoteIf(x.Reason))
 	if len(x.Changes) > 0 {
 		lines := make([]string, len(x.Changes))
