@@ -121,8 +121,11 @@ func (s *Server) serveAgreement(ctx context.Context, peer string, str *quic.Stre
 // type typ, for counting the refusal of a first frame that could not be
 // read.
 func firstFrameStage(typ byte) string {
-	if typ == frameAgreementNotice {
+	switch typ {
+	case frameAgreementNotice:
 		return stageAgreement
+	case frameRecall:
+		return stageRecall
 	}
 	return stageOf(typ)
 }

@@ -26,6 +26,9 @@ const (
 	// The agreement exchange (agreements.go).
 	frameAgreementNotice byte = 11
 	frameAgreement       byte = 12
+	// The recall exchange (recall.go).
+	frameRecall    byte = 13
+	frameRecallAck byte = 14
 )
 
 // MaxFrameSize bounds the body of every frame but a directory: the largest
@@ -53,6 +56,8 @@ func maxBody(typ byte) int {
 		return MaxLogFrameSize
 	case frameAgreementNotice, frameAgreement:
 		return MaxAgreementFrameSize
+	case frameRecall, frameRecallAck:
+		return MaxRecallFrameSize
 	}
 	return MaxFrameSize
 }

@@ -60,16 +60,19 @@ type ServerConfig struct {
 	// SetPeerCAs replaces it.
 	PeerCAs  map[string]*x509.CertPool
 	Receiver Receiver
-	Logger   *zap.Logger
+	// Recalls, if set, takes the peers' recall requests (RECALL); a
+	// server without it refuses them with not-accepted.
+	Recalls RecallReceiver
+	Logger  *zap.Logger
 	// Now defaults to time.Now; tests set it to check expiry.
 	Now func() time.Time
 	// OnRefuse, if set, is called for every refusal with its stage and
 	// category, and for a handshake the address it came from (nil for
 	// the other stages, whose peer its certificate named): "handshake" and a
-	// HandshakeError reason; or "offer", "witness", "proof" or "agreement"
-	// and the rejection code of an offer (or of a first frame that begins
-	// no other exchange, or a directory request), a witness request, a
-	// proof request or an agreement notice. The gateway counts them in
+	// HandshakeError reason; or "offer", "witness", "proof", "agreement" or
+	// "recall" and the rejection code of an offer (or of a first frame that
+	// begins no other exchange, or a directory request), a witness
+	// request, a proof request, an agreement notice or a recall. The gateway counts them in
 	// its metrics and sums them up in its transfer log.
 	OnRefuse func(stage, code string, remote net.Addr)
 }
@@ -380,6 +383,8 @@ func (s *Server) serveStream(ctx context.Context, peer string, str *quic.Stream,
 		s.serveProof(ctx, peer, str, body, log)
 	case frameAgreementNotice:
 		s.serveAgreement(ctx, peer, str, body, log)
+	case frameRecall:
+		s.serveRecall(ctx, peer, str, body, log)
 	default:
 		s.reject(str, log, stageOffer, Reject(CodeMalformed, "unexpected frame type %d", typ))
 	}
