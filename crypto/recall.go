@@ -222,6 +222,10 @@ func ParseRecallBody(body []byte) (*RecallRequest, error) {
 }
 
 func parseRecallWire(w *wireRecall, body []byte) (*RecallRequest, error) {
+	// The format is checked before the members it defines.
+	if w.Format != RecallFormat {
+		return nil, fmt.Errorf("recall: unsupported format %q", truncate(w.Format))
+	}
 	r := &RecallRequest{Format: w.Format, BundleID: w.BundleID, Unit: w.Unit, EnvelopeSHA256: w.EnvelopeSHA256, Reason: w.Reason}
 	var err error
 	if r.RetainUntil, err = time.Parse(timeLayout, w.RetainUntil); err != nil {
@@ -417,6 +421,9 @@ func ParseRecallAckBody(body []byte) (*RecallAck, error) {
 }
 
 func parseRecallAckWire(w *wireRecallAck, body []byte) (*RecallAck, error) {
+	if w.Format != RecallAckFormat {
+		return nil, fmt.Errorf("recall ack: unsupported format %q", truncate(w.Format))
+	}
 	a := &RecallAck{Format: w.Format, BundleID: w.BundleID, Gateway: w.Gateway, Unit: w.Unit,
 		RequestSHA256: w.RequestSHA256, Applied: w.Applied, Code: w.Code, Reason: w.Reason}
 	var err error
