@@ -380,11 +380,26 @@ func (a *RecallAck) CheckRequest(req *Signed, r *RecallRequest, gateway string) 
 		return mismatch("unit", a.Unit, r.Unit)
 	case a.RequestSHA256 != RequestSHA256(req):
 		return mismatch("request SHA-256", a.RequestSHA256, RequestSHA256(req))
-	case a.Applied && a.RetainUntil.After(r.RetainUntil):
+	case a.Applied && a.RetainUntil.After(latestApplied(r, a)):
 		return fmt.Errorf("recall ack from %s says the request was applied, but leaves retain-until %s in force, after the %s asked for",
 			gateway, a.RetainUntil.UTC().Format(timeLayout), r.RetainUntil.UTC().Format(timeLayout))
 	}
 	return nil
+}
+
+// latestApplied is the latest retain-until an ack that applied r may
+// leave in force: the one asked for, or, for a request that arrived after
+// it (a recall is made for the moment it is made), the second the ack was
+// made in, as a receiver cannot end a retention in the past.
+func latestApplied(r *RecallRequest, a *RecallAck) time.Time {
+	at := a.At.UTC()
+	if t := at.Truncate(time.Second); !t.Equal(at) {
+		at = t.Add(time.Second)
+	}
+	if at.After(r.RetainUntil) {
+		return at
+	}
+	return r.RetainUntil
 }
 
 // SignRecallAck signs a, which must be valid, with the gateway's key.

@@ -295,6 +295,16 @@ func TestRecallAckCheckRequest(t *testing.T) {
 	otherBundle.BundleID = NewBundleID()
 	longer := a
 	longer.RetainUntil = r.RetainUntil.Add(time.Second)
+	// A recall that arrives after the moment it asks for ends the
+	// retention when it is applied, in the second of the ack.
+	late := a
+	late.At = r.RetainUntil.Add(2*time.Second + time.Millisecond)
+	late.RetainUntil = r.RetainUntil.Add(3 * time.Second)
+	if err := late.CheckRequest(req, &r, "FR"); err != nil {
+		t.Errorf("an ack applied on arrival, after the request's retain-until: %v", err)
+	}
+	tooLate := late
+	tooLate.RetainUntil = r.RetainUntil.Add(4 * time.Second)
 	for name, tt := range map[string]struct {
 		a       RecallAck
 		req     *Signed
@@ -302,11 +312,12 @@ func TestRecallAckCheckRequest(t *testing.T) {
 		gateway string
 		want    string
 	}{
-		"another request":  {a, req2, &r2, "FR", "is for request SHA-256"},
-		"another gateway":  {a, req, &r, "NL", `recall ack from NL is for gateway "FR", not "NL"`},
-		"another unit":     {a, req, &otherUnit, "FR", `is for unit "DE/forensics", not "DE/lab"`},
-		"another bundle":   {a, req, &otherBundle, "FR", "is for bundle"},
-		"applied, longer ": {longer, req, &r, "FR", "says the request was applied, but leaves retain-until 2026-04-13T15:09:27Z in force"},
+		"another request": {a, req2, &r2, "FR", "is for request SHA-256"},
+		"another gateway": {a, req, &r, "NL", `recall ack from NL is for gateway "FR", not "NL"`},
+		"another unit":    {a, req, &otherUnit, "FR", `is for unit "DE/forensics", not "DE/lab"`},
+		"another bundle":  {a, req, &otherBundle, "FR", "is for bundle"},
+		"applied, longer": {longer, req, &r, "FR", "says the request was applied, but leaves retain-until 2026-04-13T15:09:27Z in force"},
+		"applied, later":  {tooLate, req, &r, "FR", "leaves retain-until 2026-04-13T15:09:30Z in force"},
 	} {
 		if err := tt.a.CheckRequest(tt.req, tt.r, tt.gateway); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, tt.want)
