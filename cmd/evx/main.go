@@ -104,6 +104,7 @@ $XDG_CONFIG_HOME/evx/profile.yaml).
 		newWhoamiCmd(),
 		newStatusCmd(),
 		newOutboxCmd(),
+		newHoldCmd(),
 		newDevEnvCmd(),
 		newVersionCmd(),
 	)
