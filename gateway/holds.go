@@ -355,8 +355,9 @@ func (g *Gateway) lockHold(id string) func() {
 // setStorageHolds places (held) or releases the storage's legal hold on
 // each of bundle id's locked objects that exist: in the inbox its payload,
 // record and acknowledgements, in the outbox its record, receipt and
-// payload. The shred key is never locked, nor held: destroying it is what
-// ends a bundle. A backend that cannot lock leaves the hold to its record.
+// payload. The wrapped shred key is never locked, nor held: destroying it
+// is what ends a bundle. A backend that cannot lock leaves the hold to its
+// record.
 func (g *Gateway) setStorageHolds(ctx context.Context, id string, held bool) error {
 	locker, ok := g.opts.Storage.(storage.Locker)
 	if !ok {
@@ -382,15 +383,20 @@ func (g *Gateway) setStorageHolds(ctx context.Context, id string, held bool) err
 }
 
 // heldObject reports whether the object name of a bundle in box carries
-// the storage's legal hold while the bundle is held.
+// the storage's legal hold while the bundle is held: its payload
+// (payload.age, or the outer layer's payload-<attempt>.age), its record,
+// and in the inbox its acknowledgements, in the outbox its receipt. Not
+// the wrapped key, nor anything written with Replace.
 func heldObject(box, name string) bool {
 	switch {
-	case name == payloadFile || name == recordFile:
+	case strings.Contains(name, "/"):
+		return false
+	case name == recordFile || strings.HasPrefix(name, "payload") && strings.HasSuffix(name, ".age"):
 		return true
 	case box == outboxPrefix:
 		return name == receiptFile
 	}
-	return strings.HasPrefix(name, "ack-") && strings.HasSuffix(name, ".json") && !strings.Contains(name, "/")
+	return strings.HasPrefix(name, "ack-") && strings.HasSuffix(name, ".json")
 }
 
 // holdEntry is the transfer log's entry of a hold placed or released.

@@ -58,8 +58,11 @@ func holdWorld(t *testing.T, newStore func(testing.TB, string) storage.Backend) 
 }
 
 // wantStorageHolds checks the storage's legal hold of each of bundle id's
-// objects in box of st: held on those named in want, on no other.
-func wantStorageHolds(t *testing.T, st storage.Backend, box, id string, want ...string) {
+// objects in box of st: if held, it is placed on its payload, its record
+// and (inbox) its acknowledgements or (outbox) its receipt, on nothing
+// else, such as the payload's wrapped key; if not held, on none. want
+// are the names of the objects that must be held, besides the payload.
+func wantStorageHolds(t *testing.T, st storage.Backend, box, id string, held bool, want ...string) {
 	t.Helper()
 	ctx := t.Context()
 	locker := st.(storage.Locker)
@@ -68,21 +71,50 @@ func wantStorageHolds(t *testing.T, st storage.Backend, box, id string, want ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	var held []string
+	var got, names []string
 	for _, in := range infos {
+		name := strings.TrimPrefix(in.Key, prefix)
+		names = append(names, name)
 		l, err := locker.Lock(ctx, in.Key)
 		if err != nil {
 			t.Fatalf("lock of %s: %v", in.Key, err)
 		}
 		if l.Held {
-			held = append(held, strings.TrimPrefix(in.Key, prefix))
+			got = append(got, name)
 		}
 	}
-	slices.Sort(held)
-	slices.Sort(want)
-	if !slices.Equal(held, want) {
-		t.Errorf("objects of %s held in storage: %q, want %q", prefix, held, want)
+	if !held {
+		if len(got) > 0 {
+			t.Errorf("objects of %s held in storage: %q, want none", prefix, got)
+		}
+		return
 	}
+	if p := payloadName(t, st, box, id); p != "" {
+		want = append(want, p)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("objects of %s held in storage: %q, want %q (of %q)", prefix, got, want, names)
+	}
+}
+
+// payloadName returns the name of bundle id's payload object in box of
+// st, "" if there is none: payload.age, or the outer layer's
+// payload-<attempt>.age.
+func payloadName(t *testing.T, st storage.Backend, box, id string) string {
+	t.Helper()
+	infos, err := st.List(t.Context(), box+id+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range infos {
+		name := strings.TrimPrefix(in.Key, box+id+"/")
+		if strings.HasPrefix(name, "payload") && strings.HasSuffix(name, ".age") {
+			return name
+		}
+	}
+	return ""
 }
 
 // holdEvents returns the hold events of g's transfer log about bundle id,
@@ -120,10 +152,13 @@ func testHolds(t *testing.T, newStore func(testing.TB, string) storage.Backend) 
 	ctx := t.Context()
 	frHolder, _ := tw.Client("FR", "prosecutor")
 	deHolder, _ := tw.Client("DE", "operator")
-	inboxHeld := []string{payloadFile, recordFile, "ack-FR_prosecutor.json"}
-	outboxHeld := []string{payloadFile, recordFile, receiptFile}
+	inboxHeld := []string{recordFile, "ack-FR_prosecutor.json"}
+	outboxHeld := []string{recordFile, receiptFile}
+	if payloadName(t, tw.Stores["FR"], inboxPrefix, id) == "" || payloadName(t, tw.Stores["DE"], outboxPrefix, id) == "" {
+		t.Fatal("no payload object stored")
+	}
 
-	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id)
+	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id, false)
 	h, err := frHolder.PlaceHold(ctx, id, "preserve for the trial", "LG Berlin 12 O 34/26")
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +167,7 @@ func testHolds(t *testing.T, newStore func(testing.TB, string) storage.Backend) 
 		h.Reason != "preserve for the trial" || h.Reference != "LG Berlin 12 O 34/26" || h.At.IsZero() {
 		t.Errorf("hold placed at FR: %+v", h)
 	}
-	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id, inboxHeld...)
+	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id, true, inboxHeld...)
 	h, err = deHolder.PlaceHold(ctx, id, "the sender's copy too", "case 2026-114")
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +175,7 @@ func testHolds(t *testing.T, newStore func(testing.TB, string) storage.Backend) 
 	if !slices.Equal(h.Boxes, []string{"outbox"}) || h.By != "DE/operator" {
 		t.Errorf("hold placed at DE: %+v", h)
 	}
-	wantStorageHolds(t, tw.Stores["DE"], outboxPrefix, id, outboxHeld...)
+	wantStorageHolds(t, tw.Stores["DE"], outboxPrefix, id, true, outboxHeld...)
 	for _, c := range []string{"DE", "FR"} {
 		if held, err := tw.gw(c).isHeld(ctx, id); err != nil || !held {
 			t.Errorf("%s: isHeld = %v, %v; want true", c, held, err)
@@ -230,7 +265,7 @@ func testHolds(t *testing.T, newStore func(testing.TB, string) storage.Backend) 
 	if r.Released == nil || r.Released.By != "FR/prosecutor" || r.Released.Reason != "judgment final" || r.Reference != "LG Berlin 12 O 34/26" {
 		t.Errorf("release: %+v", r)
 	}
-	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id)
+	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id, false)
 	if held, err := tw.gw("FR").isHeld(ctx, id); err != nil || held {
 		t.Errorf("isHeld after release = %v, %v; want false", held, err)
 	}
@@ -243,12 +278,12 @@ func testHolds(t *testing.T, newStore func(testing.TB, string) storage.Backend) 
 	if _, err := deHolder.ReleaseHold(ctx, id, "done"); err != nil {
 		t.Fatal(err)
 	}
-	wantStorageHolds(t, tw.Stores["DE"], outboxPrefix, id)
+	wantStorageHolds(t, tw.Stores["DE"], outboxPrefix, id, false)
 	// Placed again after a release: a new hold.
 	if _, err := frHolder.PlaceHold(ctx, id, "appeal", "KG 3 U 7/26"); err != nil {
 		t.Fatal(err)
 	}
-	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id, inboxHeld...)
+	wantStorageHolds(t, tw.Stores["FR"], inboxPrefix, id, true, inboxHeld...)
 
 	for _, tc := range []struct {
 		country string
@@ -292,7 +327,7 @@ func TestHoldStorageFailure(t *testing.T) {
 	tw, id := holdWorld(t, newStore)
 	ctx := t.Context()
 	fr, _ := tw.Client("FR", "prosecutor")
-	payload := key(inboxPrefix, id, payloadFile)
+	payload := inboxPrefix + id + "/" + payloadName(t, faulty, inboxPrefix, id)
 
 	faulty.InjectError(storagetest.OpHold, payload, storagetest.BeforePersist, storage.ErrUnavailable)
 	if _, err := fr.PlaceHold(ctx, id, "keep", "ref 1"); !isAPIError(err, 503, "storage-unavailable") || !strings.Contains(err.Error(), "is placed") {
@@ -304,7 +339,7 @@ func TestHoldStorageFailure(t *testing.T) {
 	if _, err := fr.PlaceHold(ctx, id, "keep", "ref 1"); !isAPIError(err, 409, "already-held") {
 		t.Errorf("hold placed again: %v, want 409 already-held", err)
 	}
-	wantStorageHolds(t, faulty, inboxPrefix, id, payloadFile, recordFile, "ack-FR_prosecutor.json")
+	wantStorageHolds(t, faulty, inboxPrefix, id, true, recordFile, "ack-FR_prosecutor.json")
 
 	faulty.InjectError(storagetest.OpHold, payload, storagetest.BeforePersist, storage.ErrUnavailable)
 	if _, err := fr.ReleaseHold(ctx, id, "done"); !isAPIError(err, 503, "storage-unavailable") {
@@ -316,7 +351,7 @@ func TestHoldStorageFailure(t *testing.T) {
 	if _, err := fr.ReleaseHold(ctx, id, "done"); err != nil {
 		t.Fatal(err)
 	}
-	wantStorageHolds(t, faulty, inboxPrefix, id)
+	wantStorageHolds(t, faulty, inboxPrefix, id, false)
 	if held, err := tw.gw("FR").isHeld(ctx, id); err != nil || held {
 		t.Errorf("isHeld after release = %v, %v; want false", held, err)
 	}
