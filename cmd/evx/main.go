@@ -105,6 +105,7 @@ $XDG_CONFIG_HOME/evx/profile.yaml).
 		newStatusCmd(),
 		newOutboxCmd(),
 		newHoldCmd(),
+		newRecallCmd(),
 		newDevEnvCmd(),
 		newVersionCmd(),
 	)
