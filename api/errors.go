@@ -73,6 +73,9 @@ const (
 	CodeBadReference Code = "bad-reference"
 	CodeAlreadyHeld  Code = "already-held"
 	CodeNotHeld      Code = "not-held"
+
+	// A bundle whose retention has ended (docs/retention.md).
+	CodeExpired Code = "expired"
 )
 
 // CodeInfo is one row of the code table: the HTTP status a code is sent
@@ -129,6 +132,7 @@ var codes = []CodeInfo{
 	{CodeNotHeld, http.StatusConflict, "no legal hold is placed on the bundle"},
 	{CodeNotSuspended, http.StatusConflict, "cooperation with the peer is not suspended by an operator"},
 	{CodeReloadUnavailable, http.StatusConflict, "the gateway was not started from a configuration file it can read again"},
+	{CodeExpired, http.StatusGone, "the bundle's retention has ended: it can no longer be read, and is being deleted (retention.md); or an upload whose `retain_until` has passed"},
 	{CodeLengthRequired, http.StatusLengthRequired, "upload without `Content-Length` (chunked)"},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, "`payload.size` exceeds the gateway's maximum bundle size, or the agreement's"},
 	{CodeInvalidConfig, http.StatusUnprocessableEntity, "the configuration file is invalid: nothing of it applies, the running configuration stays; the message names the field and line"},

@@ -151,6 +151,8 @@ type InboxEntry struct {
 	// SenderCheck says how the gateway checked the sender's signing key.
 	SenderCheck  string `json:"sender_check"`
 	Acknowledged bool   `json:"acknowledged"`
+	// Retention is where the bundle's retention stands.
+	Retention Retention `json:"retention"`
 	// Envelope and Signature are set by GET /v1/inbox/{id} only.
 	Envelope  []byte `json:"envelope,omitempty"`
 	Signature []byte `json:"signature,omitempty"`

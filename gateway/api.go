@@ -26,6 +26,7 @@ func (g *Gateway) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/whoami", g.handle(nil, g.whoami))
 	g.agreementRoutes(mux)
 	g.holdRoutes(mux)
+	g.recallRoutes(mux)
 	// Recipients look up senders too, to check a bundle's signing key
 	// against the sending country's directory themselves.
 	mux.HandleFunc("GET /v1/directory/{country}/{unit}", g.handle([]api.Role{api.RoleSubmitter, api.RoleRecipient}, g.directoryLookup))
@@ -316,13 +317,27 @@ func (g *Gateway) inboxRecordFor(ctx context.Context, id string, u User) (*api.I
 		return nil, nil, api.Errorf(api.CodeNotFound, "no bundle %q in your inbox", id)
 	}
 	_, ackErr := g.opts.Storage.Stat(ctx, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"))
+	ret, err := g.retentionState(ctx, id, env)
+	if err != nil {
+		return nil, nil, err
+	}
 	return &api.InboxEntry{
 		BundleID: id, From: rec.From, Sender: env.Sender.Unit, Purpose: env.Purpose,
 		LegalBasis: env.LegalBasis, Case: env.Case, Handling: env.Handling, TLP: env.TLP,
 		Size: env.PayloadSize, ReceivedAt: rec.ReceivedAt, RetainUntil: env.RetainUntil,
-		SenderCheck: rec.SenderCheck, Acknowledged: ackErr == nil,
+		SenderCheck: rec.SenderCheck, Acknowledged: ackErr == nil, Retention: ret,
 		Envelope: rec.Envelope, Signature: rec.Signature,
 	}, &rec, nil
+}
+
+// readableInboxRecordFor is inboxRecordFor for reading the bundle: once its
+// retention has ended it is refused (expired).
+func (g *Gateway) readableInboxRecordFor(ctx context.Context, id string, u User) (*api.InboxEntry, *inboxRecord, error) {
+	e, rec, err := g.inboxRecordFor(ctx, id, u)
+	if err == nil && e.Retention.State == api.RetentionExpired {
+		return nil, nil, expiredErr(id, e.Retention.Until)
+	}
+	return e, rec, err
 }
 
 // ackName turns a unit id into a key segment.
@@ -357,7 +372,7 @@ func (g *Gateway) inbox(_ http.ResponseWriter, r *http.Request, u User) (any, er
 // inboxEntry answers with the entry, its envelope and signature, and the
 // sending gateway's signed directory the sender was checked against.
 func (g *Gateway) inboxEntry(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
-	e, rec, err := g.inboxRecordFor(r.Context(), r.PathValue("id"), u)
+	e, rec, err := g.readableInboxRecordFor(r.Context(), r.PathValue("id"), u)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +383,7 @@ func (g *Gateway) inboxEntry(_ http.ResponseWriter, r *http.Request, u User) (an
 // payload streams the ciphertext itself and returns no JSON.
 func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, error) {
 	id := r.PathValue("id")
-	entry, err := g.inboxEntryFor(r.Context(), id, u)
+	entry, rec, err := g.readableInboxRecordFor(r.Context(), id, u)
 	if err != nil {
 		return nil, err
 	}
@@ -376,20 +391,25 @@ func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := g.recordOrRefuse(r.Context(), audit.Entry{Event: audit.EventPayloadDownloaded, Actor: audit.UnitActor(u.Unit),
-		Peer: entry.From}, env); err != nil {
-		return nil, err
+	// Opened before the download is recorded: a payload whose key the
+	// reaper destroyed meanwhile was never handed out.
+	payload, obj, err := g.openInboxPayload(r.Context(), id, rec, env.PayloadSize)
+	if errors.Is(err, errShredded) {
+		return nil, expiredErr(id, entry.Retention.Until)
 	}
-	obj, err := g.opts.Storage.Open(r.Context(), key(inboxPrefix, id, payloadFile))
 	if err != nil {
 		return nil, err
 	}
 	defer obj.Close()
+	if _, err := g.recordOrRefuse(r.Context(), audit.Entry{Event: audit.EventPayloadDownloaded, Actor: audit.UnitActor(u.Unit),
+		Peer: entry.From}, env); err != nil {
+		return nil, err
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(obj.Size(), 10))
+	w.Header().Set("Content-Length", strconv.FormatInt(env.PayloadSize, 10))
 	w.WriteHeader(http.StatusOK)
 	out := &stallWriter{w: w, rc: http.NewResponseController(w), timeout: g.opts.uploadStallTimeout()}
-	_, err = io.Copy(out, io.NewSectionReader(obj, 0, obj.Size()))
+	_, err = io.Copy(out, payload)
 	if err != nil {
 		g.log.Warn("sending payload", zap.String("bundle", id), zap.String("unit", u.Unit), zap.Error(err))
 	}
@@ -401,7 +421,7 @@ func (g *Gateway) payload(w http.ResponseWriter, r *http.Request, u User) (any, 
 
 func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, error) {
 	ctx, id := r.Context(), r.PathValue("id")
-	entry, err := g.inboxEntryFor(ctx, id, u)
+	entry, _, err := g.readableInboxRecordFor(ctx, id, u)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +435,7 @@ func (g *Gateway) ack(_ http.ResponseWriter, r *http.Request, u User) (any, erro
 			return nil, err
 		}
 	}
-	err = putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"), ackRecord{Unit: u.Unit, At: time.Now().UTC()})
+	err = g.putJSONLocked(ctx, key(inboxPrefix, id, "ack-"+ackName(u.Unit)+".json"), ackRecord{Unit: u.Unit, At: time.Now().UTC()}, entry.RetainUntil)
 	switch {
 	case errors.Is(err, storage.ErrExist):
 		// Acknowledged before: answered alike, counted and logged once.

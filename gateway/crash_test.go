@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,13 +28,21 @@ import (
 // stopped at the point of the simulated crash, and the test can look at
 // what it serves.
 type crashStore struct {
-	*storagetest.Faulty
+	*storagetest.FaultyLocker
 	mu      sync.Mutex
 	onFault func(key string)
 }
 
 func (c *crashStore) Create(ctx context.Context, key string, r io.Reader, size int64) error {
-	err := c.Faulty.Create(ctx, key, r, size)
+	return c.crashed(key, c.FaultyLocker.Create(ctx, key, r, size))
+}
+
+func (c *crashStore) CreateLocked(ctx context.Context, key string, r io.Reader, size int64, until time.Time) error {
+	return c.crashed(key, c.FaultyLocker.CreateLocked(ctx, key, r, size, until))
+}
+
+// crashed calls onFault if err is an injected fault.
+func (c *crashStore) crashed(key string, err error) error {
 	if errors.Is(err, storagetest.ErrInjected) {
 		c.mu.Lock()
 		f := c.onFault
@@ -67,7 +77,7 @@ func TestCrashSafety(t *testing.T) { forEachBackend(t, testCrashSafety) }
 func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Backend) {
 	stores := map[string]*crashStore{}
 	tw := newTestWorld(t, func(t testing.TB, id string) storage.Backend {
-		s := &crashStore{Faulty: storagetest.NewFaulty(newStore(t, id))}
+		s := &crashStore{FaultyLocker: newFaulty(t, newStore(t, id))}
 		stores[id] = s
 		return s
 	}, nil)
@@ -79,9 +89,12 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 	to := []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}
 
 	t.Run("receiving", func(t *testing.T) {
+		// The payload's outer layer and its wrapped key are named by
+		// the attempt: keysNow are patterns.
+		const outer, wrapped = "payload-*.age", "key-*.wrapped"
 		for _, tc := range []struct {
 			name string
-			file string
+			file string // a prefix of the key
 			when storagetest.When
 			// listed says whether the bundle is complete, and so
 			// listed, at the moment of the crash.
@@ -89,9 +102,9 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 			logged  string
 			keysNow []string
 		}{
-			{"payload stored, then failure", payloadFile, storagetest.AfterPersist, false, "storing payload", []string{payloadFile}},
-			{"record not stored", recordFile, storagetest.BeforePersist, false, "storing inbox record", []string{payloadFile}},
-			{"record stored, then failure", recordFile, storagetest.AfterPersist, true, "storing inbox record", []string{payloadFile, recordFile}},
+			{"payload stored, then failure", "payload-", storagetest.AfterPersist, false, "storing payload", []string{wrapped, outer}},
+			{"record not stored", recordFile, storagetest.BeforePersist, false, "storing inbox record", []string{wrapped, outer}},
+			{"record stored, then failure", recordFile, storagetest.AfterPersist, true, "storing inbox record", []string{wrapped, outer, recordFile}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				b := evxtest.Seal(t, deKey, to, 150_000)
@@ -99,6 +112,9 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 				views := make(chan crashView, 1)
 				stores["FR"].setOnFault(func(string) {
 					v := crashView{keys: storedKeys(t, stores["FR"].Faulty.Backend, inboxPrefix+id+"/")}
+					for i, k := range v.keys {
+						v.keys[i] = strings.TrimPrefix(k, inboxPrefix+id+"/")
+					}
 					list, err := fr.Inbox(ctx)
 					if err != nil {
 						t.Errorf("listing the inbox at the crash: %v", err)
@@ -111,7 +127,7 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 					views <- v
 				})
 				defer stores["FR"].setOnFault(nil)
-				stores["FR"].Inject(storagetest.OpCreate, key(inboxPrefix, id, tc.file), tc.when)
+				stores["FR"].InjectUnder(storagetest.OpCreateLocked, key(inboxPrefix, id, tc.file), tc.when)
 				if _, err := upload(ctx, de, b); err != nil {
 					t.Fatal(err)
 				}
@@ -122,12 +138,11 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 				case <-time.After(30 * time.Second):
 					t.Fatal("the injected fault did not strike")
 				}
-				var want []string
-				for _, f := range tc.keysNow {
-					want = append(want, key(inboxPrefix, id, f))
-				}
-				if !slices.Equal(v.keys, want) {
-					t.Errorf("stored at the crash: %v, want %v", v.keys, want)
+				if !slices.EqualFunc(v.keys, tc.keysNow, func(k, pattern string) bool {
+					ok, _ := path.Match(pattern, k)
+					return ok
+				}) {
+					t.Errorf("stored at the crash: %v, want %v", v.keys, tc.keysNow)
 				}
 				if tc.listed {
 					// Complete before the failure: it may be listed,
@@ -179,17 +194,20 @@ func testCrashSafety(t *testing.T, newStore func(testing.TB, string) storage.Bac
 	t.Run("submitting", func(t *testing.T) {
 		for _, tc := range []struct {
 			name string
+			op   storagetest.Op
 			file string
 			when storagetest.When
 		}{
-			{"payload stored, then failure", payloadFile, storagetest.AfterPersist},
-			{"record not stored", recordFile, storagetest.BeforePersist},
-			{"record stored, then failure", recordFile, storagetest.AfterPersist},
+			// The sender's copy of the payload is not locked: it is
+			// removed after delivery; the record is.
+			{"payload stored, then failure", storagetest.OpCreate, payloadFile, storagetest.AfterPersist},
+			{"record not stored", storagetest.OpCreateLocked, recordFile, storagetest.BeforePersist},
+			{"record stored, then failure", storagetest.OpCreateLocked, recordFile, storagetest.AfterPersist},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				b := evxtest.Seal(t, deKey, to, 150_000)
 				id := b.Env.BundleID
-				stores["DE"].Inject(storagetest.OpCreate, key(outboxPrefix, id, tc.file), tc.when)
+				stores["DE"].Inject(tc.op, key(outboxPrefix, id, tc.file), tc.when)
 				_, err := upload(ctx, de, b)
 				if !isAPIError(err, 500, "internal") {
 					t.Fatalf("upload = %v, want 500 internal", err)

@@ -122,12 +122,16 @@ func (g *Gateway) deliverDirect(ctx context.Context, u User, env *crypto.Envelop
 	}
 	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: g.now().UTC()}
 	// The receipt goes first: the record is the commit point, and a record
-	// without a payload must never be left waiting for delivery.
-	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
+	// without a payload must never be left waiting for delivery. The
+	// reaper's entry goes before both.
+	if err := g.dueAt(ctx, env.RetainUntil, dueOutbox, id); err != nil {
+		return nil, err
+	}
+	if err := g.putJSONLocked(ctx, key(outboxPrefix, id, receiptFile), out, env.RetainUntil); err != nil && !errors.Is(err, storage.ErrExist) {
 		return nil, err
 	}
 	g.expectInclusion(id, peer.ID, d, out.Delivered)
-	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
+	if err := g.putOutboxRecord(ctx, u, env, envJSON, sig, peers); err != nil {
 		return nil, err
 	}
 	g.submitted(u, env, peers, "direct")
@@ -143,11 +147,14 @@ func (g *Gateway) refusedDirect(ctx context.Context, u User, env *crypto.Envelop
 	if _, err := g.recordEnvelope(ctx, audit.Entry{Event: audit.EventUploadAccepted, Actor: audit.UnitActor(u.Unit), Peer: peers[0]}, env); err != nil {
 		return nil, err
 	}
+	if err := g.dueAt(ctx, env.RetainUntil, dueOutbox, id); err != nil {
+		return nil, err
+	}
 	ref, err := g.putRefusal(ctx, env, peers[0], rej)
 	if err != nil {
 		return nil, err
 	}
-	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
+	if err := g.putOutboxRecord(ctx, u, env, envJSON, sig, peers); err != nil {
 		return nil, err
 	}
 	g.submitted(u, env, peers, "direct")

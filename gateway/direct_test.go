@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -19,9 +20,9 @@ import (
 func TestDirectDelivery(t *testing.T) { forEachBackend(t, testDirectDelivery) }
 
 func testDirectDelivery(t *testing.T, newStore func(testing.TB, string) storage.Backend) {
-	faulty := map[string]*storagetest.Faulty{}
+	faulty := map[string]*storagetest.FaultyLocker{}
 	tw := newTestWorld(t, func(t testing.TB, id string) storage.Backend {
-		f := storagetest.NewFaulty(newStore(t, id))
+		f := newFaulty(t, newStore(t, id))
 		faulty[id] = f
 		return f
 	}, func(id string, o *Options) {
@@ -50,7 +51,7 @@ func testDirectDelivery(t *testing.T, newStore func(testing.TB, string) storage.
 		}
 		id := b.Env.BundleID
 		wantKeys(t, tw.Stores["DE"], outboxPrefix+id+"/", recordFile, receiptFile)
-		wantKeys(t, tw.Stores["FR"], inboxPrefix+id+"/", payloadFile, recordFile)
+		wantKeys(t, tw.Stores["FR"], inboxPrefix+id+"/", "key-*.wrapped", "payload-*.age", recordFile)
 		if st, err := de.OutboxStatus(ctx, id); err != nil || st.State != "delivered" {
 			t.Errorf("outbox status %+v, %v: want delivered", st, err)
 		}
@@ -114,9 +115,10 @@ func testDirectDelivery(t *testing.T, newStore func(testing.TB, string) storage.
 		if tw.Logs["DE"].FilterMessage("direct delivery interrupted").Len() == 0 {
 			t.Error("the interrupted delivery was not logged")
 		}
-		// The record and the receipt, nothing of the failed attempt.
-		if n := len(objects(t, tw.Stores["DE"])); n != deBefore+2 {
-			t.Errorf("DE stores %d objects more, want 2", n-deBefore)
+		// The record, the receipt and the reaper's entry, nothing of
+		// the failed attempt.
+		if n := len(objects(t, tw.Stores["DE"])); n != deBefore+3 {
+			t.Errorf("DE stores %d objects more, want 3", n-deBefore)
 		}
 	})
 
@@ -140,7 +142,9 @@ func testDirectDelivery(t *testing.T, newStore func(testing.TB, string) storage.
 }
 
 // wantKeys checks that the objects under prefix are exactly names.
-func wantKeys(t *testing.T, st storage.Backend, prefix string, names ...string) {
+// wantKeys checks the names of the objects under prefix, each matched by
+// one of patterns (path.Match), in order.
+func wantKeys(t *testing.T, st storage.Backend, prefix string, patterns ...string) {
 	t.Helper()
 	infos, err := st.List(context.Background(), prefix)
 	if err != nil {
@@ -151,8 +155,11 @@ func wantKeys(t *testing.T, st storage.Backend, prefix string, names ...string) 
 		got = append(got, strings.TrimPrefix(in.Key, prefix))
 	}
 	slices.Sort(got)
-	slices.Sort(names)
-	if !slices.Equal(got, names) {
-		t.Errorf("objects under %s: %v, want %v", prefix, got, names)
+	slices.Sort(patterns)
+	if !slices.EqualFunc(got, patterns, func(name, pattern string) bool {
+		ok, _ := path.Match(pattern, name)
+		return ok
+	}) {
+		t.Errorf("objects under %s: %v, want %v", prefix, got, patterns)
 	}
 }

@@ -71,8 +71,9 @@ type Options struct {
 	MasterKey *crypto.MasterKey
 	// ReaperInterval is how often the reaper looks for bundles whose
 	// retention has ended; zero means 1 min. OutboxGrace is how long the
-	// sender's copy of a delivered bundle is kept after the peer's
-	// receipt is stored; zero means 1 h.
+	// sender's copy of a delivered bundle's payload is kept after the
+	// peer's receipt is stored (configuration default: 1 h); zero removes
+	// it at the reaper's next run.
 	ReaperInterval, OutboxGrace time.Duration
 	// HoldUnits are the local units that may place and release legal
 	// holds.
@@ -152,6 +153,11 @@ type Options struct {
 	// onExchanged, if set, is called when an exchange of summaries with
 	// peer ends, with its error.
 	onExchanged func(peer string, err error)
+	// onReaped, if set, is called after each run of the reaper with what
+	// it found and did; onShredded when it has destroyed a received
+	// bundle's key: tests wait on them.
+	onReaped   func(reapResult)
+	onShredded func(id string)
 	// onRefusalsLogged, if set, is called when refusal windows have been
 	// summed up in the transfer log, with the number of entries.
 	onRefusalsLogged func(entries int)
@@ -203,6 +209,11 @@ type Gateway struct {
 
 	inboxLocks, outboxLocks bundleLocks
 
+	// locker locks stored objects until their retain-until: it is
+	// opts.Storage. reaper is the retention's reaper (reaper.go).
+	locker storage.Locker
+	reaper reaper
+
 	metrics *metrics
 	// tlog is the transfer log, opened by Run.
 	tlog *audit.Log
@@ -248,6 +259,19 @@ func New(opts Options) (*Gateway, error) {
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = 5 * time.Minute
 	}
+	if opts.MasterKey == nil {
+		return nil, errors.New("no master key: it wraps the keys of the stored payloads' outer layer (docs/retention.md)")
+	}
+	locker, ok := opts.Storage.(storage.Locker)
+	if !ok {
+		return nil, fmt.Errorf("storage %T cannot lock objects until their retain-until (docs/retention.md)", opts.Storage)
+	}
+	if opts.ReaperInterval <= 0 {
+		opts.ReaperInterval = time.Minute
+	}
+	if opts.OutboxGrace < 0 {
+		return nil, fmt.Errorf("outbox grace %v is negative", opts.OutboxGrace)
+	}
 	g := &Gateway{
 		opts:  opts,
 		log:   opts.Logger.With(zap.String("gateway", opts.ID)),
@@ -258,6 +282,8 @@ func New(opts Options) (*Gateway, error) {
 		peerViews:     peerViews{wake: make(chan struct{}, 1)},
 		stopping:      make(chan struct{}),
 		metrics:       newMetrics(),
+		locker:        locker,
+		reaper:        newReaper(),
 	}
 	g.refusalSum = newRefusalSummary(g.now)
 	g.apiErrors = &apiErrorLog{log: g.log.Named("api"), metrics: g.metrics, now: g.now, counted: opts.onAPIHandshakeFailed,
@@ -273,7 +299,7 @@ func New(opts Options) (*Gateway, error) {
 	g.set.Store(set)
 	g.server, err = transfer.Listen(opts.PeerAddr, transfer.ServerConfig{
 		ID: opts.ID, Certificate: opts.Certificate, PeerCAs: set.peerCAs(),
-		Receiver: g, Logger: g.log,
+		Receiver: g, Recalls: g, Logger: g.log,
 		OnRefuse: func(stage, code string, remote net.Addr) {
 			g.metrics.refusals.WithLabelValues("peer-"+stage, code).Inc()
 			g.refusalSum.addPeer(stage, code, remote)
@@ -379,6 +405,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	eg.Go(func() error { return g.runRefusalSummary(ctx) })
 	eg.Go(func() error { return g.runAgreementGauges(ctx) })
 	eg.Go(func() error { return g.runAgreementExchange(ctx) })
+	eg.Go(func() error { return g.runReaper(ctx) })
 	eg.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"evx/audit"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -28,6 +29,13 @@ type metrics struct {
 	agreementDaysLeft  *prometheus.GaugeVec
 	peerAgreement      *prometheus.GaugeVec
 	reloads            *prometheus.CounterVec
+
+	retentionBundles *prometheus.GaugeVec
+	nextExpiry       prometheus.Gauge
+	oldestOverdue    prometheus.Gauge
+	reaperRuns       *prometheus.CounterVec
+	purges           *prometheus.CounterVec
+	purgeFailures    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -92,6 +100,39 @@ func newMetrics() *metrics {
 			Name: "evx_config_reloads_total",
 			Help: "Reloads of the configuration (SIGHUP or the operator's API), by outcome: applied, unchanged, or refused (an invalid file; the running configuration stays).",
 		}, []string{"outcome"}),
+		retentionBundles: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "evx_retention_bundles",
+			Help: "Bundles stored here (received, and submitted) by retention state, as the reaper's last run found them: kept (retention not over), held (over, kept by a legal hold), expired (over, unreadable, being removed).",
+		}, []string{"state"}),
+		nextExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evx_retention_next_expiry_seconds",
+			Help: "Seconds until the next retain-until (or end of an outbox grace) falls due, as of the reaper's last run; 0 if none.",
+		}),
+		oldestOverdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evx_retention_oldest_overdue_seconds",
+			Help: "Seconds since the oldest retain-until whose bundle the reaper has not yet removed because removing it failed (legal holds aside); 0 if none.",
+		}),
+		reaperRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_reaper_runs_total",
+			Help: "Runs of the retention reaper, by outcome: ok, or failed (it could not list the retention index).",
+		}, []string{"outcome"}),
+		purges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_retention_purges_total",
+			Help: "What the reaper removed, by kind: inbox (a received bundle, after its key was destroyed), outbox (a submitted bundle's record and receipt), sent (the sender's copy of a delivered payload).",
+		}, []string{"kind"}),
+		purgeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evx_retention_purge_failures_total",
+			Help: "Failed attempts of the reaper, retried at its next run, by kind (inbox, outbox, sent) and reason: locked (the storage's locks still keep an object), storage (unavailable), malformed (a stored record), other.",
+		}, []string{"kind", "reason"}),
+	}
+	for _, s := range []string{"kept", "held", "expired"} {
+		m.retentionBundles.WithLabelValues(s)
+	}
+	for _, o := range []string{"ok", "failed"} {
+		m.reaperRuns.WithLabelValues(o)
+	}
+	for _, k := range []string{dueInbox, dueOutbox, dueSent} {
+		m.purges.WithLabelValues(k)
 	}
 	for _, o := range reloadOutcomes {
 		m.reloads.WithLabelValues(o)
@@ -112,5 +153,34 @@ func (g *Gateway) Collectors() []prometheus.Collector { return g.metrics.collect
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.bundles, m.refusals, m.bytes, m.logFailures, m.apiConns, m.apiConnsRefused,
 		m.securityEvents, m.witnessFailures, m.cosignatureAge, m.receiptsNotIncluded, m.agreementDecisions,
-		m.agreementStatus, m.agreementDaysLeft, m.peerAgreement, m.reloads}
+		m.agreementStatus, m.agreementDaysLeft, m.peerAgreement, m.reloads,
+		m.retentionBundles, m.nextExpiry, m.oldestOverdue, m.reaperRuns, m.purges, m.purgeFailures}
+}
+
+// observeReap sets the retention gauges from a run of the reaper at now.
+func (m *metrics) observeReap(r reapResult, now time.Time) {
+	if r.Err != nil {
+		m.reaperRuns.WithLabelValues("failed").Inc()
+		return
+	}
+	m.reaperRuns.WithLabelValues("ok").Inc()
+	sum := func(c map[string]int) (n int) {
+		for k, v := range c {
+			if k != dueSent {
+				n += v
+			}
+		}
+		return n
+	}
+	m.retentionBundles.WithLabelValues("kept").Set(float64(r.Kept))
+	m.retentionBundles.WithLabelValues("held").Set(float64(sum(r.Held)))
+	m.retentionBundles.WithLabelValues("expired").Set(float64(sum(r.Waiting) + sum(r.Failed)))
+	m.nextExpiry.Set(max(0, r.Next.Sub(now).Seconds()))
+	if r.Next.IsZero() {
+		m.nextExpiry.Set(0)
+	}
+	m.oldestOverdue.Set(0)
+	if !r.OldestOverdue.IsZero() {
+		m.oldestOverdue.Set(now.Sub(r.OldestOverdue).Seconds())
+	}
 }

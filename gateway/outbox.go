@@ -82,6 +82,12 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	if err != nil {
 		return nil, err
 	}
+	// Retention is enforced from the first byte stored: a bundle whose
+	// retention has ended cannot be taken.
+	if !env.RetainUntil.After(g.now().Add(lockMargin)) {
+		return nil, api.Errorf(api.CodeExpired, "the envelope's retain_until %s has passed: the bundle may no longer be kept; seal it again with a retention that has not ended",
+			env.RetainUntil.UTC().Format(time.RFC3339))
+	}
 	if direct {
 		st, err := g.deliverDirect(ctx, u, env, envJSON, sig, peers, body, decided)
 		if !errors.Is(err, errNotOffered) {
@@ -93,8 +99,13 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	if err := decided.record(ctx, g); err != nil {
 		return nil, err
 	}
+	// The reaper's entry goes before anything of the bundle is stored.
+	if err := g.dueAt(ctx, env.RetainUntil, dueOutbox, id); err != nil {
+		return nil, err
+	}
 	verified := crypto.NewPayloadVerifier(body, env)
 	if err := storePayload(ctx, g.opts.Storage, key(outboxPrefix, id, payloadFile), verified, env.PayloadSize); err != nil {
+		g.undue(ctx, env.RetainUntil, dueOutbox, id, outboxPrefix+id+"/")
 		switch {
 		// Fixed messages: err names internal storage keys.
 		case errors.Is(err, crypto.ErrPayloadSize):
@@ -111,7 +122,7 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	if _, err := g.recordOrRefuse(ctx, audit.Entry{Event: audit.EventUploadAccepted, Actor: audit.UnitActor(u.Unit), Peer: peers[0]}, env); err != nil {
 		return nil, err
 	}
-	if err := g.putOutboxRecord(ctx, u, id, envJSON, sig, peers); err != nil {
+	if err := g.putOutboxRecord(ctx, u, env, envJSON, sig, peers); err != nil {
 		return nil, err
 	}
 	g.submitted(u, env, peers, "stored")
@@ -119,11 +130,12 @@ func (g *Gateway) submit(ctx context.Context, u User, envJSON, sig []byte, body 
 	return &api.OutboxStatus{BundleID: id, State: api.StateQueued, Peer: peers[0]}, nil
 }
 
-// putOutboxRecord stores the record of a submitted bundle: the commit
-// point of its outbox entry.
-func (g *Gateway) putOutboxRecord(ctx context.Context, u User, id string, envJSON, sig []byte, peers []string) error {
+// putOutboxRecord stores the record of a submitted bundle, locked until its
+// retain-until: the commit point of its outbox entry.
+func (g *Gateway) putOutboxRecord(ctx context.Context, u User, env *crypto.Envelope, envJSON, sig []byte, peers []string) error {
+	id := env.BundleID
 	rec := outboxRecord{Envelope: envJSON, Signature: sig, SubmittedBy: u.Unit, SubmittedAt: time.Now().UTC(), Peers: peers}
-	err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), rec)
+	err := g.putJSONLocked(ctx, key(outboxPrefix, id, recordFile), rec, env.RetainUntil)
 	if errors.Is(err, storage.ErrExist) {
 		return api.Errorf(api.CodeDuplicate, "bundle %s was already submitted", id)
 	}
@@ -358,7 +370,12 @@ func (g *Gateway) deliver(ctx context.Context, id string) error {
 		return err
 	}
 	out := outboxReceipt{Peer: peer.ID, Receipt: d.Receipt, Delivered: g.now().UTC()}
-	if err := putJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), out); err != nil && !errors.Is(err, storage.ErrExist) {
+	// The sender's copy of the payload goes after the grace: the reaper's
+	// entry first, then the receipt that allows it.
+	if err := g.dueAt(ctx, out.Delivered.Add(g.opts.OutboxGrace), dueSent, id); err != nil {
+		return err
+	}
+	if err := g.putJSONLocked(ctx, key(outboxPrefix, id, receiptFile), out, env.RetainUntil); err != nil && !errors.Is(err, storage.ErrExist) {
 		return err
 	}
 	g.expectInclusion(id, peer.ID, d, out.Delivered)

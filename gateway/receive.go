@@ -79,11 +79,22 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 	if rej := g.decideOffer(ctx, peer, env); rej != nil {
 		return nil, rej
 	}
+	if !env.RetainUntil.After(g.now().Add(lockMargin)) {
+		return nil, transfer.Reject(transfer.CodeNotAccepted, "the bundle's retain_until %s has passed: it may no longer be kept", env.RetainUntil.UTC().Format(time.RFC3339))
+	}
+	// The reaper's entry goes before anything of the bundle is stored, so
+	// that nothing stored escapes it, even an attempt that fails.
+	if err := g.dueAt(ctx, env.RetainUntil, dueInbox, id); err != nil {
+		g.log.Error("storing the retention index", zap.String("bundle", id), zap.Error(err))
+		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the bundle; retry later")
+	}
 	r, err := accept(0)
 	if err != nil {
 		return nil, err
 	}
-	if err := storePayload(ctx, g.opts.Storage, key(inboxPrefix, id, payloadFile), stoppable{ctx, r}, env.PayloadSize); err != nil {
+	outer, err := g.storeOuterLayer(ctx, id, stoppable{ctx, r}, env.PayloadSize, env.RetainUntil)
+	if err != nil {
+		g.undue(ctx, env.RetainUntil, dueInbox, id, inboxPrefix+id+"/")
 		var rej *transfer.Rejection
 		if rej = stoppedBy(ctx); rej != nil || errors.As(err, &rej) {
 			// Storage removes what a failed Create wrote: nothing
@@ -118,8 +129,8 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 		return nil, err
 	}
 	rec = inboxRecord{Envelope: o.EnvelopeJSON, Signature: o.Signature, From: peer,
-		ReceivedAt: now.UTC(), Receipt: receipt, SenderCheck: check.text, SenderDirectory: check.directory}
-	if err := putJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), rec); err != nil {
+		ReceivedAt: now.UTC(), Receipt: receipt, SenderCheck: check.text, SenderDirectory: check.directory, Outer: &outer}
+	if err := g.putJSONLocked(ctx, key(inboxPrefix, id, recordFile), rec, env.RetainUntil); err != nil {
 		g.log.Error("storing inbox record", zap.String("bundle", id), zap.Error(err))
 		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the bundle; retry later")
 	}

@@ -115,6 +115,10 @@ type inboxRecord struct {
 	// layout above) that the sender's signing key was checked against;
 	// empty if that directory was not kept.
 	SenderDirectory string `json:"sender_directory,omitempty"`
+	// Outer names the objects of the payload's outer layer
+	// (retention.go); nil for a payload stored as payload.age before the
+	// outer layer existed.
+	Outer *outerLayer `json:"outer,omitempty"`
 }
 
 // ackRecord is a recipient's acknowledgement that it retrieved a bundle.

@@ -159,7 +159,8 @@ func diskWithDebris(tb testing.TB) (storage.Backend, func(t *testing.T)) {
 // MiB is a multipart upload.
 func s3WithDebris(tb testing.TB) (storage.Backend, func(t *testing.T)) {
 	cfg := storagetest.S3Env(tb)
-	cfg.Bucket = storagetest.NewBucket(tb, cfg, "evx-test-")
+	cfg.Bucket = storagetest.NewLockBucket(tb, cfg, "evx-test-")
+	cfg.ObjectLock, cfg.LockMode = true, "GOVERNANCE"
 	cfg.PartSize = storage.MinPartSize
 	s, err := storage.NewS3(cfg)
 	if err != nil {
@@ -335,16 +336,16 @@ func TestDirectRefusalAnsweredAtOnce(t *testing.T) {
 // refusingStore refuses every inbox payload after reading some of it, as a
 // peer that refuses a bundle part-way may.
 type refusingStore struct {
-	storage.Backend
+	lockingStore
 	after int64
 }
 
-func (s *refusingStore) Create(ctx context.Context, key string, r io.Reader, size int64) error {
-	if strings.HasPrefix(key, inboxPrefix) && strings.HasSuffix(key, "/"+payloadFile) {
+func (s *refusingStore) CreateLocked(ctx context.Context, key string, r io.Reader, size int64, until time.Time) error {
+	if isOuterLayerKey(key) {
 		io.CopyN(io.Discard, r, s.after)
 		return transfer.Reject(transfer.CodeNotAccepted, "refused by the test after %d bytes", s.after)
 	}
-	return s.Backend.Create(ctx, key, r, size)
+	return s.lockingStore.CreateLocked(ctx, key, r, size, until)
 }
 
 // countingReader counts what has been read from it.
@@ -364,7 +365,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func TestDirectRefusedMidway(t *testing.T) {
 	tw := newTestWorld(t, func(t testing.TB, id string) storage.Backend {
 		if id == "FR" {
-			return &refusingStore{Backend: diskStore(t, id), after: 1 << 20}
+			return &refusingStore{lockingStore: locking(t, diskStore(t, id)), after: 1 << 20}
 		}
 		return diskStore(t, id)
 	}, nil)

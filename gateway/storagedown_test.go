@@ -13,9 +13,9 @@ import (
 // A storage outage is answered 503 storage-unavailable, which a client may
 // retry, not 500 internal; once storage is back the same request succeeds.
 func TestStorageUnavailable(t *testing.T) {
-	stores := map[string]*storagetest.Faulty{}
+	stores := map[string]*storagetest.FaultyLocker{}
 	tw := startWorld(t, func(t testing.TB, id string) storage.Backend {
-		stores[id] = storagetest.NewFaulty(diskStore(t, id))
+		stores[id] = newFaulty(t, diskStore(t, id))
 		return stores[id]
 	})
 	ctx := context.Background()

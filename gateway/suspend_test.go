@@ -26,7 +26,7 @@ import (
 // of it have been read, until release is closed: a test then acts while
 // the transfer is in flight, as deterministically as it needs.
 type midwayStore struct {
-	storage.Backend
+	lockingStore
 	prefix  string
 	at      int64
 	once    sync.Once
@@ -34,15 +34,22 @@ type midwayStore struct {
 	release chan struct{}
 }
 
-func newMidwayStore(b storage.Backend, prefix string, at int64) *midwayStore {
-	return &midwayStore{Backend: b, prefix: prefix, at: at, reached: make(chan struct{}), release: make(chan struct{})}
+func newMidwayStore(b lockingStore, prefix string, at int64) *midwayStore {
+	return &midwayStore{lockingStore: b, prefix: prefix, at: at, reached: make(chan struct{}), release: make(chan struct{})}
 }
 
 func (m *midwayStore) Create(ctx context.Context, key string, r io.Reader, size int64) error {
 	if strings.HasPrefix(key, m.prefix) && strings.HasSuffix(key, "/"+payloadFile) {
 		r = &midwayReader{m: m, r: r}
 	}
-	return m.Backend.Create(ctx, key, r, size)
+	return m.lockingStore.Create(ctx, key, r, size)
+}
+
+func (m *midwayStore) CreateLocked(ctx context.Context, key string, r io.Reader, size int64, until time.Time) error {
+	if strings.HasPrefix(key, m.prefix) && isOuterLayerKey(key) {
+		r = &midwayReader{m: m, r: r}
+	}
+	return m.lockingStore.CreateLocked(ctx, key, r, size, until)
 }
 
 type midwayReader struct {
@@ -84,7 +91,7 @@ func testSuspendDuringTransfer(t *testing.T, side string, size int) {
 	views := map[string]chan *agreement.Agreement{"DE": make(chan *agreement.Agreement, 64), "FR": make(chan *agreement.Agreement, 64)}
 	tw := newTestWorld(t, diskStore, func(id string, o *Options) {
 		if id == "FR" {
-			mid = newMidwayStore(o.Storage, inboxPrefix, 8<<20)
+			mid = newMidwayStore(locking(t, o.Storage), inboxPrefix, 8<<20)
 			o.Storage = mid
 		}
 		o.onPeerView = func(peer string, a *agreement.Agreement) { views[id] <- a }

@@ -89,7 +89,7 @@ func testWitnessing(t *testing.T, newStore func(testing.TB, string) storage.Back
 // racingStore is a gateway's storage on which, once armed, another process
 // of the same gateway replaces key just before this one does.
 type racingStore struct {
-	storage.Backend
+	lockingStore
 	key string
 
 	mu   sync.Mutex
@@ -109,10 +109,10 @@ func (s *racingStore) Replace(ctx context.Context, key string, data []byte, ifVe
 		s.race = nil
 		s.mu.Unlock()
 		if race != nil {
-			race(s.Backend)
+			race(s.lockingStore)
 		}
 	}
-	return s.Backend.Replace(ctx, key, data, ifVersion)
+	return s.lockingStore.Replace(ctx, key, data, ifVersion)
 }
 
 // A peer that presents a checkpoint inconsistent with one it presented
@@ -129,7 +129,7 @@ func TestWitnessRefusesFork(t *testing.T) {
 	tw := newTestWorld(t, func(tb testing.TB, id string) storage.Backend {
 		st := diskStore(tb, id)
 		if id == "DE" {
-			deStore = &racingStore{Backend: st, key: witnessKey("FR")}
+			deStore = &racingStore{lockingStore: locking(tb, st), key: witnessKey("FR")}
 			return deStore
 		}
 		return st

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strings"
 	"testing"
 
 	"evx/crypto"
@@ -71,11 +72,14 @@ func diskStore(tb testing.TB, _ string) storage.Backend {
 
 // s3Store returns an S3 backend on a fresh bucket of the test server named
 // by the environment that scripts/minio.sh start prints. Without one the
-// test skips, except under CI, which must run it.
+// test skips, except under CI, which must run it. The bucket has Object
+// Lock, as a gateway's must, in GOVERNANCE mode, so that the test's
+// cleanup can remove what is locked.
 func s3Store(tb testing.TB, _ string) storage.Backend {
 	tb.Helper()
 	cfg := storagetest.S3Env(tb)
-	cfg.Bucket = storagetest.NewBucket(tb, cfg, "evx-test-")
+	cfg.Bucket = storagetest.NewLockBucket(tb, cfg, "evx-test-")
+	cfg.ObjectLock, cfg.LockMode = true, "GOVERNANCE"
 	s, err := storage.NewS3(cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -97,4 +101,34 @@ func forEachBackend(t *testing.T, f func(t *testing.T, newStore func(testing.TB,
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) { f(t, b.newStore) })
 	}
+}
+
+// lockingStore is what a gateway's storage is: a backend that locks
+// objects. Test stores that wrap one embed it.
+type lockingStore interface {
+	storage.Backend
+	storage.Locker
+}
+
+// locking returns b as a lockingStore.
+func locking(tb testing.TB, b storage.Backend) lockingStore {
+	tb.Helper()
+	l, ok := b.(lockingStore)
+	if !ok {
+		tb.Fatalf("storage %T does not lock objects", b)
+	}
+	return l
+}
+
+// newFaulty wraps b, which must lock objects as a gateway's storage does, to
+// inject faults.
+func newFaulty(tb testing.TB, b storage.Backend) *storagetest.FaultyLocker {
+	tb.Helper()
+	return storagetest.NewFaultyLocker(locking(tb, b))
+}
+
+// isOuterLayerKey reports whether k is the key of a received payload's
+// outer layer (retention.go).
+func isOuterLayerKey(k string) bool {
+	return strings.HasPrefix(k, inboxPrefix) && strings.Contains(k, "/payload-") && strings.HasSuffix(k, ".age")
 }
