@@ -41,10 +41,9 @@ const holdsPrefix = "retention/holds/"
 // holdFormat is the format of a hold's object.
 const holdFormat = "evx-hold/1"
 
-// maxHoldRecordSize bounds a hold's object read back: its envelope is
-// what makes it large, and envelopes are read from records of at most
-// maxRecordSize.
-const maxHoldRecordSize = maxRecordSize
+// maxHoldRecordSize bounds a hold's object read back: its envelope, at
+// most crypto.MaxEnvelopeSize and base64 in JSON, is what makes it large.
+const maxHoldRecordSize = 2*crypto.MaxEnvelopeSize + 16<<10
 
 func holdKey(id string) string { return holdsPrefix + id + ".json" }
 
@@ -356,13 +355,8 @@ func (g *Gateway) lockHold(id string) func() {
 // each of bundle id's locked objects that exist: in the inbox its payload,
 // record and acknowledgements, in the outbox its record, receipt and
 // payload. The wrapped shred key is never locked, nor held: destroying it
-// is what ends a bundle. A backend that cannot lock leaves the hold to its
-// record.
+// is what ends a bundle.
 func (g *Gateway) setStorageHolds(ctx context.Context, id string, held bool) error {
-	locker, ok := g.opts.Storage.(storage.Locker)
-	if !ok {
-		return nil
-	}
 	for _, box := range []string{inboxPrefix, outboxPrefix} {
 		prefix := box + id + "/"
 		infos, err := g.opts.Storage.List(ctx, prefix)
@@ -373,7 +367,7 @@ func (g *Gateway) setStorageHolds(ctx context.Context, id string, held bool) err
 			if !heldObject(box, strings.TrimPrefix(in.Key, prefix)) {
 				continue
 			}
-			err := locker.Hold(ctx, in.Key, held)
+			err := g.locker.Hold(ctx, in.Key, held)
 			if err != nil && !errors.Is(err, storage.ErrNotExist) { // gone since the listing
 				return err
 			}

@@ -16,21 +16,6 @@ import (
 	"evx/storage/storagetest"
 )
 
-// holdS3Store is s3Store on a bucket with Object Lock, whose objects can
-// carry legal holds; GOVERNANCE, so that the test's cleanup can remove
-// them.
-func holdS3Store(tb testing.TB, _ string) storage.Backend {
-	tb.Helper()
-	cfg := storagetest.S3Env(tb)
-	cfg.Bucket = storagetest.NewLockBucket(tb, cfg, "evx-test-")
-	cfg.ObjectLock, cfg.LockMode = true, "GOVERNANCE"
-	s, err := storage.NewS3(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return s
-}
-
 // holdWorld runs DE and FR on storage from newStore, with DE/operator and
 // FR/prosecutor the units that may place holds, and one bundle sent from
 // DE to FR, delivered and acknowledged. It returns the bundle's id.
@@ -133,14 +118,7 @@ func holdEvents(t *testing.T, g *Gateway, id string) []string {
 	return out
 }
 
-func TestHolds(t *testing.T) {
-	for _, b := range []struct {
-		name     string
-		newStore func(testing.TB, string) storage.Backend
-	}{{"Disk", diskStore}, {"S3", holdS3Store}} {
-		t.Run(b.name, func(t *testing.T) { testHolds(t, b.newStore) })
-	}
-}
+func TestHolds(t *testing.T) { forEachBackend(t, testHolds) }
 
 // A hold placed at either end keeps the bundle's record in storage and
 // the storage's legal hold on its objects, but not on the shred key; it
@@ -317,11 +295,11 @@ func testHolds(t *testing.T, newStore func(testing.TB, string) storage.Backend) 
 func TestHoldStorageFailure(t *testing.T) {
 	var faulty *storagetest.FaultyLocker
 	newStore := func(tb testing.TB, country string) storage.Backend {
-		d := diskStore(tb, country).(*storage.Disk)
+		d := diskStore(tb, country)
 		if country != "FR" {
 			return d
 		}
-		faulty = storagetest.NewFaultyLocker(d)
+		faulty = newFaulty(tb, d)
 		return faulty
 	}
 	tw, id := holdWorld(t, newStore)
