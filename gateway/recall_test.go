@@ -329,3 +329,31 @@ func TestRecallByOthers(t *testing.T) {
 		t.Errorf("the bundle after refused recalls: %v", err)
 	}
 }
+
+// TestRecallPeerDown recalls a bundle while FR is down: DE records the
+// request, answers unavailable, and keeps nothing; once FR is back, the
+// same recall is applied.
+func TestRecallPeerDown(t *testing.T) {
+	tw, _, send := recallWorld(t, diskStore)
+	ctx := t.Context()
+	de, deKey := tw.Client("DE", "forensics")
+	b := send()
+	id := b.Env.BundleID
+	tw.Stop(t, "FR")
+	if _, err := de.Recall(ctx, deKey, id, time.Time{}, ""); !isAPIError(err, 503, "unavailable") || !strings.Contains(err.Error(), "FR did not answer the recall") {
+		t.Errorf("a recall while FR is down: %v, want unavailable", err)
+	}
+	if st, err := de.RecallStatus(ctx, id); err != nil || len(st.Recalls) != 0 {
+		t.Errorf("recall status after a failed recall: %+v, %v", st, err)
+	}
+	tw.Start(t, "FR")
+	if a, err := de.Recall(ctx, deKey, id, time.Time{}, ""); err != nil || !a.Applied {
+		t.Errorf("the recall once FR is back: %+v, %v", a, err)
+	}
+	// Each request is recorded before it is forwarded, the failed one too.
+	var events []string
+	for _, e := range recallEvents(t, tw.gw("DE"), id) {
+		events = append(events, strings.Fields(e)[0])
+	}
+	wantEvents(t, "DE's recall events", events, "recall-requested", "recall-requested", "recall-acknowledged")
+}
