@@ -145,13 +145,18 @@ func (g *Gateway) PlaceHold(ctx context.Context, id, reason, reference, by strin
 	if err := checkHoldReference(reference); err != nil {
 		return nil, err
 	}
+	// Looked for before locking, so that no hold of a bundle being
+	// received or submitted, which has no record yet, waits for its
+	// transfer to end; and again under the lock, which the reaper takes
+	// too: a bundle it purged or shredded meanwhile is not held.
+	if _, _, _, err := g.storedBundle(ctx, id); err != nil {
+		return nil, err
+	}
+	defer g.lockHold(id)()
 	env, envJSON, boxes, err := g.storedBundle(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	// Found before locking: a bundle being received or submitted has no
-	// record yet, so no hold waits for its transfer to end.
-	defer g.lockHold(id)()
 	if h, _, err := g.readHold(ctx, id); err == nil {
 		// A hold stored whose objects were not all locked (a crash or a
 		// storage failure in between) is completed here.
@@ -302,7 +307,10 @@ func (g *Gateway) readHold(ctx context.Context, id string) (*holdRecord, string,
 }
 
 // storedBundle finds bundle id in this gateway's inbox and outbox, and
-// returns its envelope, as parsed and as stored, and the boxes it is in.
+// returns its envelope, as parsed and as stored, and the boxes it is in. A
+// received bundle whose key the reaper has destroyed is in no box: it can
+// no longer be read, and a hold would keep nothing of use; if it is not
+// in the outbox either, the answer is expired.
 func (g *Gateway) storedBundle(ctx context.Context, id string) (*crypto.Envelope, []byte, []string, error) {
 	if !validBundleID(id) {
 		return nil, nil, nil, api.Errorf(api.CodeNotFound, "no bundle %q at gateway %s", id, g.opts.ID)
@@ -310,9 +318,16 @@ func (g *Gateway) storedBundle(ctx context.Context, id string) (*crypto.Envelope
 	var envJSON []byte
 	boxes := []string{}
 	var in inboxRecord
+	shredded := false
 	switch err := getJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), &in); {
 	case err == nil:
-		envJSON, boxes = in.Envelope, append(boxes, "inbox")
+		envJSON = in.Envelope
+		if shredded, err = g.keyDestroyed(ctx, id, &in); err != nil {
+			return nil, nil, nil, err
+		}
+		if !shredded {
+			boxes = append(boxes, "inbox")
+		}
 	case !errors.Is(err, storage.ErrNotExist):
 		return nil, nil, nil, err
 	}
@@ -326,7 +341,7 @@ func (g *Gateway) storedBundle(ctx context.Context, id string) (*crypto.Envelope
 	case !errors.Is(err, storage.ErrNotExist):
 		return nil, nil, nil, err
 	}
-	if len(boxes) == 0 {
+	if envJSON == nil {
 		return nil, nil, nil, api.Errorf(api.CodeNotFound, "no bundle %s at gateway %s, in its inbox or its outbox", id, g.opts.ID)
 	}
 	env, err := crypto.ParseEnvelope(envJSON)
@@ -336,7 +351,23 @@ func (g *Gateway) storedBundle(ctx context.Context, id string) (*crypto.Envelope
 	if env.BundleID != id {
 		return nil, nil, nil, fmt.Errorf("stored record of %s holds the envelope of bundle %s", id, env.BundleID)
 	}
+	if len(boxes) == 0 {
+		return nil, nil, nil, api.Errorf(api.CodeExpired, "bundle %s has expired at gateway %s: its key is destroyed, and it can no longer be read or held", id, g.opts.ID)
+	}
 	return env, envJSON, boxes, nil
+}
+
+// keyDestroyed reports whether the reaper has destroyed the key of the
+// outer layer of received bundle id, whose record is rec.
+func (g *Gateway) keyDestroyed(ctx context.Context, id string, rec *inboxRecord) (bool, error) {
+	if rec.Outer == nil || !validOuterLayer(*rec.Outer) {
+		return false, nil // stored before the outer layer, or not readable anyway
+	}
+	_, err := g.opts.Storage.Stat(ctx, key(inboxPrefix, id, rec.Outer.Key))
+	if errors.Is(err, storage.ErrNotExist) {
+		return true, nil
+	}
+	return false, err
 }
 
 // lockHold serialises the holds of bundle id in this process with the

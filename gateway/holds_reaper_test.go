@@ -114,4 +114,48 @@ func TestHoldBlocksReaper(t *testing.T) {
 	if _, err := fr.InboxEntry(ctx, id); !isAPIError(err, 410, string(api.CodeExpired)) && !isAPIError(err, 404, "not-found") {
 		t.Errorf("reading the bundle after the release: %v, want 410 expired or 404 not-found", err)
 	}
+	if _, err := frOp.PlaceHold(ctx, id, "too late", "LG Berlin 12 O 34/26"); !isAPIError(err, 404, "not-found") {
+		t.Errorf("hold of a purged bundle: %v, want 404 not-found", err)
+	}
+}
+
+// A received bundle whose key the reaper has destroyed, but whose records
+// its locks still keep (its retention was shortened, or the reaper is
+// midway), cannot be held: it can no longer be read.
+func TestHoldShreddedBundle(t *testing.T) {
+	tw := newTestWorld(t, diskStore, func(id string, o *Options) { o.HoldUnits = []string{id + "/operator"} })
+	tw.Start(t, "DE")
+	tw.Start(t, "FR")
+	ctx := t.Context()
+	de, deKey := tw.Client("DE", "forensics")
+	b := evxtest.Seal(t, deKey, []crypto.PublicKey{tw.recipientKey("FR", "prosecutor")}, 1000)
+	id := b.Env.BundleID
+	if _, err := upload(ctx, de, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.WaitDelivered(ctx, de, id, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var rec inboxRecord
+	if err := getJSON(ctx, tw.Stores["FR"], key(inboxPrefix, id, recordFile), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Outer == nil {
+		t.Fatal("the payload was stored without an outer layer")
+	}
+	if err := locking(t, tw.Stores["FR"]).Purge(ctx, key(inboxPrefix, id, rec.Outer.Key)); err != nil {
+		t.Fatal(err)
+	}
+	frOp, _ := tw.Client("FR", "operator")
+	if _, err := frOp.PlaceHold(ctx, id, "preserve for the trial", "LG Berlin 12 O 34/26"); !isAPIError(err, 410, "expired") {
+		t.Errorf("hold of a bundle whose key is destroyed: %v, want 410 expired", err)
+	}
+	if held, err := tw.gw("FR").isHeld(ctx, id); err != nil || held {
+		t.Errorf("isHeld = %v, %v; want false", held, err)
+	}
+	// The sender's copy is not shredded: DE may still hold it.
+	deOp, _ := tw.Client("DE", "operator")
+	if _, err := deOp.PlaceHold(ctx, id, "the sender's copy", "case 2026-114"); err != nil {
+		t.Fatal(err)
+	}
 }
