@@ -53,7 +53,7 @@ rests on, such as a court order's or a case's reference, at most ` + strconv.Ito
 bytes, without leading or trailing spaces) are required, printable text
 on one line; both are written to the transfer log.
 
-` + fmt.Sprintf(holdExits, "not-found (no bundle ID at the gateway), already-held,\nbad-reason, bad-reference"),
+` + fmt.Sprintf(holdExits, "not-found (no bundle ID at the gateway), expired (its\nkey is destroyed: nothing readable is left to hold), already-held,\nbad-reason, bad-reference"),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
