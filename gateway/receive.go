@@ -82,19 +82,12 @@ func (g *Gateway) receive(ctx context.Context, peer string, o *transfer.Offer, a
 	if !env.RetainUntil.After(g.now().Add(lockMargin)) {
 		return nil, transfer.Reject(transfer.CodeNotAccepted, "the bundle's retain_until %s has passed: it may no longer be kept", env.RetainUntil.UTC().Format(time.RFC3339))
 	}
-	// The reaper's entry goes before anything of the bundle is stored, so
-	// that nothing stored escapes it, even an attempt that fails.
-	if err := g.dueAt(ctx, env.RetainUntil, dueInbox, id); err != nil {
-		g.log.Error("storing the retention index", zap.String("bundle", id), zap.Error(err))
-		return nil, transfer.Reject(transfer.CodeUnavailable, "the receiving gateway could not store the bundle; retry later")
-	}
 	r, err := accept(0)
 	if err != nil {
 		return nil, err
 	}
 	outer, err := g.storeOuterLayer(ctx, id, stoppable{ctx, r}, env.PayloadSize, env.RetainUntil)
 	if err != nil {
-		g.undue(ctx, env.RetainUntil, dueInbox, id, inboxPrefix+id+"/")
 		var rej *transfer.Rejection
 		if rej = stoppedBy(ctx); rej != nil || errors.As(err, &rej) {
 			// Storage removes what a failed Create wrote: nothing

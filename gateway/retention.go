@@ -166,12 +166,17 @@ func validOuterLayer(l outerLayer) bool {
 }
 
 // storeOuterLayer stores the payload read from r, of size bytes, as the
-// outer layer of received bundle id, locked until until, and its wrapped
-// key beside it. r must end only once it is verified (a
-// crypto.PayloadVerifier): the outer layer's last chunk is written after
-// r's end, so storage cannot commit a payload that failed verification.
-// On failure nothing is left but, perhaps, the wrapped key of a payload
-// never stored, which the reaper removes with the bundle's objects.
+// outer layer of received bundle id, locked until until, then the reaper's
+// entry for it, then its wrapped key. r must end only once it is verified
+// (a crypto.PayloadVerifier): the outer layer's last chunk is written
+// after r's end, so storage cannot commit a payload that failed
+// verification, and a refused payload leaves nothing behind.
+//
+// The payload goes first so that a refusal stores nothing; its key last,
+// so that nothing readable exists that the reaper does not know of. A
+// crash between the payload and the reaper's entry leaves a payload whose
+// key was never stored: unreadable, but kept until removed by hand
+// (docs/retention.md, limits).
 func (g *Gateway) storeOuterLayer(ctx context.Context, id string, r io.Reader, size int64, until time.Time) (outerLayer, error) {
 	l := newOuterLayer()
 	sk, err := crypto.NewShredKey()
@@ -180,9 +185,6 @@ func (g *Gateway) storeOuterLayer(ctx context.Context, id string, r io.Reader, s
 	}
 	wrapped, err := g.opts.MasterKey.Wrap(sk)
 	if err != nil {
-		return l, err
-	}
-	if err := g.opts.Storage.Create(ctx, key(inboxPrefix, id, l.Key), bytes.NewReader(wrapped), int64(len(wrapped))); err != nil {
 		return l, err
 	}
 	pr, pw := io.Pipe()
@@ -198,7 +200,8 @@ func (g *Gateway) storeOuterLayer(ctx context.Context, id string, r io.Reader, s
 		pw.CloseWithError(err)
 		encrypted <- err
 	}()
-	err = g.locker.CreateLocked(ctx, key(inboxPrefix, id, l.Payload), pr, size+crypto.ShredOverhead(size), until)
+	payload := key(inboxPrefix, id, l.Payload)
+	err = g.locker.CreateLocked(ctx, payload, pr, size+crypto.ShredOverhead(size), until)
 	// Storage may stop reading early, on a failure of its own: the
 	// encryption then ends at its next write.
 	pr.CloseWithError(errStorageStopped)
@@ -206,10 +209,20 @@ func (g *Gateway) storeOuterLayer(ctx context.Context, id string, r io.Reader, s
 		err = eerr
 	}
 	if err != nil {
-		if perr := g.locker.Purge(context.WithoutCancel(ctx), key(inboxPrefix, id, l.Key)); perr != nil {
-			g.log.Warn("removing the key of a payload not stored; the reaper removes it at retain-until",
-				zap.String("bundle", id), zap.Error(perr))
+		// A failed Create may have stored the object after all: then
+		// the reaper must know of it.
+		wctx := context.WithoutCancel(ctx)
+		if _, serr := g.opts.Storage.Stat(wctx, payload); serr == nil {
+			if derr := g.dueAt(wctx, until, dueInbox, id); derr != nil {
+				g.log.Warn("storing the retention index of a payload stored by a failed attempt", zap.String("bundle", id), zap.Error(derr))
+			}
 		}
+		return l, err
+	}
+	if err := g.dueAt(ctx, until, dueInbox, id); err != nil {
+		return l, err
+	}
+	if err := g.opts.Storage.Create(ctx, key(inboxPrefix, id, l.Key), bytes.NewReader(wrapped), int64(len(wrapped))); err != nil {
 		return l, err
 	}
 	return l, nil
