@@ -145,12 +145,14 @@ func (g *Gateway) reap(ctx context.Context) reapResult {
 	eg.SetLimit(reaperWorkers)
 	for _, d := range order {
 		if d.first.After(now) {
+			mu.Lock()
 			if r.Next.IsZero() || d.first.Before(r.Next) {
 				r.Next = d.first
 			}
 			if d.kind != dueSent {
 				r.Kept++
 			}
+			mu.Unlock()
 			continue
 		}
 		eg.Go(func() error {
