@@ -351,3 +351,18 @@ func TestHoldNoUnits(t *testing.T) {
 		t.Errorf("mayHold without hold units: %v, want forbidden naming retention.hold_units", err)
 	}
 }
+
+// A reason the transfer log may not hold, such as one that names a file,
+// is withheld from the hold's entry, which stays valid; any other is
+// recorded as given.
+func TestHoldEntryReason(t *testing.T) {
+	for _, tc := range []struct{ reason, logged string }{
+		{"preserve for the trial", "preserve for the trial"},
+		{"order filed at /srv/orders/77", "reason withheld from the log: it looks like a path or a key"},
+	} {
+		e := holdEntry(audit.EventHoldPlaced, "FR/operator", tc.reason, "LG Berlin 12 O 34/26")
+		if e.Reason != tc.logged || e.Reference != "LG Berlin 12 O 34/26" || e.Actor != "unit:FR/operator" {
+			t.Errorf("entry of a hold for %q: %+v", tc.reason, e)
+		}
+	}
+}
