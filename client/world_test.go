@@ -29,7 +29,8 @@ func startWorldWith(t *testing.T, modify func(id string, o *gateway.Options)) *w
 		o := gateway.Options{ID: c.ID, PeerAddr: c.PeerAddr, APIAddr: "127.0.0.1:0",
 			Certificate: c.Certificate, LocalCA: c.LocalCA, SigningKey: c.SigningKey, Peers: c.Peers,
 			Storage: c.Store, Logger: c.Logger, ConfigSHA256: c.ConfigSHA256, Agreements: c.Agreements,
-			RetryInterval: c.RetryInterval, RetryMax: c.RetryMax, DirectConnectTimeout: c.DirectConnectTimeout}
+			RetryInterval: c.RetryInterval, RetryMax: c.RetryMax, DirectConnectTimeout: c.DirectConnectTimeout,
+			MasterKey: c.MasterKey, HoldUnits: c.HoldUnits}
 		for _, u := range c.Users {
 			o.Users = append(o.Users, gateway.User{Unit: u.Unit, Role: u.Role, Key: u.Key.Public(), Purposes: u.Purposes})
 		}
