@@ -313,6 +313,12 @@ func (g *Gateway) deliverWithRetry(ctx context.Context, id string, slots chan st
 func (g *Gateway) deliver(ctx context.Context, id string) error {
 	var rec outboxRecord
 	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &rec); err != nil {
+		if errors.Is(err, storage.ErrNotExist) {
+			// Removed by the reaper at its retain-until while queued:
+			// there is nothing left to deliver.
+			g.log.Warn("bundle no longer in the outbox: its retention ended before delivery", zap.String("bundle", id))
+			return nil
+		}
 		return err
 	}
 	if _, err := g.opts.Storage.Stat(ctx, key(outboxPrefix, id, receiptFile)); err == nil {
