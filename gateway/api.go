@@ -27,6 +27,7 @@ func (g *Gateway) apiHandler() http.Handler {
 	g.agreementRoutes(mux)
 	g.holdRoutes(mux)
 	g.recallRoutes(mux)
+	g.bundleStatusRoutes(mux)
 	// Recipients look up senders too, to check a bundle's signing key
 	// against the sending country's directory themselves.
 	mux.HandleFunc("GET /v1/directory/{country}/{unit}", g.handle([]api.Role{api.RoleSubmitter, api.RoleRecipient}, g.directoryLookup))
