@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -78,6 +79,12 @@ type S3Config struct {
 	// permission can bypass, for test set-ups only. The backend itself
 	// never bypasses a lock.
 	LockMode string
+	// NoncurrentExpiryDays is how many days after a version becomes
+	// noncurrent the bucket's lifecycle rule expires it, from 1 to 36,500;
+	// zero means DefaultNoncurrentExpiryDays. It needs ObjectLock: see
+	// [S3.EnsureBucket]. The server never removes a version still under
+	// retention or legal hold, so this cannot remove evidence early.
+	NoncurrentExpiryDays int
 }
 
 // S3 is a [Backend] that keeps objects in an S3 bucket, one object per
@@ -109,6 +116,10 @@ type S3 struct {
 	partConcurrency int
 	objectLock      bool
 	lockMode        minio.RetentionMode
+	noncurrentDays  int
+	// http shares the client's transport, for the requests that minio-go
+	// does not make as needed (see readLifecycle).
+	http *http.Client
 }
 
 var _ Backend = (*S3)(nil)
@@ -178,6 +189,10 @@ func newS3(cfg S3Config, lim s3Limits) (*S3, error) {
 		return nil, fmt.Errorf("s3 storage: lock mode %q is neither COMPLIANCE nor GOVERNANCE", cfg.LockMode)
 	case cfg.LockMode != "" && !cfg.ObjectLock:
 		return nil, fmt.Errorf("s3 storage: a lock mode (%q) is set but object lock is off", cfg.LockMode)
+	case cfg.NoncurrentExpiryDays < 0 || cfg.NoncurrentExpiryDays > maxNoncurrentExpiryDays:
+		return nil, fmt.Errorf("s3 storage: noncurrent expiry of %d days is outside 1 to %d", cfg.NoncurrentExpiryDays, maxNoncurrentExpiryDays)
+	case cfg.NoncurrentExpiryDays != 0 && !cfg.ObjectLock:
+		return nil, fmt.Errorf("s3 storage: a noncurrent expiry (%d days) is set but object lock is off", cfg.NoncurrentExpiryDays)
 	}
 	transport, err := minio.DefaultTransport(cfg.UseTLS)
 	if err != nil {
@@ -231,6 +246,13 @@ func newS3(cfg S3Config, lim s3Limits) (*S3, error) {
 		partConcurrency: cfg.PartConcurrency,
 		objectLock:      cfg.ObjectLock,
 		lockMode:        minio.Compliance,
+		noncurrentDays:  cmp.Or(cfg.NoncurrentExpiryDays, DefaultNoncurrentExpiryDays),
+		http: &http.Client{
+			Transport: transport,
+			// S3 answers a request to the wrong region with a
+			// redirect, which is an error here as for minio-go.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 	}
 	if cfg.LockMode == "GOVERNANCE" {
 		s.lockMode = minio.Governance
@@ -351,10 +373,25 @@ func s3Unavailable(err error) bool {
 // EnsureBucket creates the bucket if it does not exist: with Object Lock
 // if the configuration asks for it (S3Config.ObjectLock), in which case it
 // checks that an existing bucket has Object Lock enabled, and fails
-// naming the bucket if not. It is for development and test set-ups; in
-// production the bucket, its policies and its lifecycle rules are the
-// operator's.
+// naming the bucket if not.
+//
+// With Object Lock, it then installs the bucket's lifecycle backstop, the
+// rules [LifecycleRuleNoncurrent] and [LifecycleRuleAbort], keeping the
+// operator's other rules (see s3_lifecycle.go). An error
+// that wraps [ErrLifecycleUnsupported] means that the bucket is ready and
+// only (part of) the backstop is missing: a caller may warn and go on.
+// Other policies of the bucket are the operator's.
 func (s *S3) EnsureBucket(ctx context.Context) error {
+	if err := s.ensureBucket(ctx); err != nil {
+		return err
+	}
+	if s.objectLock {
+		return s.ensureLifecycle(ctx)
+	}
+	return nil
+}
+
+func (s *S3) ensureBucket(ctx context.Context) error {
 	ok, err := s.client.BucketExists(ctx, s.bucket)
 	if err != nil {
 		return fmt.Errorf("s3 storage: bucket %q: %w", s.bucket, s3Failure(err))

@@ -176,7 +176,13 @@ func TestS3EnsureBucketObjectLock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return s.EnsureBucket(ctx)
+		err = s.EnsureBucket(ctx)
+		if errors.Is(err, storage.ErrLifecycleUnsupported) {
+			// The bucket is ready; the server lacks (part of) the
+			// lifecycle backstop, which s3_lifecycle_test.go tests.
+			return nil
+		}
+		return err
 	}
 	name := func(prefix string) string {
 		b := storagetest.NewBucket(t, cfg, prefix)
