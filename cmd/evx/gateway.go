@@ -134,7 +134,7 @@ func gatewayOptions(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (
 	if o.MasterKey, err = masterKey(cfg.Retention, log); err != nil {
 		return o, fmt.Errorf("retention.master_key: %w", err)
 	}
-	if o.Storage, err = openStorage(ctx, cfg); err != nil {
+	if o.Storage, err = openStorage(ctx, cfg, log); err != nil {
 		return o, err
 	}
 	s, err := gatewaySettings(cfg)
@@ -232,7 +232,7 @@ func masterKey(r config.RetentionSettings, log *zap.Logger) (*crypto.MasterKey, 
 	return crypto.ReadMasterKeyFile(r.MasterKey)
 }
 
-func openStorage(ctx context.Context, cfg *config.Gateway) (storage.Backend, error) {
+func openStorage(ctx context.Context, cfg *config.Gateway, log *zap.Logger) (storage.Backend, error) {
 	if cfg.Storage.S3 == nil {
 		d, err := storage.NewDisk(cfg.Storage.Dir)
 		if err != nil {
@@ -256,7 +256,11 @@ func openStorage(ctx context.Context, cfg *config.Gateway) (storage.Backend, err
 	if err != nil {
 		return nil, err
 	}
-	if err := b.EnsureBucket(ctx); err != nil {
+	switch err := b.EnsureBucket(ctx); {
+	case errors.Is(err, storage.ErrLifecycleUnsupported):
+		// A backstop only: the reaper removes what retention ends.
+		log.Warn("the storage server does not take the whole lifecycle backstop (docs/retention.md)", zap.Error(err))
+	case err != nil:
 		return nil, err
 	}
 	return b, nil
