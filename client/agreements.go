@@ -1,13 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 
 	"evx/api"
 	"evx/crypto"
@@ -32,7 +29,7 @@ const (
 // (GET /v1/agreements).
 func (c *Client) Agreements(ctx context.Context) (*api.AgreementList, error) {
 	var l api.AgreementList
-	if err := c.agreementCall(ctx, "GET", "/v1/agreements", nil, maxAgreementList, &l); err != nil {
+	if err := c.call(ctx, "GET", "/v1/agreements", nil, maxAgreementList, &l, ErrNoAgreementCalls); err != nil {
 		return nil, err
 	}
 	for i := range l.Agreements {
@@ -55,7 +52,7 @@ func (c *Client) Agreement(ctx context.Context, peer string) (*api.AgreementPair
 		return nil, err
 	}
 	var p api.AgreementPair
-	if err := c.agreementCall(ctx, "GET", "/v1/agreements/"+peer, nil, maxAgreementAnswer, &p); err != nil {
+	if err := c.call(ctx, "GET", "/v1/agreements/"+peer, nil, maxAgreementAnswer, &p, ErrNoAgreementCalls); err != nil {
 		return nil, err
 	}
 	if err := checkPair(&p, peer); err != nil {
@@ -72,7 +69,7 @@ func (c *Client) AgreementDiff(ctx context.Context, peer string) (*api.Agreement
 		return nil, err
 	}
 	var d api.AgreementDiff
-	if err := c.agreementCall(ctx, "GET", "/v1/agreements/"+peer+"/diff", nil, maxAgreementAnswer, &d); err != nil {
+	if err := c.call(ctx, "GET", "/v1/agreements/"+peer+"/diff", nil, maxAgreementAnswer, &d, ErrNoAgreementCalls); err != nil {
 		return nil, err
 	}
 	switch {
@@ -91,7 +88,7 @@ func (c *Client) AgreementDiff(ctx context.Context, peer string) (*api.Agreement
 // from a file refuses with reload-unavailable.
 func (c *Client) ReloadConfig(ctx context.Context) (*api.Reload, error) {
 	var r api.Reload
-	if err := c.agreementCall(ctx, "POST", "/v1/agreements/reload", nil, maxAgreementAnswer, &r); err != nil {
+	if err := c.call(ctx, "POST", "/v1/agreements/reload", nil, maxAgreementAnswer, &r, ErrNoAgreementCalls); err != nil {
 		return nil, err
 	}
 	return &r, checkReload(&r)
@@ -113,7 +110,7 @@ func (c *Client) SuspendAgreement(ctx context.Context, peer, reason string) (*ap
 		return nil, fmt.Errorf("a suspension's reason of %d bytes: want at most %d", len(reason), api.MaxSuspendReason)
 	}
 	var r api.Reload
-	if err := c.agreementCall(ctx, "POST", "/v1/agreements/"+peer+"/suspend", body, maxAgreementAnswer, &r); err != nil {
+	if err := c.call(ctx, "POST", "/v1/agreements/"+peer+"/suspend", body, maxAgreementAnswer, &r, ErrNoAgreementCalls); err != nil {
 		return nil, err
 	}
 	return &r, checkReload(&r)
@@ -127,80 +124,15 @@ func (c *Client) ResumeAgreement(ctx context.Context, peer string) (*api.Reload,
 		return nil, err
 	}
 	var r api.Reload
-	if err := c.agreementCall(ctx, "POST", "/v1/agreements/"+peer+"/resume", nil, maxAgreementAnswer, &r); err != nil {
+	if err := c.call(ctx, "POST", "/v1/agreements/"+peer+"/resume", nil, maxAgreementAnswer, &r, ErrNoAgreementCalls); err != nil {
 		return nil, err
 	}
 	return &r, checkReload(&r)
 }
 
-// agreementCall sends one of the agreement calls, with body as JSON if not
-// nil, and decodes its answer into out, reading at most limit bytes of it.
-func (c *Client) agreementCall(ctx context.Context, method, path string, body []byte, limit int64, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.send(req)
-	if err != nil {
-		return c.unreachable(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return agreementRefusal(resp)
-	}
-	if resp.ContentLength > limit {
-		return fmt.Errorf("%w: the gateway announces an answer of %d bytes to %s %s, more than the %d it may have", ErrBadAnswer, resp.ContentLength, method, path, limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return fmt.Errorf("reading the answer to %s %s: %w", method, path, err)
-	}
-	if int64(len(data)) > limit {
-		return fmt.Errorf("%w: the gateway sends more than %d bytes in answer to %s %s", ErrBadAnswer, limit, method, path)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%w: the answer to %s %s is not the expected JSON: %v", ErrBadAnswer, method, path, err)
-	}
-	return nil
-}
-
 // maxConfigMessage bounds the message of a refused reload, which lists
 // the configuration's problems, at most 20 of them, one per line.
 const maxConfigMessage = 16 << 10
-
-// agreementRefusal returns the error of an answer other than 200, as
-// decodeAnswer does, except that a refused reload's message keeps its
-// line breaks: one line per problem of the file, each with its field and
-// line. A gateway that does not know the path answers without an API
-// error.
-func agreementRefusal(resp *http.Response) error {
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var e api.ErrorBody
-	if json.Unmarshal(body, &e) == nil && e.Error != nil {
-		// Shown on a terminal: it must not drive it.
-		e.Error.Code = api.Code(Printable(truncate(string(e.Error.Code), 100)))
-		if e.Error.Code == api.CodeInvalidConfig {
-			e.Error.Message = PrintableLines(truncate(e.Error.Message, maxConfigMessage))
-		} else {
-			e.Error.Message = Printable(truncate(e.Error.Message, maxMessage))
-		}
-		e.Error.HTTPStatus = resp.StatusCode
-		return e.Error
-	}
-	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-		// Not an API refusal (such as unknown-peer): the path is unknown
-		// there.
-		return ErrNoAgreementCalls
-	}
-	return fmt.Errorf("gateway answered %s", Printable(truncate(resp.Status, 100)))
-}
 
 // checkPeerID refuses, before anything is sent, a peer that is not a
 // gateway id: it becomes part of the request's path.

@@ -122,7 +122,12 @@ func decodeAnswer(resp *http.Response, out any) error {
 		if json.Unmarshal(body, &e) == nil && e.Error != nil {
 			// The message is shown on a terminal: it must not drive it.
 			e.Error.Code = api.Code(Printable(truncate(string(e.Error.Code), 100)))
-			e.Error.Message = Printable(truncate(e.Error.Message, maxMessage))
+			if e.Error.Code == api.CodeInvalidConfig {
+				// Names the file, line and field of each error.
+				e.Error.Message = PrintableLines(truncate(e.Error.Message, maxConfigMessage))
+			} else {
+				e.Error.Message = Printable(truncate(e.Error.Message, maxMessage))
+			}
 			e.Error.HTTPStatus = resp.StatusCode
 			return e.Error
 		}

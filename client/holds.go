@@ -1,13 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 
 	"evx/api"
 )
@@ -40,7 +37,7 @@ func (c *Client) PlaceHold(ctx context.Context, id, reason, reference string) (*
 		return nil, fmt.Errorf("a hold's reason and reference of %d bytes: want at most %d and %d", len(reason)+len(reference), api.MaxHoldReason, api.MaxHoldReference)
 	}
 	var h api.Hold
-	if err := c.holdCall(ctx, "POST", "/v1/holds/"+id, body, maxHoldAnswer, &h); err != nil {
+	if err := c.call(ctx, "POST", "/v1/holds/"+id, body, maxHoldAnswer, &h, ErrNoHoldCalls); err != nil {
 		return nil, err
 	}
 	return &h, checkHold(&h, id, false)
@@ -61,7 +58,7 @@ func (c *Client) ReleaseHold(ctx context.Context, id, reason string) (*api.Hold,
 		return nil, fmt.Errorf("a release's reason of %d bytes: want at most %d", len(reason), api.MaxHoldReason)
 	}
 	var h api.Hold
-	if err := c.holdCall(ctx, "DELETE", "/v1/holds/"+id, body, maxHoldAnswer, &h); err != nil {
+	if err := c.call(ctx, "DELETE", "/v1/holds/"+id, body, maxHoldAnswer, &h, ErrNoHoldCalls); err != nil {
 		return nil, err
 	}
 	return &h, checkHold(&h, id, true)
@@ -71,7 +68,7 @@ func (c *Client) ReleaseHold(ctx context.Context, id, reason string) (*api.Hold,
 // an operator or a unit that places holds.
 func (c *Client) Holds(ctx context.Context) (*api.HoldList, error) {
 	var l api.HoldList
-	if err := c.holdCall(ctx, "GET", "/v1/holds", nil, maxHoldList, &l); err != nil {
+	if err := c.call(ctx, "GET", "/v1/holds", nil, maxHoldList, &l, ErrNoHoldCalls); err != nil {
 		return nil, err
 	}
 	if len(l.Holds) > api.MaxHoldList {
@@ -83,51 +80,6 @@ func (c *Client) Holds(ctx context.Context) (*api.HoldList, error) {
 		}
 	}
 	return &l, nil
-}
-
-// holdCall sends one of the hold calls, with body as JSON if not nil, and
-// decodes its answer into out, reading at most limit bytes of it.
-func (c *Client) holdCall(ctx context.Context, method, path string, body []byte, limit int64, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.send(req)
-	if err != nil {
-		return c.unreachable(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		err := decodeAnswer(resp, nil)
-		var ae *api.Error
-		if !errors.As(err, &ae) && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed) {
-			// Not an API refusal (such as not-found): the path is
-			// unknown there.
-			return ErrNoHoldCalls
-		}
-		return err
-	}
-	if resp.ContentLength > limit {
-		return fmt.Errorf("%w: the gateway announces an answer of %d bytes to %s %s, more than the %d it may have", ErrBadAnswer, resp.ContentLength, method, path, limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return fmt.Errorf("reading the answer to %s %s: %w", method, path, err)
-	}
-	if int64(len(data)) > limit {
-		return fmt.Errorf("%w: the gateway sends more than %d bytes in answer to %s %s", ErrBadAnswer, limit, method, path)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%w: the answer to %s %s is not the expected JSON: %v", ErrBadAnswer, method, path, err)
-	}
-	return nil
 }
 
 // checkHold checks that an answer about the hold on id is about it, and

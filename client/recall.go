@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"time"
 
 	"evx/api"
@@ -33,7 +31,7 @@ func (c *Client) RecallStatus(ctx context.Context, id string) (*api.RecallStatus
 		return nil, err
 	}
 	var st api.RecallStatus
-	if err := c.recallCall(ctx, "GET", "/v1/outbox/"+id+"/recall", nil, maxRecallStatus, &st); err != nil {
+	if err := c.call(ctx, "GET", "/v1/outbox/"+id+"/recall", nil, maxRecallStatus, &st, ErrNoRecallCalls); err != nil {
 		return nil, err
 	}
 	if st.BundleID != id {
@@ -60,7 +58,7 @@ func (c *Client) SendRecall(ctx context.Context, id string, req *crypto.Signed) 
 		return nil, fmt.Errorf("a recall request of %d bytes: want at most %d", len(body), api.MaxRecallBody)
 	}
 	var a api.Recall
-	if err := c.recallCall(ctx, "POST", "/v1/outbox/"+id+"/recall", body, maxRecallAnswer, &a); err != nil {
+	if err := c.call(ctx, "POST", "/v1/outbox/"+id+"/recall", body, maxRecallAnswer, &a, ErrNoRecallCalls); err != nil {
 		return nil, err
 	}
 	return &a, nil
@@ -158,51 +156,6 @@ func CheckRecall(a *api.Recall, req *crypto.Signed, r *crypto.RecallRequest, pee
 	}
 	if ack.Applied != a.Applied || ack.Code != a.Code || ack.Reason != a.Reason || !ack.RetainUntil.Equal(a.RetainUntil) || !ack.At.Equal(a.At) {
 		return fmt.Errorf("%w: the answer says otherwise than the peer's signed ack", ErrBadAnswer)
-	}
-	return nil
-}
-
-// recallCall sends one of the recall calls, with body as JSON if not nil,
-// and decodes its answer into out, reading at most limit bytes of it.
-func (c *Client) recallCall(ctx context.Context, method, path string, body []byte, limit int64, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.send(req)
-	if err != nil {
-		return c.unreachable(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		err := decodeAnswer(resp, nil)
-		var ae *api.Error
-		if !errors.As(err, &ae) && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed) {
-			// Not an API refusal (such as not-found): the path is
-			// unknown there.
-			return ErrNoRecallCalls
-		}
-		return err
-	}
-	if resp.ContentLength > limit {
-		return fmt.Errorf("%w: the gateway announces an answer of %d bytes to %s %s, more than the %d it may have", ErrBadAnswer, resp.ContentLength, method, path, limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return fmt.Errorf("reading the answer to %s %s: %w", method, path, err)
-	}
-	if int64(len(data)) > limit {
-		return fmt.Errorf("%w: the gateway sends more than %d bytes in answer to %s %s", ErrBadAnswer, limit, method, path)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%w: the answer to %s %s is not the expected JSON: %v", ErrBadAnswer, method, path, err)
 	}
 	return nil
 }
