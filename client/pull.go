@@ -152,17 +152,7 @@ func checkedEntry(ctx context.Context, c *Client, id string) (*api.InboxEntry, *
 
 // ValidBundleID reports whether id has the form of a bundle id: 32
 // lowercase hex digits.
-func ValidBundleID(id string) bool {
-	if len(id) != 32 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func ValidBundleID(id string) bool { return crypto.ValidBundleID(id) }
 
 func recipientNames(env *crypto.Envelope) string {
 	var names []string

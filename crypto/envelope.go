@@ -98,6 +98,10 @@ const timeLayout = "2006-01-02T15:04:05Z"
 
 var bundleIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
+// ValidBundleID reports whether id has the form of a bundle id: 32
+// lowercase hex digits.
+func ValidBundleID(id string) bool { return bundleIDPattern.MatchString(id) }
+
 // NewBundleID returns a random bundle id: 16 random bytes in lowercase hex.
 func NewBundleID() string {
 	b := make([]byte, 16)

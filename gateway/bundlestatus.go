@@ -36,7 +36,7 @@ func (g *Gateway) bundleStatus(_ http.ResponseWriter, r *http.Request, u User) (
 // gateway.
 func (g *Gateway) BundleState(ctx context.Context, id string, u User) (*api.BundleState, error) {
 	notFound := api.Errorf(api.CodeNotFound, "no bundle %q at gateway %s", id, g.opts.ID)
-	if !validBundleID(id) {
+	if !crypto.ValidBundleID(id) {
 		return nil, notFound
 	}
 	st := &api.BundleState{BundleID: id, Gateway: g.opts.ID, At: g.now().UTC()}

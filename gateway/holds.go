@@ -208,7 +208,7 @@ func (g *Gateway) ReleaseHold(ctx context.Context, id, reason, by string) (*api.
 	if err := checkHoldReason(reason); err != nil {
 		return nil, err
 	}
-	if !validBundleID(id) {
+	if !crypto.ValidBundleID(id) {
 		return nil, api.Errorf(api.CodeNotFound, "no bundle %q at gateway %s", id, g.opts.ID)
 	}
 	// Read before locking, as PlaceHold finds the bundle first.
@@ -262,7 +262,7 @@ func (g *Gateway) Holds(ctx context.Context) (*api.HoldList, error) {
 	out := &api.HoldList{Gateway: g.opts.ID, Holds: []api.Hold{}}
 	for _, in := range infos {
 		id, ok := strings.CutSuffix(strings.TrimPrefix(in.Key, holdsPrefix), ".json")
-		if !ok || !validBundleID(id) {
+		if !ok || !crypto.ValidBundleID(id) {
 			continue
 		}
 		if len(out.Holds) == api.MaxHoldList {
@@ -312,7 +312,7 @@ func (g *Gateway) readHold(ctx context.Context, id string) (*holdRecord, string,
 // no longer be read, and a hold would keep nothing of use; if it is not
 // in the outbox either, the answer is expired.
 func (g *Gateway) storedBundle(ctx context.Context, id string) (*crypto.Envelope, []byte, []string, error) {
-	if !validBundleID(id) {
+	if !crypto.ValidBundleID(id) {
 		return nil, nil, nil, api.Errorf(api.CodeNotFound, "no bundle %q at gateway %s", id, g.opts.ID)
 	}
 	var envJSON []byte
@@ -466,18 +466,4 @@ func checkHoldReference(ref string) error {
 		return api.Errorf(api.CodeBadReference, "%v", err)
 	}
 	return nil
-}
-
-// validBundleID reports whether id is a bundle id: 32 lowercase hex
-// digits, as crypto.NewBundleID makes and envelopes must hold.
-func validBundleID(id string) bool {
-	if len(id) != 32 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -83,7 +83,7 @@ func (g *Gateway) recallPost(w http.ResponseWriter, r *http.Request, u User) (an
 // outboxRecall reads the outbox record of bundle id for u: submitters see
 // their own bundles only, as in GET /v1/outbox/{id}.
 func (g *Gateway) outboxRecall(ctx context.Context, id string, u User) (*outboxRecord, *crypto.Envelope, error) {
-	if !validBundleID(id) {
+	if !crypto.ValidBundleID(id) {
 		return nil, nil, api.Errorf(api.CodeNotFound, "no bundle %q in the outbox", id)
 	}
 	var rec outboxRecord

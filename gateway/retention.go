@@ -81,7 +81,7 @@ func parseDueKey(k string) (t time.Time, kind, id string, ok bool) {
 		return time.Time{}, "", "", false
 	}
 	kind, id, ok = strings.Cut(rest[len(dueTimeLayout)+1:], "-")
-	if !ok || !validBundleID(id) {
+	if !ok || !crypto.ValidBundleID(id) {
 		return time.Time{}, "", "", false
 	}
 	switch kind {
