@@ -60,7 +60,7 @@ func TestHostileGatewayText(t *testing.T) {
 	entry := api.InboxEntry{BundleID: id, From: "DE" + hostile, Sender: "DE/forensics" + hostile,
 		Purpose: "mutual-legal-assistance" + hostile, LegalBasis: "EIO" + hostile, Handling: "H2" + hostile,
 		TLP: "TLP:RED" + hostile, Size: env.PayloadSize, ReceivedAt: time.Now().UTC(), RetainUntil: env.RetainUntil,
-		SenderCheck: "checked" + hostile}
+		SenderCheck: "checked" + hostile, Retention: api.Retention{State: api.RetentionState("kept" + hostile), Until: env.RetainUntil}}
 	now := time.Now().UTC()
 	receipt := crypto.Receipt{Format: crypto.ReceiptFormat, BundleID: id, PayloadSHA256: "ab" + hostile,
 		Sender: "DE" + hostile, Receiver: "FR" + hostile, ReceivedAt: now.Format(time.RFC3339)}
@@ -72,9 +72,19 @@ func TestHostileGatewayText(t *testing.T) {
 		SubmittedBy: "DE/forensics" + hostile, Submitted: &now, Delivered: &now,
 		Receipt: &crypto.Signed{Body: body, Signature: []byte("not checked here")},
 		Refusal: &api.Refusal{Code: "too-large" + hostile, Reason: "why" + hostile, At: now}}
+	// The state of the bundle as a whole, held by a hostile hold, as an
+	// operator of a gateway that sent and received it would see it.
+	heldEntry := entry
+	heldEntry.Retention = api.Retention{State: api.RetentionHeld, Until: env.RetainUntil, Held: true}
+	state := api.BundleState{BundleID: id, Gateway: "FR" + hostile, At: now,
+		Outbox: &api.SentState{OutboxStatus: status, Retention: heldEntry.Retention},
+		Inbox:  &heldEntry,
+		Hold:   &api.Hold{BundleID: id, Reason: "trial" + hostile, Reference: "ref" + hostile, By: "FR/operator" + hostile, At: now}}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
+		case "/v1/bundles/" + id:
+			json.NewEncoder(w).Encode(state)
 		case "/v1/inbox":
 			json.NewEncoder(w).Encode([]api.InboxEntry{entry})
 		case "/v1/inbox/" + id:
@@ -125,7 +135,8 @@ func TestHostileGatewayText(t *testing.T) {
 	}{
 		{newWhoamiCmd(), []string{"--profile", profile}, []string{`gateway       FR\x1b]0;pwned\x07`}},
 		{newStatusCmd(), []string{"--profile", profile, id}, []string{`peer          FR\x1b]0;pwned`,
-			`by DE/forensics\x1b]0;pwned`, `receipt       FR\x1b]0;pwned`, `: too-large\x1b]0;pwned`, `: why\x1b]0;pwned`}},
+			`by DE/forensics\x1b]0;pwned`, `receipt       FR\x1b]0;pwned`, `: too-large\x1b]0;pwned`, `: why\x1b]0;pwned`,
+			`from gateway DE\x1b]0;pwned`, `held: trial\x1b]0;pwned`, `(ref\x1b]0;pwned`, `placed by FR/operator\x1b]0;pwned`}},
 		{newOutboxCmd(), []string{"--profile", profile}, []string{`delivered  FR\x1b]0;pwned`}},
 	} {
 		var stdout bytes.Buffer
@@ -152,7 +163,7 @@ func TestHostileGatewayText(t *testing.T) {
 		fail bool
 	}{
 		{args: []string{"inbox", "--profile", profile},
-			want: []string{`DE/forensics\x1b]0;pwned\x07\x1b[2J\u202egnp.exe\u009b31m\x0aFORGED line`, `EIO\x1b]0;pwned`}},
+			want: []string{`DE/forensics\x1b]0;pwned\x07\x1b[2J\u202egnp.exe\u009b31m\x0aFORGED line`, `EIO\x1b]0;pwned`, `kept\x1b]0;pwned`}},
 		// A delivering gateway other than the sender's country is refused
 		// (as a bad answer), and the error shows it escaped.
 		{args: []string{"pull", "--profile", profile, id, "-o", filepath.Join(t.TempDir(), "out")},

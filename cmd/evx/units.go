@@ -145,7 +145,14 @@ func newInboxCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inbox --profile P [--json]",
 		Short: "List the bundles addressed to you",
-		Args:  cobra.NoArgs,
+		Long: `inbox lists the bundles your gateway received for you, oldest first:
+their sender, purpose, legal basis, handling code, TLP label, size, when
+your gateway received them, their retain-until, whether you retrieved them,
+and where their retention stands: kept (with the time left, by this
+machine's clock), held by a legal hold (kept past its retain-until until
+the hold is released), or expired (it can no longer be read, and the
+gateway is deleting it). evx status ID shows one bundle in full.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := loadProfile(profile)
 			if err != nil {
@@ -158,12 +165,14 @@ func newInboxCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
+			now := time.Now()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "BUNDLE\tFROM\tPURPOSE\tLEGAL BASIS\tHANDLING\tTLP\tSIZE\tRECEIVED\tRETAIN UNTIL\tRETRIEVED")
+			fmt.Fprintln(tw, "BUNDLE\tFROM\tPURPOSE\tLEGAL BASIS\tHANDLING\tTLP\tSIZE\tRECEIVED\tRETAIN UNTIL\tRETRIEVED\tRETENTION")
 			for _, e := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%v\n", printable(e.BundleID), printable(e.Sender),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%v\t%s\n", printable(e.BundleID), printable(e.Sender),
 					printable(e.Purpose), printable(e.LegalBasis), printable(e.Handling), printable(e.TLP),
-					e.Size, e.ReceivedAt.UTC().Format(time.RFC3339), e.RetainUntil.UTC().Format(time.RFC3339), e.Acknowledged)
+					e.Size, e.ReceivedAt.UTC().Format(time.RFC3339), e.RetainUntil.UTC().Format(time.RFC3339), e.Acknowledged,
+					retentionColumn(e.Retention, now))
 			}
 			return tw.Flush()
 		},
@@ -171,6 +180,28 @@ func newInboxCmd() *cobra.Command {
 	cmd.Flags().StringVar(&profile, "profile", "", "profile `FILE`")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// retentionColumn says where a received bundle's retention stands, in
+// the inbox's last column: "kept, 3h12m left", "held (until T)" or
+// "expired". The time left is counted from this machine's clock, now; the
+// gateway's decides, so a bundle it still keeps past its retain-until by
+// this clock is "kept, expiring".
+func retentionColumn(r api.Retention, now time.Time) string {
+	switch r.State {
+	case api.RetentionHeld:
+		return "held (until " + formatTime(r.Until) + ")"
+	case api.RetentionExpired:
+		return "expired"
+	case api.RetentionKept:
+		if left := r.Until.Sub(now); left > 0 {
+			return "kept, " + formatLeft(left) + " left"
+		}
+		return "kept, expiring"
+	case "":
+		return "-" // a gateway older than retention states
+	}
+	return printable(string(r.State))
 }
 
 func newPullCmd() *cobra.Command {
