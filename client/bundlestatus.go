@@ -2,11 +2,8 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 
 	"evx/api"
 )
@@ -32,38 +29,9 @@ func (c *Client) BundleState(ctx context.Context, id string) (*api.BundleState, 
 	if err := checkBundleID(id); err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/v1/bundles/"+id, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.send(req)
-	if err != nil {
-		return nil, c.unreachable(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		err := decodeAnswer(resp, nil)
-		var ae *api.Error
-		if !errors.As(err, &ae) && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed) {
-			// Not an API refusal (such as not-found): the path is
-			// unknown there.
-			return nil, ErrNoBundleState
-		}
-		return nil, err
-	}
-	if resp.ContentLength > maxBundleStateAnswer {
-		return nil, fmt.Errorf("%w: the gateway announces a state of bundle %s of %d bytes, more than the %d it may have", ErrBadAnswer, id, resp.ContentLength, maxBundleStateAnswer)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBundleStateAnswer+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading the state of bundle %s: %w", id, err)
-	}
-	if len(data) > maxBundleStateAnswer {
-		return nil, fmt.Errorf("%w: the gateway sends more than %d bytes for the state of bundle %s", ErrBadAnswer, maxBundleStateAnswer, id)
-	}
 	var st api.BundleState
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("%w: the state of bundle %s is not the expected JSON: %v", ErrBadAnswer, id, err)
+	if err := c.call(ctx, "GET", "/v1/bundles/"+id, nil, maxBundleStateAnswer, &st, ErrNoBundleState); err != nil {
+		return nil, err
 	}
 	if err := checkBundleState(&st, id); err != nil {
 		return nil, err
