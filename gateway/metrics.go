@@ -174,7 +174,7 @@ func (m *metrics) observeReap(r reapResult, now time.Time) {
 	}
 	m.retentionBundles.WithLabelValues("kept").Set(float64(r.Kept))
 	m.retentionBundles.WithLabelValues("held").Set(float64(sum(r.Held)))
-	m.retentionBundles.WithLabelValues("expired").Set(float64(sum(r.Waiting) + sum(r.Failed)))
+	m.retentionBundles.WithLabelValues("expired").Set(float64(sum(r.Waiting) + sum(r.Failed) + r.Shredded))
 	m.nextExpiry.Set(max(0, r.Next.Sub(now).Seconds()))
 	if r.Next.IsZero() {
 		m.nextExpiry.Set(0)

@@ -64,8 +64,10 @@ type reapResult struct {
 	// the locks still keep; Held those a legal hold keeps; Failed those
 	// that failed, to be retried.
 	Done, Waiting, Held, Failed map[string]int
-	// Kept are the bundles whose retention has not ended.
-	Kept int
+	// Kept are the bundles whose retention has not ended; Shredded
+	// those whose shortened retention has, whose key is destroyed and
+	// whose objects wait for their locks to end.
+	Kept, Shredded int
 	// Next is when the next entry falls due, zero if none.
 	Next time.Time
 	// OldestOverdue is the time of the oldest entry due and not finished
@@ -170,6 +172,8 @@ func (g *Gateway) reap(ctx context.Context) reapResult {
 				r.Failed[d.kind]++
 			case reapNotDue:
 				r.Kept++
+			case reapShredded:
+				r.Shredded++
 			}
 			if outcome == reapWaiting || outcome == reapFailed {
 				if r.OldestOverdue.IsZero() || d.first.Before(r.OldestOverdue) {
@@ -188,7 +192,8 @@ type reapOutcome int
 
 const (
 	reapDone    reapOutcome = iota // finished: its entries are removed
-	reapNotDue                     // its retention was not over after all, or (shortened) its locks are not
+	reapNotDue                     // its retention was not over after all
+	reapShredded                   // (shortened) its key is destroyed; its objects wait for their locks
 	reapHeld                       // a legal hold keeps it
 	reapWaiting                    // the storage's locks still keep objects
 	reapFailed                     // something failed: retried at the next run
@@ -230,9 +235,11 @@ func (g *Gateway) reapGroup(ctx context.Context, d *dueGroup, now time.Time) rea
 			}
 		}
 		g.metrics.purges.WithLabelValues(d.kind).Inc()
-	case reapNotDue:
+	case reapNotDue, reapShredded:
 		// An entry earlier than the retention in force (a shortening
-		// not stored after its entry): only the due ones go.
+		// not stored after its entry), or than the locks (a shortening
+		// applied): only the due ones go; the envelope's date has its
+		// own.
 		for _, k := range d.keys {
 			if t, _, _, _ := parseDueKey(k); !t.After(now) {
 				if err := g.locker.Purge(ctx, k); err != nil {
@@ -312,7 +319,7 @@ func (g *Gateway) reapInbox(ctx context.Context, id string, now time.Time) (reap
 	if now.Before(env.RetainUntil) {
 		// A shortened retention: the objects stay locked until the
 		// envelope's date, whose own entry brings the reaper back.
-		return reapNotDue, nil
+		return reapShredded, nil
 	}
 	if err := g.purgeAll(ctx, inboxPrefix+id+"/", key(inboxPrefix, id, recordFile)); err != nil {
 		return reapFailed, err
