@@ -157,6 +157,22 @@ func getJSON(ctx context.Context, st storage.Backend, k string, v any) error {
 	return getJSONLimit(ctx, st, k, v, maxRecordSize)
 }
 
+// readJSON is getJSON in one request: for the reaper, which reads
+// thousands of records a minute.
+func readJSON(ctx context.Context, st storage.Backend, k string, v any) error {
+	data, _, err := st.ReadVersion(ctx, k, maxRecordSize)
+	if errors.Is(err, storage.ErrTooLarge) {
+		return fmt.Errorf("%w: %q is over the limit of %d bytes", errMalformedRecord, k, maxRecordSize)
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %q: %w", errMalformedRecord, k, err)
+	}
+	return nil
+}
+
 // getJSONLimit reads the JSON object stored under k into v, refusing one
 // over limit bytes before reading it.
 func getJSONLimit(ctx context.Context, st storage.Backend, k string, v any, limit int64) error {
