@@ -70,7 +70,9 @@ func TestBundleStateBadAnswers(t *testing.T) {
 	}
 	for _, older := range []func(http.ResponseWriter, *http.Request){
 		func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
-		func(w http.ResponseWriter, r *http.Request) { http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed) },
+		func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		},
 	} {
 		g := newAgreementGateway(t, older)
 		if _, err := g.client.BundleState(ctx, holdID); !errors.Is(err, client.ErrNoBundleState) {
