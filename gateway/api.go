@@ -265,25 +265,31 @@ func (g *Gateway) outboxStatus(_ http.ResponseWriter, r *http.Request, u User) (
 }
 
 func (g *Gateway) readOutboxStatus(ctx context.Context, id string, u User) (*api.OutboxStatus, error) {
+	st, _, err := g.outboxRecordStatus(ctx, id, u)
+	return st, err
+}
+
+// outboxRecordStatus is readOutboxStatus, returning the record too.
+func (g *Gateway) outboxRecordStatus(ctx context.Context, id string, u User) (*api.OutboxStatus, *outboxRecord, error) {
 	var rec outboxRecord
 	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &rec); err != nil {
-		return nil, notFound(err, "no bundle %q in the outbox", id)
+		return nil, nil, notFound(err, "no bundle %q in the outbox", id)
 	}
 	if u.Role == api.RoleSubmitter && rec.SubmittedBy != u.Unit {
-		return nil, api.Errorf(api.CodeNotFound, "no bundle %q in the outbox", id)
+		return nil, nil, api.Errorf(api.CodeNotFound, "no bundle %q in the outbox", id)
 	}
 	st := &api.OutboxStatus{BundleID: id, State: api.StateQueued, Peer: strings.Join(rec.Peers, ","),
 		SubmittedBy: rec.SubmittedBy, Submitted: &rec.SubmittedAt}
 	var out outboxReceipt
 	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, receiptFile), &out); err == nil {
 		st.State, st.Receipt, st.Delivered = api.StateDelivered, out.Receipt, &out.Delivered
-		return st, nil
+		return st, &rec, nil
 	}
 	var ref api.Refusal
 	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, refusalFile), &ref); err == nil {
 		st.State, st.Refusal = api.StateRefused, &ref
 	}
-	return st, nil
+	return st, &rec, nil
 }
 
 func notFound(err error, format string, args ...any) error {

@@ -92,16 +92,9 @@ func isNotFound(err error) bool {
 // bundles only) or an operator: its delivery state, the retention of its
 // records, and whether the sender's copy of its payload is still stored.
 func (g *Gateway) sentState(ctx context.Context, id string, u User) (*api.SentState, error) {
-	out, err := g.readOutboxStatus(ctx, id, u)
+	out, rec, err := g.outboxRecordStatus(ctx, id, u)
 	if err != nil {
 		return nil, err
-	}
-	// Read again for its envelope: the record is locked until its
-	// retain-until, so it is the one just read, unless the reaper has
-	// removed it since.
-	var rec outboxRecord
-	if err := getJSON(ctx, g.opts.Storage, key(outboxPrefix, id, recordFile), &rec); err != nil {
-		return nil, notFound(err, "no bundle %q in the outbox", id)
 	}
 	env, err := crypto.ParseEnvelope(rec.Envelope)
 	if err != nil {
@@ -114,13 +107,7 @@ func (g *Gateway) sentState(ctx context.Context, id string, u User) (*api.SentSt
 	if err != nil {
 		return nil, err
 	}
-	ret := api.Retention{State: api.RetentionKept, Until: env.RetainUntil.UTC(), Held: held}
-	switch {
-	case held:
-		ret.State = api.RetentionHeld
-	case !g.now().Before(env.RetainUntil):
-		ret.State = api.RetentionExpired
-	}
+	ret := retentionAt(env.RetainUntil, held, g.now())
 	stored := true
 	switch _, err := g.opts.Storage.Stat(ctx, key(outboxPrefix, id, payloadFile)); {
 	case errors.Is(err, storage.ErrNotExist):

@@ -283,7 +283,7 @@ func (g *Gateway) reapInbox(ctx context.Context, id string, now time.Time) (reap
 		return reapDone, g.purgeKeys(ctx, infos, "")
 	}
 	var rec inboxRecord
-	if err := readJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), &rec); err != nil {
+	if err := getJSON(ctx, g.opts.Storage, key(inboxPrefix, id, recordFile), &rec); err != nil {
 		return reapFailed, err
 	}
 	env, err := crypto.ParseEnvelope(rec.Envelope)

@@ -153,13 +153,10 @@ const maxDirectorySize = transfer.MaxDirectoryFrameSize
 // to be a record, or not the JSON of one.
 var errMalformedRecord = errors.New("malformed record")
 
+// getJSON reads the record stored under k into v, in one request
+// (ReadVersion, which may read any object): the reaper reads thousands a
+// minute.
 func getJSON(ctx context.Context, st storage.Backend, k string, v any) error {
-	return getJSONLimit(ctx, st, k, v, maxRecordSize)
-}
-
-// readJSON is getJSON in one request: for the reaper, which reads
-// thousands of records a minute.
-func readJSON(ctx context.Context, st storage.Backend, k string, v any) error {
 	data, _, err := st.ReadVersion(ctx, k, maxRecordSize)
 	if errors.Is(err, storage.ErrTooLarge) {
 		return fmt.Errorf("%w: %q is over the limit of %d bytes", errMalformedRecord, k, maxRecordSize)
@@ -174,7 +171,8 @@ func readJSON(ctx context.Context, st storage.Backend, k string, v any) error {
 }
 
 // getJSONLimit reads the JSON object stored under k into v, refusing one
-// over limit bytes before reading it.
+// over limit bytes before reading it: for objects larger than ReadVersion
+// reads, such as kept directories.
 func getJSONLimit(ctx context.Context, st storage.Backend, k string, v any, limit int64) error {
 	obj, err := st.Open(ctx, k)
 	if err != nil {

@@ -367,14 +367,19 @@ func (g *Gateway) retentionState(ctx context.Context, id string, env *crypto.Env
 	if err != nil {
 		return api.Retention{}, err
 	}
+	return retentionAt(until, held, g.now()), nil
+}
+
+// retentionAt is where a retention that ends at until stands at now.
+func retentionAt(until time.Time, held bool, now time.Time) api.Retention {
 	r := api.Retention{Until: until.UTC(), State: api.RetentionKept, Held: held}
 	switch {
 	case held:
 		r.State = api.RetentionHeld
-	case !g.now().Before(until):
+	case !now.Before(until):
 		r.State = api.RetentionExpired
 	}
-	return r, nil
+	return r
 }
 
 // expiredErr is the refusal of a read of an expired bundle.
